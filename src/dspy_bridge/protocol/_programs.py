@@ -1,0 +1,75 @@
+"""Program definitions in canonical form, and their deterministic ids.
+
+Worker, pool and cassettes all need the same answer to "is this the same program?", so the
+rule lives in the contract: whitespace in signatures and key order do not matter, and the id is
+a hash of the canonical definition — never random or time-based, because cassettes must replay.
+Pure functions over plain data; no pydantic (the worker imports this at start-up).
+"""
+
+from __future__ import annotations
+
+TYPE_CHECKING = False  # typing itself stays off the mock worker's start-up path
+if TYPE_CHECKING:
+    from typing import Any
+
+__all__ = ["PROGRAM_TYPES", "canonical_json", "canonical_program", "normalize_signature", "program_id_for"]
+
+PROGRAM_TYPES = ("predict", "chain_of_thought")
+_SPACES = r"\s+"
+
+
+def normalize_signature(signature: Any) -> Any:
+    """Collapse whitespace in string signatures ("q ->  a" == "q -> a"); canonicalise structured ones."""
+    import re  # lazily, like json below: a mock worker says hello before it needs either
+
+    if isinstance(signature, str):
+        text = re.sub(_SPACES, " ", signature.strip())
+        text = re.sub(r"\s*->\s*", " -> ", text)
+        return re.sub(r"\s*,\s*", ", ", text)
+    if isinstance(signature, dict):
+        out = dict(signature)
+        if isinstance(out.get("instructions"), str):
+            out["instructions"] = re.sub(_SPACES, " ", out["instructions"].strip())
+        return out
+    return signature
+
+
+def canonical_program(args: dict[str, Any]) -> dict[str, Any]:
+    """The parts of a create_program request that define the program."""
+    import re
+
+    signature = normalize_signature(args.get("signature"))
+    definition: dict[str, Any] = {
+        "signature": signature,
+        "program_type": args.get("program_type", "predict"),
+    }
+    instructions = args.get("instructions")
+    if isinstance(instructions, str) and instructions.strip():
+        definition["instructions"] = re.sub(_SPACES, " ", instructions.strip())
+    return definition
+
+
+def canonical_json(value: Any) -> str:
+    """Stable JSON text: sorted keys, no whitespace, bytes and tuples made JSON-safe."""
+    import json
+
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=_fallback)
+
+
+def _fallback(value: Any) -> Any:
+    if isinstance(value, bytes):
+        return value.hex()
+    if isinstance(value, set | frozenset):
+        return sorted(value, key=repr)
+    return repr(value)
+
+
+def program_id_for(args: dict[str, Any]) -> str:
+    """The caller's ``id`` if given, else ``prog_`` + 16 hex digits of the definition's hash."""
+    explicit = args.get("id")
+    if isinstance(explicit, str) and explicit:
+        return explicit
+    import hashlib  # lazily: a mock worker says hello before it needs a hash
+
+    digest = hashlib.sha256(canonical_json(canonical_program(args)).encode()).hexdigest()
+    return f"prog_{digest[:16]}"

@@ -1,0 +1,182 @@
+"""The ONE worker loop: read a frame, dispatch to the handler set, write a frame.
+
+    host (pool)                         worker process
+    ───────────                         ──────────────
+    Request frame ──stdin pipe──▶ FrameReader ─▶ serve() ─▶ handlers.handle(command, args, ...)
+                                                    │             (DSPyHandlers | CassetteHandlers)
+    Response frame ◀─frames fd── FrameWriter ◀──────┘
+    (Hello first, unasked; Goodbye last, before a planned exit)
+
+A zygote child enters the same ``serve`` after fork, so every worker speaks one protocol.
+With ``max_concurrency > 1`` requests run on a thread pool and responses may leave out of order
+(correlated by ``id``). Nothing here imports pydantic: requests are checked by hand.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+
+TYPE_CHECKING = False  # typing itself stays off the mock worker's start-up path
+if TYPE_CHECKING:
+    from typing import Any
+
+from dspy_bridge._exceptions import ProtocolError
+from dspy_bridge.protocol._constants import PROTOCOL_VERSION
+from dspy_bridge.protocol._streams import FrameReader, FrameWriter
+from dspy_bridge.protocol._taxonomy import ErrorType
+from dspy_bridge.worker._base import BaseHandlers, HandlerFailure
+
+__all__ = ["hello_message", "serve"]
+
+
+def _log(level: str, message: str, *args: object, exc_info: bool = False) -> None:
+    """Log lazily: importing logging costs a mock worker ~10 ms it rarely needs."""
+    import logging
+
+    getattr(logging.getLogger("dspy_bridge.worker"), level)(message, *args, exc_info=exc_info)
+
+
+_UINT64_MAX = 2**64 - 1
+
+
+def hello_message(handlers: BaseHandlers, codec: str) -> dict[str, Any]:
+    return {
+        "type": "hello",
+        "protocol": PROTOCOL_VERSION,
+        "worker_id": handlers.worker_id,
+        "pid": os.getpid(),
+        "mode": handlers.mode,
+        "codec": codec,
+        "capabilities": handlers.capabilities,
+        "python_version": sys.version.split()[0],
+        "dspy_version": handlers.dspy_version,
+    }
+
+
+def _error_response(request_id: int | None, failure: HandlerFailure, started: float) -> dict[str, Any]:
+    return {
+        "type": "response",
+        "id": request_id,
+        "ok": False,
+        "error": failure.to_error(),
+        "elapsed_ms": round((time.perf_counter() - started) * 1000, 3),
+    }
+
+
+def _check_request(message: dict[str, Any]) -> tuple[int, str, dict[str, Any], str | None, dict[str, Any]]:
+    request_id = message.get("id")
+    if type(request_id) is not int or not 0 <= request_id <= _UINT64_MAX:
+        raise HandlerFailure(
+            ErrorType.PROTOCOL_ERROR,
+            f"request has no valid 'id' (got {request_id!r}); every request needs an unsigned integer id",
+        )
+    command = message.get("command")
+    args = message.get("args", {})
+    session_id = message.get("session_id")
+    context = message.get("context") or {}
+    if not isinstance(command, str) or not command:
+        raise HandlerFailure(ErrorType.INVALID_REQUEST, "request needs a non-empty string 'command'")
+    if not isinstance(args, dict) or not isinstance(context, dict):
+        raise HandlerFailure(ErrorType.INVALID_REQUEST, "'args' and 'context' must be maps")
+    if session_id is not None and not isinstance(session_id, str):
+        raise HandlerFailure(ErrorType.INVALID_REQUEST, "'session_id' must be a string or nil")
+    return request_id, command, args, session_id, context
+
+
+def answer(handlers: BaseHandlers, message: dict[str, Any]) -> dict[str, Any]:
+    """Turn one request map into one response map; never raises for handler problems."""
+    started = time.perf_counter()
+    raw_id = message.get("id")
+    request_id = raw_id if type(raw_id) is int and 0 <= raw_id <= _UINT64_MAX else None
+    try:
+        request_id, command, args, session_id, context = _check_request(message)
+        result = handlers.handle(command, args, session_id, context)
+    except HandlerFailure as failure:
+        handlers.errors += 1
+        return _error_response(request_id, failure, started)
+    except Exception as exc:  # a handler bug must not kill the worker: report it with its traceback
+        handlers.errors += 1
+        import traceback
+
+        _log("error", "handler raised while serving request %s", request_id, exc_info=True)
+        internal = HandlerFailure(
+            ErrorType.INTERNAL,
+            f"{type(exc).__name__}: {exc}",
+            details={"traceback": traceback.format_exc()},
+        )
+        return _error_response(request_id, internal, started)
+    return {
+        "type": "response",
+        "id": request_id,
+        "ok": True,
+        "result": result,
+        "elapsed_ms": round((time.perf_counter() - started) * 1000, 3),
+    }
+
+
+def _send(writer: FrameWriter, message: dict[str, Any]) -> None:
+    try:
+        writer.write(message)
+    except ProtocolError as exc:  # e.g. a result above the frame limit: say so instead of dying
+        writer.write(
+            {
+                "type": "response",
+                "id": message.get("id"),
+                "ok": False,
+                "error": {"type": "internal", "message": str(exc), "retryable": False, "details": None},
+                "elapsed_ms": message.get("elapsed_ms", 0.0),
+            }
+        )
+
+
+def _answer_and_send(writer: FrameWriter, handlers: BaseHandlers, message: dict[str, Any]) -> None:
+    _send(writer, answer(handlers, message))
+
+
+def serve(reader: FrameReader, writer: FrameWriter, handlers: BaseHandlers, max_concurrency: int = 1) -> str:
+    """Serve until EOF, ``shutdown`` or a broken pipe; return why the loop stopped."""
+    writer.write(hello_message(handlers, writer.codec.name))
+    pool = None
+    if max_concurrency > 1:
+        from concurrent.futures import ThreadPoolExecutor
+
+        pool = ThreadPoolExecutor(max_concurrency, thread_name_prefix="handler")
+    try:
+        while True:
+            try:
+                payload = reader.read_payload()
+            except ProtocolError as exc:
+                # Framing is lost (oversized or cut frame): answer once, then stop trusting the stream.
+                _log("error", "protocol error on stdin, stopping: %s", exc)
+                writer.write(
+                    _error_response(None, HandlerFailure(ErrorType.PROTOCOL_ERROR, str(exc)), time.perf_counter())
+                )
+                return "protocol_error"
+            if payload is None:
+                return "eof"
+            try:
+                message = reader.codec.loads(payload)
+            except ProtocolError as exc:
+                # The frame boundary is intact, so the stream is still usable: report and go on.
+                _log("warning", "undecodable frame skipped: %s", exc)
+                writer.write(
+                    _error_response(None, HandlerFailure(ErrorType.PROTOCOL_ERROR, str(exc)), time.perf_counter())
+                )
+                continue
+            if message.get("command") == "shutdown" and "id" in message:
+                if pool is not None:
+                    pool.shutdown(wait=True)
+                    pool = None
+                _send(writer, answer(handlers, message))
+                return "shutdown"
+            if pool is None:
+                _send(writer, answer(handlers, message))
+            else:
+                pool.submit(_answer_and_send, writer, handlers, message)
+    except BrokenPipeError:
+        return "host_gone"
+    finally:
+        if pool is not None:
+            pool.shutdown(wait=True)

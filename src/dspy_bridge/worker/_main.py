@@ -1,0 +1,103 @@
+"""``python -m dspy_bridge.worker``: parse options, harden the process, load a handler set, serve."""
+
+from __future__ import annotations
+
+import argparse
+import faulthandler
+import os
+import signal
+import sys
+from types import FrameType
+
+from dspy_bridge.protocol._codec import CODECS, get_codec
+from dspy_bridge.protocol._frames import DEFAULT_MAX_FRAME_SIZE
+from dspy_bridge.protocol._streams import FrameReader, FrameWriter
+from dspy_bridge.worker._base import BaseHandlers
+from dspy_bridge.worker._process import exit_now, protect_stdout, watch_parent
+
+__all__ = ["build_handlers", "main", "run_worker"]
+
+
+class _Terminate(BaseException):
+    """Raised from the SIGTERM handler to leave a blocking read or a handler promptly."""
+
+
+def _on_sigterm(signum: int, frame: FrameType | None) -> None:
+    raise _Terminate
+
+
+def build_handlers(mode: str, worker_id: str) -> BaseHandlers:
+    """Import only what the mode needs: DSPy for real workers, nothing heavy for mock ones."""
+    if mode == "real":
+        from dspy_bridge.worker._real import DSPyHandlers
+
+        return DSPyHandlers(worker_id)
+    from dspy_bridge.worker._mock import CassetteHandlers
+
+    return CassetteHandlers(worker_id)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m dspy_bridge.worker", description=__doc__)
+    parser.add_argument("--mode", choices=("real", "mock"), default="mock")
+    parser.add_argument("--codec", choices=sorted(CODECS), default="msgpack")
+    parser.add_argument("--worker-id", default=None)
+    parser.add_argument("--max-concurrency", type=int, default=1, help="requests served at once (threads)")
+    parser.add_argument("--max-frame-size", type=int, default=DEFAULT_MAX_FRAME_SIZE)
+    parser.add_argument("--log-level", default=os.environ.get("DSPY_BRIDGE_WORKER_LOG", "WARNING"))
+    return parser.parse_args(argv)
+
+
+def run_worker(
+    mode: str,
+    codec: str,
+    worker_id: str,
+    max_concurrency: int = 1,
+    max_frame_size: int = DEFAULT_MAX_FRAME_SIZE,
+    *,
+    in_fd: int = 0,
+    out_fd: int | None = None,
+    handlers: BaseHandlers | None = None,
+) -> None:
+    """Serve one worker on ``in_fd``/``out_fd`` and leave by ``os._exit`` (never returns)."""
+    from dspy_bridge.worker._loop import serve
+
+    faulthandler.enable(file=sys.stderr)
+    frames_fd = protect_stdout() if out_fd is None else out_fd
+    signal.signal(signal.SIGTERM, _on_sigterm)
+    reason = "error"
+    writer = FrameWriter(frames_fd, get_codec(codec), max_frame_size)
+    try:
+        handlers = handlers or build_handlers(mode, worker_id)
+        reader = FrameReader(in_fd, get_codec(codec), max_frame_size)
+        reason = serve(reader, writer, handlers, max_concurrency)
+    except _Terminate:
+        reason = "sigterm"
+    except Exception:
+        import logging
+
+        logging.getLogger("dspy_bridge.worker").exception("worker %s failed", worker_id)
+        exit_now(1)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    if reason not in ("host_gone",):
+        try:
+            writer.write({"type": "goodbye", "worker_id": worker_id, "pid": os.getpid(), "reason": reason})
+        except OSError:
+            pass
+    exit_now(0 if reason in ("eof", "shutdown", "sigterm", "host_gone") else 1)
+
+
+def main(argv: list[str] | None = None) -> None:
+    options = parse_args(argv)
+    if options.mode == "real" or "DSPY_BRIDGE_WORKER_LOG" in os.environ:
+        # Mock workers skip this (~10 ms): their rare warnings reach stderr through logging's last resort.
+        import logging
+
+        logging.basicConfig(
+            stream=sys.stderr,
+            level=options.log_level.upper(),
+            format=f"%(asctime)s worker[{os.getpid()}] %(levelname)s %(name)s: %(message)s",
+        )
+    watch_parent()
+    worker_id = options.worker_id or f"w{os.getpid()}"
+    run_worker(options.mode, options.codec, worker_id, options.max_concurrency, options.max_frame_size)
