@@ -1,0 +1,32 @@
+"""Developer sessions. They run in the current environment (install with `pip install -e '.[dev]'`),
+because a fresh virtualenv per session would re-download DSPy each time on this offline-ish machine."""
+
+from __future__ import annotations
+
+import nox
+
+nox.options.sessions = ["lint", "typecheck", "tests"]
+nox.options.default_venv_backend = "none"
+
+
+@nox.session
+def tests(session: nox.Session) -> None:
+    """The fast suite (the README's test command)."""
+    session.run("python", "-m", "pytest", *session.posargs)
+
+
+@nox.session
+def lint(session: nox.Session) -> None:
+    session.run("ruff", "check", "src", "tests", "benchmarks", "noxfile.py")
+    session.run("ruff", "format", "--check", "src", "tests", "benchmarks", "noxfile.py")
+
+
+@nox.session
+def typecheck(session: nox.Session) -> None:
+    session.run("mypy", "src/dspy_bridge")
+
+
+@nox.session
+def bench(session: nox.Session) -> None:
+    """Run every benchmark and rewrite docs/benchmarks.md (takes a few minutes: real workers start)."""
+    session.run("python", "benchmarks/run_all.py", "--out", "docs/benchmarks.md", *session.posargs)
