@@ -1,0 +1,192 @@
+"""``Bridge``: a client bound to one pool, one session and (optionally) one cassette.
+
+It is what the pytest ``bridge`` fixture hands a test, and what applications use when they want the
+pool's session affinity without repeating ``session_id=`` everywhere:
+
+    with SyncPool(PoolConfig(mode="mock")) as pool:
+        bridge = Bridge(pool)
+        bridge.configure_lm("gemini/gemini-2.5-flash")
+        answer = bridge.run("question -> answer", question="2+2?")
+
+Every request carries the session id and a context (test id, cassette reference for mock workers).
+When a recorder is attached, every exchange is recorded on the host side, around the pool.
+Sync methods block; the ``a``-prefixed ones are awaitable from any event loop (the pool runs on its own).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections import Counter
+from typing import TYPE_CHECKING, Any, Protocol
+
+from dspy_bridge._exceptions import HandlerError
+
+if TYPE_CHECKING:
+    from concurrent.futures import Future
+
+__all__ = ["Bridge", "ExchangeRecorder", "RequestSender"]
+
+
+class RequestSender(Protocol):
+    """What a Bridge needs from a pool: ``SyncPool`` satisfies it."""
+
+    def submit(
+        self,
+        command: str,
+        args: dict[str, Any] | None = None,
+        *,
+        session_id: str | None = None,
+        context: dict[str, Any] | None = None,
+    ) -> Future[Any]: ...
+
+
+class ExchangeRecorder(Protocol):
+    """What a Bridge needs from a recorder: ``cassettes.Recorder`` satisfies it."""
+
+    def record(self, request: dict[str, Any], response: dict[str, Any]) -> None: ...
+
+
+class Bridge:
+    """A session-bound client: programs created through it are visible only through it."""
+
+    def __init__(
+        self,
+        pool: RequestSender,
+        *,
+        session_id: str | None = None,
+        context: dict[str, Any] | None = None,
+        recorder: ExchangeRecorder | None = None,
+        lm_defaults: dict[str, Any] | None = None,
+        mode: str = "mock",
+    ) -> None:
+        self.pool = pool
+        self.session_id = session_id or f"s-{uuid.uuid4().hex[:12]}"
+        self.context: dict[str, Any] = dict(context or {})
+        self.recorder = recorder
+        self.lm_defaults: dict[str, Any] = dict(lm_defaults or {})
+        self.mode = mode
+        self.requests = 0
+        self.outcomes: Counter[str] = Counter()  # where execute answers came from: cassette, stub, miss, …
+
+    def __repr__(self) -> str:
+        return f"<Bridge mode={self.mode} session={self.session_id} requests={self.requests}>"
+
+    # -- the one path every request takes ---------------------------------------------------
+    def _submit(self, command: str, args: dict[str, Any]) -> Future[Any]:
+        self.requests += 1
+        future = self.pool.submit(command, args, session_id=self.session_id, context=self.context)
+        request = {"command": command, "args": args, "session_id": self.session_id}
+        future.add_done_callback(lambda done: self._observe(request, done))
+        return future
+
+    def _observe(self, request: dict[str, Any], done: Future[Any]) -> None:
+        """Count answer sources and feed the recorder (runs on the pool's thread)."""
+        if done.cancelled():
+            return
+        error = done.exception()
+        if error is None:
+            result = done.result()
+            if request["command"] == "execute_program" and isinstance(result, dict):
+                self.outcomes[str(result.get("source", "lm"))] += 1
+            if self.recorder is not None:
+                self.recorder.record(request, {"ok": True, "result": result})
+        elif isinstance(error, HandlerError):
+            if error.type == "cassette_miss":
+                self.outcomes["miss"] += 1
+            if self.recorder is not None:
+                response_error = {"type": error.type, "message": error.message, "retryable": error.retryable}
+                self.recorder.record(request, {"ok": False, "error": response_error})
+
+    def request(self, command: str, args: dict[str, Any] | None = None) -> Any:
+        """Send any protocol command in this session and wait for its result."""
+        return self._submit(command, dict(args or {})).result()
+
+    async def arequest(self, command: str, args: dict[str, Any] | None = None) -> Any:
+        return await asyncio.wrap_future(self._submit(command, dict(args or {})))
+
+    # -- conveniences -------------------------------------------------------------------------
+    def _lm_args(self, model: str | None, settings: dict[str, Any]) -> dict[str, Any]:
+        args = {**self.lm_defaults, **{k: v for k, v in settings.items() if v is not None}}
+        if model is not None:
+            args["model"] = model
+        args.setdefault("model", "gemini/gemini-2.5-flash")
+        return args
+
+    def configure_lm(self, model: str | None = None, **settings: Any) -> dict[str, Any]:
+        """Configure this session's LM (in integration mode the plugin fills api_base/key/cache)."""
+        result: dict[str, Any] = self.request("configure_lm", self._lm_args(model, settings))
+        return result
+
+    async def aconfigure_lm(self, model: str | None = None, **settings: Any) -> dict[str, Any]:
+        result: dict[str, Any] = await self.arequest("configure_lm", self._lm_args(model, settings))
+        return result
+
+    @staticmethod
+    def _program_args(
+        signature: str | dict[str, Any], program_type: str, program_id: str | None, instructions: str | None
+    ) -> dict[str, Any]:
+        args: dict[str, Any] = {"signature": signature, "program_type": program_type}
+        if program_id is not None:
+            args["id"] = program_id
+        if instructions is not None:
+            args["instructions"] = instructions
+        return args
+
+    def create_program(
+        self,
+        signature: str | dict[str, Any],
+        program_type: str = "predict",
+        *,
+        id: str | None = None,
+        instructions: str | None = None,
+    ) -> str:
+        """Create a program in this session; returns its deterministic id."""
+        result = self.request("create_program", self._program_args(signature, program_type, id, instructions))
+        return str(result["program_id"])
+
+    async def acreate_program(
+        self,
+        signature: str | dict[str, Any],
+        program_type: str = "predict",
+        *,
+        id: str | None = None,
+        instructions: str | None = None,
+    ) -> str:
+        result = await self.arequest("create_program", self._program_args(signature, program_type, id, instructions))
+        return str(result["program_id"])
+
+    def execute(self, program_id: str, /, **inputs: Any) -> dict[str, Any]:
+        """Run a program; returns its outputs as a plain map."""
+        result = self.request("execute_program", {"program_id": program_id, "inputs": inputs})
+        return dict(result["outputs"])
+
+    async def aexecute(self, program_id: str, /, **inputs: Any) -> dict[str, Any]:
+        result = await self.arequest("execute_program", {"program_id": program_id, "inputs": inputs})
+        return dict(result["outputs"])
+
+    def run(self, signature: str | dict[str, Any], program_type: str = "predict", /, **inputs: Any) -> dict[str, Any]:
+        """Create (idempotently: ids are deterministic) and execute in one call."""
+        return self.execute(self.create_program(signature, program_type), **inputs)
+
+    def stub(
+        self,
+        program_id: str,
+        outputs: dict[str, Any] | None = None,
+        *,
+        inputs: dict[str, Any] | None = None,
+        error: dict[str, Any] | None = None,
+    ) -> None:
+        """Mock workers only: answer ``program_id`` (for ``inputs``, or any) with ``outputs`` or ``error``."""
+        args: dict[str, Any] = {"program_id": program_id}
+        if outputs is not None:
+            args["outputs"] = outputs
+        if error is not None:
+            args["error"] = error
+        if inputs is not None:
+            args["inputs"] = inputs
+        self.request("stub_program", args)
+
+    def close(self) -> None:
+        """Drop this session's programs on its worker (the pool forgets the session too)."""
+        self.request("cleanup_session", {})

@@ -1,0 +1,113 @@
+"""Per-test plan: which kind of worker, which cassettes, whether this run records.
+
+Computed once per test from its mark and the run-level settings (precedence in ``_settings``), so
+the warm-up after collection, the fixtures and the summary all agree on what a test will do.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from dspy_bridge._pytest._names import cassette_paths
+from dspy_bridge._pytest._settings import run_level, validate_mark
+
+__all__ = ["KINDS", "TestPlan", "plan_for"]
+
+KINDS = ("mock", "integration")
+
+
+@dataclass(frozen=True)
+class TestPlan:
+    nodeid: str
+    marked: str  # what the test asked for: "mock" | "integration"
+    kind: str  # what it runs as after forced modes
+    record: str  # effective record mode
+    bridge_cassette: Path
+    http_cassette: Path
+    synthetic: bool
+    allow_repeats: bool
+    match_on: tuple[str, ...] | None
+
+    @property
+    def records(self) -> bool:
+        """True when this run writes cassettes (and therefore runs on real workers)."""
+        if self.record in ("all", "rewrite", "new_episodes"):
+            return True
+        if self.record == "once":
+            needed = [self.bridge_cassette] if self.kind == "mock" else [self.bridge_cassette, self.http_cassette]
+            return not all(path.exists() for path in needed)
+        return False
+
+    @property
+    def real(self) -> bool:
+        """Runs on real DSPy workers: integration tests, and any test that records."""
+        return self.kind == "integration" or self.records
+
+    @property
+    def pool_kind(self) -> str:
+        return "integration" if self.real else "mock"
+
+    def record_command(self, mode: str = "once") -> str:
+        return f"pytest {shlex.quote(self.nodeid)} --bridge-record={mode}"
+
+    def mock_context(self) -> dict[str, Any]:
+        cassette: dict[str, Any] = {
+            "path": str(self.bridge_cassette),
+            "synthetic": self.synthetic,
+            "allow_repeats": self.allow_repeats,
+            "record_hint": self.record_command(),
+        }
+        if self.match_on is not None:
+            cassette["match_on"] = list(self.match_on)
+        return {"test_id": self.nodeid, "cassette": cassette}
+
+
+def _truthy(value: Any) -> bool:
+    return value is True or str(value).lower() in ("1", "true", "yes", "on")
+
+
+def plan_for(item: pytest.Item) -> TestPlan:
+    config = item.config
+    integration = item.get_closest_marker("integration")
+    mock = item.get_closest_marker("mock")
+    if integration is not None and mock is not None:
+        raise pytest.UsageError(f"{item.nodeid}: marked both mock and integration; choose one")
+    mark = integration or mock
+    options = validate_mark(mark, item.nodeid) if mark is not None else {}
+    default_mark, _ = run_level(config, "default_mark")
+    marked = mark.name if mark is not None else str(default_mark)
+
+    forced, _ = run_level(config, "mode")
+    kind = marked if forced == "auto" else str(forced)
+
+    record, source = run_level(config, "record")
+    if source == "default" and "record" in options:
+        record = options["record"]
+
+    synthetic_setting, synthetic_source = run_level(config, "synthetic")
+    synthetic = _truthy(synthetic_setting)
+    if synthetic_source == "default" and "synthetic" in options:
+        synthetic = _truthy(options["synthetic"])
+
+    root, _ = run_level(config, "cassette_dir")
+    if root is not None and not os.path.isabs(root):
+        root = str(Path(str(config.rootpath)) / root)
+    bridge_path, http_path = cassette_paths(item, root, options.get("cassette"))
+    match_on = options.get("match_on")
+    return TestPlan(
+        nodeid=item.nodeid,
+        marked=marked,
+        kind=kind,
+        record=str(record),
+        bridge_cassette=bridge_path,
+        http_cassette=http_path,
+        synthetic=synthetic,
+        allow_repeats=bool(options.get("allow_repeats", False)),
+        match_on=tuple(match_on) if match_on is not None else None,
+    )

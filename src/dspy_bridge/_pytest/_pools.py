@@ -1,0 +1,121 @@
+"""One shared pool per mode per pytest process, started lazily or warmed in the background.
+
+The seed started 6–8 workers per test, one at a time. Here a process owns at most one mock pool and one
+real pool for the whole run; a real pool starts in a background thread right after collection when any
+selected test needs it, so it warms while mock tests run. Every start is timed so the terminal summary
+can say how much wall time went to starting workers and how much tests actually waited for it.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from dspy_bridge.pool import SyncPool
+
+__all__ = ["BridgePools", "PoolRecord"]
+
+log = logging.getLogger("dspy_bridge.pytest")
+
+_POOL_MODE = {"mock": "mock", "integration": "real"}
+
+
+@dataclass
+class PoolRecord:
+    """What the summary reports about one pool."""
+
+    kind: str  # "mock" | "integration"
+    workers: int
+    strategy: str
+    started_at: float = 0.0
+    ready_s: float | None = None
+    waited_s: float = 0.0  # time tests were blocked waiting for this pool to be ready
+    background: bool = False
+    error: str | None = None
+    stats: dict[str, Any] = field(default_factory=dict)
+
+
+class BridgePools:
+    def __init__(self, workers: int, strategy: str, env: dict[str, str] | None = None) -> None:
+        self.workers = workers
+        self.strategy = strategy
+        self.env = dict(env or {})
+        self.records: dict[str, PoolRecord] = {}
+        self._pools: dict[str, SyncPool] = {}
+        self._ready: dict[str, threading.Event] = {}
+        self._errors: dict[str, BaseException] = {}
+        self._lock = threading.Lock()
+
+    def _config(self, kind: str) -> Any:
+        from dspy_bridge.pool import PoolConfig
+
+        options: dict[str, Any] = {"size": self.workers, "mode": _POOL_MODE[kind], "env": self.env}
+        if kind == "integration":
+            options["start_strategy"] = self.strategy
+        return PoolConfig(**options)
+
+    def _start(self, kind: str) -> None:
+        from dspy_bridge.pool import SyncPool
+
+        record = self.records[kind]
+        try:
+            pool = SyncPool(self._config(kind))
+            pool.start()
+            self._pools[kind] = pool
+            record.ready_s = time.perf_counter() - record.started_at
+            log.info("%s pool ready: %d workers in %.3f s", kind, self.workers, record.ready_s)
+        except BaseException as exc:  # the waiting test re-raises it with context
+            record.error = f"{type(exc).__name__}: {exc}"
+            self._errors[kind] = exc
+        finally:
+            self._ready[kind].set()
+
+    def warm(self, kind: str) -> None:
+        """Start the ``kind`` pool in a background thread (no-op if already started)."""
+        self._begin(kind, background=True)
+
+    def _begin(self, kind: str, *, background: bool) -> bool:
+        with self._lock:
+            if kind in self._ready:
+                return False
+            self._ready[kind] = threading.Event()
+            strategy = self.strategy if kind == "integration" else "spawn"
+            self.records[kind] = PoolRecord(
+                kind=kind,
+                workers=self.workers,
+                strategy=strategy,
+                started_at=time.perf_counter(),
+                background=background,
+            )
+        if background:
+            threading.Thread(target=self._start, args=(kind,), name=f"bridge-warm-{kind}", daemon=True).start()
+        return True
+
+    def get(self, kind: str) -> SyncPool:
+        """The ``kind`` pool, starting it (or waiting for its warm-up) if needed."""
+        started_here = self._begin(kind, background=False)
+        waited_from = time.perf_counter()
+        if started_here:
+            self._start(kind)
+        self._ready[kind].wait()
+        self.records[kind].waited_s += time.perf_counter() - waited_from
+        if kind in self._errors:
+            raise self._errors[kind]
+        return self._pools[kind]
+
+    def is_warming(self, kind: str) -> bool:
+        event = self._ready.get(kind)
+        return event is not None and not event.is_set()
+
+    def close_all(self) -> None:
+        for kind, pool in list(self._pools.items()):
+            try:
+                self.records[kind].stats = pool.stats_dict()
+            except Exception as exc:  # stats are best effort; closing is not
+                log.warning("could not read %s pool stats: %s", kind, exc)
+            pool.close()
+        self._pools.clear()

@@ -1,0 +1,190 @@
+"""Per-process plugin state: plans, pools, the LM route for real workers, counters, the summary."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+from collections import Counter
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+from dspy_bridge._exceptions import CassetteMiss, HandlerError
+from dspy_bridge._pytest._plan import TestPlan
+from dspy_bridge._pytest._pools import BridgePools
+from dspy_bridge._pytest._settings import run_level
+
+if TYPE_CHECKING:
+    from dspy_bridge._client import Bridge
+    from dspy_bridge._pytest._lm_route import LMRoute
+    from dspy_bridge.pool import SyncPool
+
+__all__ = ["STATE_KEY", "BridgeState"]
+
+KEY_ENV_VARS = ("GEMINI_API_KEY", "GOOGLE_API_KEY")
+
+
+class BridgeState:
+    def __init__(self, config: pytest.Config) -> None:
+        self.config = config
+        self.started = time.perf_counter()
+        self.workers = int(run_level(config, "workers")[0])
+        self.strategy = str(run_level(config, "start")[0])
+        self.upstream = str(run_level(config, "upstream")[0])
+        self.on_missing = str(run_level(config, "on_missing")[0])
+        self.pool_env: dict[str, str] = {}
+        self.lm_defaults: dict[str, Any] = {}
+        self.plans: dict[str, TestPlan] = {}
+        self.counts: dict[str, Counter[str]] = {"mock": Counter(), "integration": Counter()}
+        self.test_seconds = 0.0
+        self._pools: BridgePools | None = None
+        self._route: LMRoute | None = None
+        self.worker_label = os.environ.get("PYTEST_XDIST_WORKER", "main")
+
+    # -- pools ----------------------------------------------------------------------------
+    @property
+    def pools(self) -> BridgePools:
+        if self._pools is None:
+            self._pools = BridgePools(self.workers, self.strategy, self.pool_env)
+        return self._pools
+
+    def warm_real_pool(self) -> None:
+        self.pools.warm("integration")
+        reporter = self.config.pluginmanager.get_plugin("terminalreporter")
+        if reporter is not None:
+            reporter.write_line(
+                f"dspy-bridge: warming {self.workers} real DSPy workers in the background "
+                f"(strategy {self.strategy}) while other tests run"
+            )
+
+    def pool_for(self, plan: TestPlan) -> SyncPool:
+        kind = plan.pool_kind
+        if self.pools.is_warming(kind):
+            reporter = self.config.pluginmanager.get_plugin("terminalreporter")
+            if reporter is not None:
+                reporter.write_line(f"dspy-bridge: waiting for the {kind} pool to finish warming…")
+        return self.pools.get(kind)
+
+    # -- real workers reach the LM through the proxy -----------------------------------------
+    def route(self) -> LMRoute:
+        if self._route is None:
+            from dspy_bridge._pytest._lm_route import LMRoute
+
+            self._route = LMRoute(self.upstream, self.api_key())
+        return self._route
+
+    @staticmethod
+    def api_key() -> str | None:
+        for name in KEY_ENV_VARS:
+            if os.environ.get(name):
+                return os.environ[name]
+        return None
+
+    def _check_real_preconditions(self, plan: TestPlan) -> None:
+        if plan.records and self.upstream == "gemini" and self.api_key() is None:
+            raise CassetteMiss(
+                f"{plan.nodeid} would record against real Gemini, but no key is set. Export GEMINI_API_KEY "
+                f"(or GOOGLE_API_KEY) and run: {plan.record_command(plan.record)} — or record against the "
+                "bundled fake with --bridge-upstream=fake"
+            )
+        if not plan.records and not plan.http_cassette.exists():
+            raise CassetteMiss(
+                f"{plan.nodeid} runs on real workers offline, but its HTTP cassette {plan.http_cassette} does "
+                f"not exist, so its LM calls would need the network. Record it once with a key: "
+                f"GEMINI_API_KEY=… {plan.record_command('once')}"
+            )
+
+    # -- one test -------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def bridge_for(self, plan: TestPlan, pool: SyncPool) -> Iterator[Bridge]:
+        from dspy_bridge._client import Bridge
+
+        recorder = None
+        lm_defaults = dict(self.lm_defaults)
+        context: dict[str, Any] = {"test_id": plan.nodeid}
+        route = None
+        if plan.real:
+            self._check_real_preconditions(plan)
+            route = self.route()
+            lm_defaults.update(route.activate(plan))
+            if plan.records:
+                recorder = self._recorder(plan)
+        else:
+            context = plan.mock_context()
+        client = Bridge(pool, context=context, recorder=recorder, lm_defaults=lm_defaults, mode=plan.kind)
+        try:
+            yield client
+        finally:
+            with contextlib.suppress(Exception):  # the session may already be gone with its worker
+                client.close()
+            if route is not None:
+                route.deactivate()
+            if recorder is not None:
+                recorder.save()
+                self.counts[plan.kind]["recorded"] += recorder.new_count
+            counts = self.counts[plan.kind]
+            counts["tests"] += 1
+            counts["requests"] += client.requests
+            counts.update(client.outcomes)
+
+    def _recorder(self, plan: TestPlan) -> Any:
+        from dspy_bridge.cassettes import Recorder
+
+        recorded_against = "fake-gemini" if self.upstream == "fake" else "gemini"
+        return Recorder(plan.bridge_cassette, plan.record, meta={"recorded_against": recorded_against})
+
+    @staticmethod
+    def missing_reason(exc: BaseException) -> str | None:
+        if isinstance(exc, CassetteMiss):
+            return exc.message
+        if isinstance(exc, HandlerError) and exc.type == "cassette_miss":
+            return exc.message
+        return None
+
+    # -- end of run -------------------------------------------------------------------------
+    def close(self) -> None:
+        if self._pools is not None:
+            self._pools.close_all()
+        if self._route is not None:
+            self._route.close()
+
+    def write_summary(self, reporter: Any) -> None:
+        if self._pools is None or not self._pools.records:
+            return
+        self.close()
+        wall = time.perf_counter() - self.started
+        reporter.write_sep("=", f"dspy-bridge summary ({self.worker_label})")
+        blocked = 0.0
+        for record in self._pools.records.values():
+            ready = f"{record.ready_s:.3f} s" if record.ready_s is not None else f"failed: {record.error}"
+            how = "background warm-up" if record.background else "started on first use"
+            blocked += record.waited_s
+            stats = record.stats
+            extra = ""
+            if stats:
+                extra = (
+                    f"; served {stats.get('requests_served', '?')}, crashes {stats.get('crashes', 0)}, "
+                    f"restarts {stats.get('restarts', 0)}, breaker {stats.get('breaker_state', '?')}"
+                )
+            reporter.write_line(
+                f"pool {record.kind:<11} {record.workers} workers, ready in {ready} ({how}, strategy "
+                f"{record.strategy}); tests waited {record.waited_s:.3f} s{extra}"
+            )
+        for kind, counts in self.counts.items():
+            if counts["tests"]:
+                reporter.write_line(
+                    f"{kind:<11} tests {counts['tests']}, requests {counts['requests']}, cassette hits "
+                    f"{counts['cassette']}, stubs {counts['stub']}, synthetic {counts['synthetic']}, misses "
+                    f"{counts['miss']}, new recordings {counts['recorded']}"
+                )
+        share = 100.0 * blocked / wall if wall > 0 else 0.0
+        reporter.write_line(
+            f"wall time {wall:.2f} s: waiting for workers to start {blocked:.2f} s ({share:.1f}%), "
+            f"in bridge tests {self.test_seconds:.2f} s, the rest (collection, other tests) "
+            f"{max(wall - blocked - self.test_seconds, 0.0):.2f} s"
+        )
+
+
+STATE_KEY = pytest.StashKey[BridgeState]()

@@ -1,0 +1,135 @@
+"""``dspy-bridge``: the command line. Every subcommand wraps library calls; nothing is reimplemented.
+
+    dspy-bridge demo                 real worker → fake Gemini, recorded; mock worker replays it (offline)
+    dspy-bridge verify PATH...       fail if any cassette holds something key-shaped
+    dspy-bridge daemon start|stop|status   keep a warm zygote between test runs
+    dspy-bridge fake-gemini          serve the bundled fake Gemini on 127.0.0.1
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+__all__ = ["main"]
+
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+
+DEMO_SIGNATURE = "question -> answer"
+DEMO_QUESTION = "What is the capital of France?"
+
+
+def _demo_round(pool: Any, context: dict[str, Any], recorder: Any, lm: dict[str, Any]) -> tuple[dict[str, Any], float]:
+    from dspy_bridge._client import Bridge
+
+    client = Bridge(pool, context=context, recorder=recorder, lm_defaults=lm)
+    started = time.perf_counter()
+    client.configure_lm("gemini/gemini-2.5-flash")
+    program_id = client.create_program(DEMO_SIGNATURE)
+    outputs = client.execute(program_id, question=DEMO_QUESTION)
+    return outputs, time.perf_counter() - started
+
+
+def demo(args: argparse.Namespace) -> int:
+    """Run one DSPy program through a real worker (recording) and a mock worker (replaying)."""
+    from dspy_bridge.cassettes import Recorder
+    from dspy_bridge.pool import PoolConfig, SyncPool
+    from dspy_bridge.testing.fake_gemini import FakeGemini
+
+    workdir = Path(args.dir or tempfile.mkdtemp(prefix="dspy-bridge-demo-"))
+    cassette = workdir / "demo.yaml"
+    print(f"dspy-bridge demo — cassette: {cassette}")
+    with FakeGemini() as fake:
+        lm = {"api_base": fake.base_url, "api_key": "demo-placeholder-key", "cache": False, "num_retries": 0}
+        started = time.perf_counter()
+        with SyncPool(PoolConfig(mode="real", size=1)) as real_pool:
+            real_ready = time.perf_counter() - started
+            recorder = Recorder(cassette, "all", meta={"recorded_against": "fake-gemini"})
+            real_out, real_s = _demo_round(real_pool, {"test_id": "demo"}, recorder, lm)
+            recorder.save()
+        print(f"real worker   ready in {real_ready:6.3f} s, answered in {real_s:6.3f} s: {real_out}")
+        print(f"              fake Gemini served {fake.request_count} request(s)")
+    started = time.perf_counter()
+    with SyncPool(PoolConfig(mode="mock", size=1)) as mock_pool:
+        mock_ready = time.perf_counter() - started
+        context = {"test_id": "demo", "cassette": {"path": str(cassette)}}
+        mock_out, mock_s = _demo_round(mock_pool, context, None, {})
+    print(f"mock worker   ready in {mock_ready:6.3f} s, answered in {mock_s:6.3f} s: {mock_out}")
+    same = mock_out == real_out
+    print("replay matches the real answer" if same else "MISMATCH between real and replayed answers")
+    return 0 if same else 1
+
+
+def verify(args: argparse.Namespace) -> int:
+    from dspy_bridge._exceptions import SecretLeak
+    from dspy_bridge.cassettes import verify as verify_cassettes
+
+    paths = [Path(p) for p in args.paths]
+    files = [f for p in paths for f in (sorted(p.rglob("*.yaml")) if p.is_dir() else [p])]
+    try:
+        verify_cassettes(files)
+    except SecretLeak as exc:
+        print(f"dspy-bridge verify: {exc}", file=sys.stderr)
+        return 1
+    print(f"dspy-bridge verify: {len(files)} cassette file(s) hold nothing key-shaped")
+    return 0
+
+
+def daemon(args: argparse.Namespace) -> int:
+    from dspy_bridge import daemon as warm_daemon
+
+    if args.action == "start":
+        print(warm_daemon.daemon_start(idle_timeout=args.idle_timeout, preload=args.preload))
+    elif args.action == "stop":
+        print(warm_daemon.daemon_stop())
+    else:
+        print(warm_daemon.daemon_status())
+    return 0
+
+
+def fake_gemini(args: argparse.Namespace) -> int:
+    from dspy_bridge.testing.fake_gemini import FakeGemini
+
+    with FakeGemini(port=args.port) as fake:
+        print(json.dumps({"base_url": fake.base_url, "pid": os.getpid()}), flush=True)
+        try:
+            sys.stdin.read()
+        except KeyboardInterrupt:
+            pass
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="dspy-bridge", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    commands = parser.add_subparsers(dest="command", required=True)
+    p = commands.add_parser("demo", help="record with a real worker against the fake Gemini, replay with a mock worker")
+    p.add_argument("--dir", help="where to write the demo cassette (default: a temp dir)")
+    p.set_defaults(func=demo)
+    p = commands.add_parser("verify", help="scan cassettes for key-shaped strings")
+    p.add_argument("paths", nargs="+")
+    p.set_defaults(func=verify)
+    p = commands.add_parser("daemon", help="a warm zygote kept between test runs")
+    p.add_argument("action", choices=("start", "stop", "status"))
+    p.add_argument("--idle-timeout", type=float, default=1800.0)
+    p.add_argument("--preload", action="append", default=[])
+    p.set_defaults(func=daemon)
+    p = commands.add_parser("fake-gemini", help="serve the bundled fake Gemini until stdin closes")
+    p.add_argument("--port", type=int, default=0)
+    p.set_defaults(func=fake_gemini)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    result: int = args.func(args)
+    return result
+
+
+if __name__ == "__main__":
+    sys.exit(main())

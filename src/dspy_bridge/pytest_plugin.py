@@ -1,0 +1,131 @@
+"""The dspy-bridge pytest plugin: mark a test ``mock`` or ``integration``, get a warm shared pool.
+
+    @pytest.mark.mock                      # mock workers answer from cassettes/<module>/<test>.yaml
+    def test_qa(bridge):
+        bridge.configure_lm("gemini/gemini-2.5-flash")
+        assert bridge.run("question -> answer", question="2+2?")["answer"]
+
+Marks: ``mock`` and ``integration`` (keywords: cassette, record, synthetic, allow_repeats, match_on).
+Options (each also an ini key and an env var; precedence documented in docs/pytest-plugin.md):
+``--bridge-mode``, ``--bridge-record``, ``--bridge-workers``, ``--bridge-cassette-dir``, and a few more.
+Fixtures: ``bridge`` (per test: fresh session, this test's cassette), ``bridge_pool`` (the shared pool
+of this test's kind), ``bridge_cassette`` (this test's cassette paths and replay settings).
+Heavy imports (pool, cassettes, proxy) happen inside fixtures, never at plugin load.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Generator, Iterator
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+from dspy_bridge._pytest._plan import TestPlan, plan_for
+from dspy_bridge._pytest._settings import add_options
+from dspy_bridge._pytest._state import STATE_KEY, BridgeState
+
+if TYPE_CHECKING:
+    from dspy_bridge._client import Bridge
+    from dspy_bridge.pool import SyncPool
+
+__all__ = ["bridge", "bridge_cassette", "bridge_pool"]
+
+_FIXTURES = {"bridge", "bridge_pool", "bridge_cassette"}
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    add_options(parser)
+
+
+def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
+    from dspy_bridge._pytest import _hooks
+
+    pluginmanager.add_hookspecs(_hooks)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "mock(cassette=None, record=None, synthetic=None, allow_repeats=False, match_on=None): "
+        "run on mock workers that answer from this test's bridge cassette",
+    )
+    config.addinivalue_line(
+        "markers",
+        "integration(cassette=None, record=None): run on real DSPy workers; LM calls go through the "
+        "cassette proxy (offline replay of the test's HTTP cassette unless recording)",
+    )
+    state = BridgeState(config)
+    config.stash[STATE_KEY] = state
+    config.hook.pytest_dspy_bridge_configure(config=config, state=state)
+
+
+def _uses_bridge(item: pytest.Item) -> bool:
+    return bool(_FIXTURES & set(getattr(item, "fixturenames", ())))
+
+
+def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list[pytest.Item]) -> None:
+    state = config.stash[STATE_KEY]
+    for item in items:
+        if _uses_bridge(item):
+            state.plans[item.nodeid] = plan_for(item)
+    if any(plan.real for plan in state.plans.values()):
+        state.warm_real_pool()
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Generator[None, Any, None]:
+    outcome = yield
+    state: BridgeState = item.config.stash[STATE_KEY]
+    report = outcome.get_result()
+    if call.excinfo is not None and report.failed:
+        reason = state.missing_reason(call.excinfo.value)
+        if reason is not None and state.on_missing == "skip":
+            report.outcome = "skipped"
+            report.longrepr = (str(item.path), item.location[1] or 0, f"dspy-bridge: {reason}")
+
+
+def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
+    state = config.stash.get(STATE_KEY, None)
+    if state is not None:
+        state.write_summary(terminalreporter)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    state = config.stash.get(STATE_KEY, None)
+    if state is not None:
+        state.close()
+
+
+# -- fixtures ----------------------------------------------------------------------------------
+def _plan(request: pytest.FixtureRequest) -> TestPlan:
+    state: BridgeState = request.config.stash[STATE_KEY]
+    node = request.node
+    plan = state.plans.get(node.nodeid)
+    if plan is None:  # e.g. the fixture was requested dynamically
+        plan = state.plans[node.nodeid] = plan_for(node)
+    return plan
+
+
+@pytest.fixture
+def bridge_cassette(request: pytest.FixtureRequest) -> TestPlan:
+    """This test's plan: cassette paths, record mode, kind (mock/integration)."""
+    return _plan(request)
+
+
+@pytest.fixture
+def bridge_pool(request: pytest.FixtureRequest) -> SyncPool:
+    """The process-wide pool for this test's kind (one mock pool, one real pool), started lazily."""
+    state: BridgeState = request.config.stash[STATE_KEY]
+    return state.pool_for(_plan(request))
+
+
+@pytest.fixture
+def bridge(request: pytest.FixtureRequest, bridge_pool: SyncPool) -> Iterator[Bridge]:
+    """A client bound to this test: a fresh session, its cassette, its mode (and recorder when recording)."""
+    state: BridgeState = request.config.stash[STATE_KEY]
+    plan = _plan(request)
+    started = time.perf_counter()
+    with state.bridge_for(plan, bridge_pool) as client:
+        yield client
+    state.test_seconds += time.perf_counter() - started
