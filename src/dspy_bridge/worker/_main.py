@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-import argparse
 import faulthandler
 import os
 import signal
 import sys
-from types import FrameType
+from types import FrameType, SimpleNamespace
+
+TYPE_CHECKING = False  # typing stays off the mock worker's start-up path
+if TYPE_CHECKING:
+    from typing import Any
 
 from dspy_bridge.protocol._codec import CODECS, get_codec
 from dspy_bridge.protocol._frames import DEFAULT_MAX_FRAME_SIZE
@@ -37,8 +40,51 @@ def build_handlers(mode: str, worker_id: str) -> BaseHandlers:
     return CassetteHandlers(worker_id)
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m dspy_bridge.worker", description=__doc__)
+_OPTIONS = {
+    "--mode": ("mode", str),
+    "--codec": ("codec", str),
+    "--worker-id": ("worker_id", str),
+    "--max-concurrency": ("max_concurrency", int),
+    "--max-frame-size": ("max_frame_size", int),
+    "--log-level": ("log_level", str),
+}
+
+
+def _parse_fast(argv: list[str]) -> SimpleNamespace | None:
+    """Parse the pool's own command line without argparse (whose set-up costs a mock worker ~5 ms).
+
+    Returns ``None`` for anything unusual (help, typos, bad values), so argparse reports it properly.
+    """
+    values: dict[str, object] = {
+        "mode": "mock",
+        "codec": "msgpack",
+        "worker_id": None,
+        "max_concurrency": 1,
+        "max_frame_size": DEFAULT_MAX_FRAME_SIZE,
+        "log_level": os.environ.get("DSPY_BRIDGE_WORKER_LOG", "WARNING"),
+    }
+    items = iter(argv)
+    for item in items:
+        name, _, inline = item.partition("=")
+        option = _OPTIONS.get(name)
+        if option is None:
+            return None
+        raw = inline if inline else next(items, None)
+        if raw is None or (option[1] is int and not raw.isdigit()):
+            return None
+        values[option[0]] = option[1](raw)
+    if values["mode"] not in ("real", "mock") or values["codec"] not in CODECS:
+        return None
+    return SimpleNamespace(**values)
+
+
+def parse_args(argv: list[str] | None = None) -> Any:
+    fast = _parse_fast(sys.argv[1:] if argv is None else argv)
+    if fast is not None:
+        return fast
+    import argparse as full_argparse
+
+    parser = full_argparse.ArgumentParser(prog="python -m dspy_bridge.worker", description=__doc__)
     parser.add_argument("--mode", choices=("real", "mock"), default="mock")
     parser.add_argument("--codec", choices=sorted(CODECS), default="msgpack")
     parser.add_argument("--worker-id", default=None)

@@ -7,9 +7,6 @@ mock one to check inputs and to type synthetic answers. Types are kept as their 
 
 from __future__ import annotations
 
-import ast
-import re
-
 TYPE_CHECKING = False  # typing itself stays off the mock worker's start-up path
 if TYPE_CHECKING:
     from typing import Any
@@ -78,6 +75,7 @@ class SignatureSpec:
 
 def literal_choices(type_text: str) -> list[Any] | None:
     """The allowed values of ``Literal[...]``, or ``None`` for any other type."""
+    import ast  # lazily: create_program needs it, a mock worker's hello does not
     import re
 
     match = re.fullmatch(r"\s*(?:typing\.)?Literal\[(.*)\]\s*", type_text)
@@ -91,6 +89,7 @@ def literal_choices(type_text: str) -> list[Any] | None:
 
 
 def _check_type(type_text: str, where: str) -> str:
+    import re
 
     text = re.sub(r"\s+", "", type_text) if "Literal" not in type_text else type_text.strip()
     if text in SUPPORTED_TYPES or literal_choices(text) is not None:
