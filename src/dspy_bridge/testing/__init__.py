@@ -1,0 +1,7 @@
+"""Test helpers that need no network: a fake Gemini server DSPy can talk to for real."""
+
+from __future__ import annotations
+
+from dspy_bridge.testing.fake_gemini import Delay, Drop, Fail, FakeGemini, RecordedRequest, Reply, ScriptItem
+
+__all__ = ["Delay", "Drop", "Fail", "FakeGemini", "RecordedRequest", "Reply", "ScriptItem"]

@@ -1,0 +1,764 @@
+"""A faithful stand-in for the Gemini REST API (v1beta) on 127.0.0.1, for tests.
+
+Real Gemini is out of reach in tests; this server speaks its wire format closely
+enough that real DSPy (``dspy.LM("gemini/...", api_base=fake.base_url)``) runs
+end to end against it, retries included::
+
+    caller ──► dspy.LM ──HTTP──► FakeGemini ──► script queue (Reply/Fail/Delay/Drop)
+                                     │               └─ empty: deterministic answer
+                                     └─► requests[] (key separated from headers)
+
+Routes (everything else is a 404 in Gemini's error shape):
+
+* ``POST /v1beta/models/{model}:generateContent`` — one JSON response.
+* ``POST /v1beta/models/{model}:streamGenerateContent`` — ``?alt=sse``: one
+  ``data: {json}\\r\\n\\r\\n`` event per text chunk; without it a JSON array.
+* ``/__fake__/{health,requests,reset,enqueue}`` — control API for a fake running
+  as its own process (``python -m dspy_bridge.testing.fake_gemini``).
+
+Checks run in Gemini's order: route, API key (``x-goog-api-key`` header or
+``?key=``; missing → 403 PERMISSION_DENIED, wrong → 400 API_KEY_INVALID), model
+(only when ``models=`` is given), body, then the next scripted item.
+
+Usage::
+
+    with FakeGemini(expected_key=key) as fake:
+        fake.enqueue(Fail(429, retry_after=0), times=2)
+        lm = dspy.LM("gemini/gemini-2.5-flash", api_key=key, api_base=fake.base_url, cache=False)
+        ...
+        assert fake.requests[-1].api_key == key
+"""
+
+from __future__ import annotations
+
+import argparse
+import enum
+import json
+import os
+import re
+import secrets
+import signal
+import socket
+import stat
+import sys
+import threading
+from collections import deque
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, Literal, Self, cast
+from urllib.parse import parse_qsl, unquote, urlencode, urlsplit
+
+from dspy_bridge.testing._gemini_answers import read_prompt, render_answer
+
+__all__ = [
+    "Delay",
+    "Drop",
+    "Fail",
+    "FakeGemini",
+    "RecordedRequest",
+    "Reply",
+    "ScriptItem",
+    "main",
+]
+
+# ─── Script items ───────────────────────────────────────────────────────────
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """Answer the next call with these field values (others generated) or with this exact text.
+
+    ``Reply({"answer": "42"})`` fills ``answer`` and generates the rest in the
+    layout the prompt asked for; ``Reply(text="...")`` is sent verbatim.
+    ``finish_reason`` other than ``"STOP"`` (``"MAX_TOKENS"``, ``"SAFETY"``)
+    exercises DSPy's truncation and in-band error paths.
+    """
+
+    fields: Mapping[str, Any] | None = None
+    text: str | None = None
+    finish_reason: str = "STOP"
+
+
+@dataclass(frozen=True, slots=True)
+class Fail:
+    """Answer the next call with HTTP ``status`` and Gemini's error body for it.
+
+    ``retry_after`` adds the RetryInfo detail real Gemini sends on 429 and a
+    ``Retry-After`` header, which real Gemini does not send but DSPy honours
+    (it is how a test keeps DSPy's retry back-off at zero seconds).
+    """
+
+    status: int
+    message: str | None = None
+    retry_after: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Drop:
+    """Close the connection without an answer; ``partial`` sends half of it first."""
+
+    partial: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Delay:
+    """Wait ``seconds`` before answering, then do ``then`` (default: the normal answer)."""
+
+    seconds: float
+    then: Reply | Fail | Drop | None = None
+
+
+ScriptItem = Reply | Fail | Delay | Drop
+ScriptInput = ScriptItem | Mapping[str, Any] | str
+
+
+def _as_item(item: ScriptInput) -> ScriptItem:
+    if isinstance(item, Reply | Fail | Delay | Drop):
+        return item
+    if isinstance(item, str):
+        return Reply(text=item)
+    if isinstance(item, Mapping):
+        return Reply(fields=dict(item))
+    raise TypeError(f"cannot script {type(item).__name__!r}: pass a Reply, Fail, Delay, Drop, dict or str")
+
+
+def _item_to_json(item: ScriptItem) -> dict[str, Any]:
+    if isinstance(item, Reply):
+        return {"kind": "reply", "fields": item.fields, "text": item.text, "finish_reason": item.finish_reason}
+    if isinstance(item, Fail):
+        return {"kind": "fail", "status": item.status, "message": item.message, "retry_after": item.retry_after}
+    if isinstance(item, Drop):
+        return {"kind": "drop", "partial": item.partial}
+    then = _item_to_json(item.then) if item.then is not None else None
+    return {"kind": "delay", "seconds": item.seconds, "then": then}
+
+
+def _item_from_json(data: Mapping[str, Any]) -> ScriptItem:
+    kind = data.get("kind")
+    if kind == "reply":
+        return Reply(data.get("fields"), data.get("text"), str(data.get("finish_reason") or "STOP"))
+    if kind == "fail":
+        return Fail(int(data["status"]), data.get("message"), data.get("retry_after"))
+    if kind == "drop":
+        return Drop(bool(data.get("partial", False)))
+    if kind == "delay":
+        then = data.get("then")
+        nested = _item_from_json(then) if isinstance(then, Mapping) else None
+        if isinstance(nested, Delay):
+            raise ValueError("a Delay cannot be followed by another Delay")
+        return Delay(float(data["seconds"]), nested)
+    raise ValueError(f"unknown script item kind {kind!r}; expected reply, fail, drop or delay")
+
+
+# ─── Requests as recorded ───────────────────────────────────────────────────
+
+
+@dataclass(frozen=True, slots=True)
+class RecordedRequest:
+    """One request as the fake saw it; the API key is kept apart from headers and query."""
+
+    method: str
+    path: str
+    query: dict[str, str]
+    headers: dict[str, str]
+    body: Any
+    api_key: str | None
+    key_source: Literal["header", "query"] | None
+    model: str | None = None
+    action: str | None = None  # "generateContent" or "streamGenerateContent"
+    sse: bool = False
+
+    @property
+    def stream(self) -> bool:
+        """True for ``streamGenerateContent``, SSE or not."""
+        return self.action == "streamGenerateContent"
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-ready dict, as the control API serves it."""
+        return {
+            "method": self.method,
+            "path": self.path,
+            "query": self.query,
+            "headers": self.headers,
+            "body": self.body,
+            "api_key": self.api_key,
+            "key_source": self.key_source,
+            "model": self.model,
+            "action": self.action,
+            "sse": self.sse,
+        }
+
+
+# ─── Gemini's error bodies ──────────────────────────────────────────────────
+
+_ERRORS: dict[int, tuple[str, str]] = {
+    400: ("INVALID_ARGUMENT", "Request contains an invalid argument."),
+    401: (
+        "UNAUTHENTICATED",
+        "Request had invalid authentication credentials. Expected OAuth 2 access token, login cookie or "
+        "other valid authentication credential. "
+        "See https://developers.google.com/identity/sign-in/web/devconsole-project.",
+    ),
+    403: ("PERMISSION_DENIED", "The caller does not have permission"),
+    404: ("NOT_FOUND", "Requested entity was not found."),
+    429: (
+        "RESOURCE_EXHAUSTED",
+        "You exceeded your current quota, please check your plan and billing details. For more "
+        "information on this error, head to: https://ai.google.dev/gemini-api/docs/rate-limits.",
+    ),
+    500: (
+        "INTERNAL",
+        "An internal error has occurred. Please retry or report in "
+        "https://developers.generativeai.google/guide/troubleshooting",
+    ),
+    503: ("UNAVAILABLE", "The model is overloaded. Please try again later."),
+    504: ("DEADLINE_EXCEEDED", "Deadline expired before operation could complete."),
+}
+_MISSING_KEY = (
+    "Method doesn't allow unregistered callers (callers without established identity). "
+    "Please use API Key or other form of API consumer identity to call this API."
+)
+_BAD_KEY = "API key not valid. Please pass a valid API key."
+_KNOWN_FIELDS = frozenset(
+    {
+        "contents", "systemInstruction", "system_instruction", "generationConfig", "generation_config",
+        "safetySettings", "safety_settings", "tools", "toolConfig", "tool_config", "cachedContent",
+        "cached_content", "model", "labels", "store", "serviceTier", "service_tier",
+    }
+)  # fmt: skip
+_ROUTE = re.compile(
+    r"^/v1beta/(?P<model>(?:models|tunedModels)/[^/:]+):(?P<action>generateContent|streamGenerateContent)$"
+)
+
+
+def _error_body(status: int, message: str | None, details: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    grpc, default = _ERRORS.get(status, ("UNKNOWN", "Unknown error."))
+    error: dict[str, Any] = {"code": status, "message": message or default, "status": grpc}
+    if details:
+        error["details"] = details
+    return {"error": error}
+
+
+def _tokens(text: str) -> int:
+    return max(1, (len(text) + 3) // 4)
+
+
+class _State(enum.Enum):
+    NEW = "new"  # constructed, socket not bound
+    RUNNING = "running"  # bound and serving on a background thread
+    CLOSED = "closed"  # shut down; cannot be restarted
+
+
+# ─── The server ─────────────────────────────────────────────────────────────
+
+
+class _Server(ThreadingHTTPServer):
+    """ThreadingHTTPServer that knows its fake and every open connection, to cut them on close."""
+
+    daemon_threads = True
+    block_on_close = True  # server_close joins handler threads (they end once sockets are cut)
+
+    def __init__(self, address: tuple[str, int], fake: FakeGemini) -> None:
+        self.fake = fake
+        self.connections: set[socket.socket] = set()
+        self.connections_lock = threading.Lock()
+        super().__init__(address, _Handler)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        with self.connections_lock:
+            self.connections.add(request)
+        super().process_request(request, client_address)
+
+    def shutdown_request(self, request: Any) -> None:
+        with self.connections_lock:
+            self.connections.discard(request)
+        super().shutdown_request(request)
+
+    def cut_connections(self) -> None:
+        with self.connections_lock:
+            open_now = list(self.connections)
+        for conn in open_now:
+            try:
+                conn.shutdown(socket.SHUT_RDWR)
+            except OSError:  # already closed by the peer or by its handler
+                pass
+
+
+class FakeGemini:
+    """A Gemini v1beta server on 127.0.0.1 with a script queue and a request log.
+
+    ``FakeGemini(expected_key=None, models=None, stream_chunk_chars=32, seed="")``:
+    any non-empty key is accepted unless ``expected_key`` is set; any model is
+    served unless ``models`` names them.  Use as a context manager, or call
+    :meth:`start` and :meth:`close`.  Thread-safe.
+    """
+
+    def __init__(
+        self,
+        *,
+        expected_key: str | None = None,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        models: Iterable[str] | None = None,
+        stream_chunk_chars: int = 32,
+        seed: str = "",
+    ) -> None:
+        if stream_chunk_chars < 1:
+            raise ValueError("stream_chunk_chars must be at least 1")
+        self.expected_key = expected_key
+        self.models = frozenset(m.removeprefix("models/") for m in models) if models is not None else None
+        self.stream_chunk_chars = stream_chunk_chars
+        self.seed = seed
+        self._address = (host, port)
+        self._lock = threading.Lock()
+        self._queue: deque[ScriptItem] = deque()
+        self._requests: list[RecordedRequest] = []
+        self._closing = threading.Event()
+        self._state = _State.NEW
+        self._server: _Server | None = None
+        self._thread: threading.Thread | None = None
+
+    def __repr__(self) -> str:
+        where = f" at {self.base_url}" if self._state is _State.RUNNING else ""
+        return f"<FakeGemini {self._state.value}{where} requests={self.request_count} pending={self.pending}>"
+
+    # lifecycle
+
+    def start(self) -> Self:
+        """Bind a free port and serve on a background thread."""
+        with self._lock:
+            if self._state is _State.RUNNING:
+                raise RuntimeError("FakeGemini is already running")
+            if self._state is _State.CLOSED:
+                raise RuntimeError("FakeGemini is closed; create a new one")
+            self._server = _Server(self._address, self)
+            self._thread = threading.Thread(
+                target=self._server.serve_forever,
+                kwargs={"poll_interval": 0.05},  # how soon shutdown() is noticed; close() waits on it
+                name=f"fake-gemini:{self._server.server_port}",
+                daemon=True,
+            )
+            self._thread.start()
+            self._state = _State.RUNNING
+        return self
+
+    def close(self) -> None:
+        """Stop serving, cut open connections, wake delayed handlers and join them. Idempotent."""
+        with self._lock:
+            if self._state is not _State.RUNNING:
+                self._state = _State.CLOSED
+                return
+            self._state = _State.CLOSED
+            server, thread = self._server, self._thread
+        assert server is not None and thread is not None
+        self._closing.set()
+        server.shutdown()
+        server.cut_connections()
+        server.server_close()
+        thread.join()
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    @property
+    def port(self) -> int:
+        """The bound TCP port."""
+        if self._server is None or self._state is not _State.RUNNING:
+            raise RuntimeError("FakeGemini is not running; call start() or use it as a context manager")
+        return int(self._server.server_port)
+
+    @property
+    def base_url(self) -> str:
+        """``http://127.0.0.1:PORT/v1beta``, the value for ``dspy.LM(api_base=...)``."""
+        return f"http://{self._address[0]}:{self.port}/v1beta"
+
+    # scripting
+
+    def enqueue(self, *items: ScriptInput, times: int = 1) -> None:
+        """Append items to the script; each answers one model call, ``times`` over.
+
+        A ``dict`` means ``Reply(fields=...)``, a ``str`` means ``Reply(text=...)``.
+        """
+        if times < 0:
+            raise ValueError("times must be >= 0")
+        parsed = [_as_item(i) for i in items]
+        with self._lock:
+            for _ in range(times):
+                self._queue.extend(parsed)
+
+    def script(self, *items: ScriptInput) -> None:
+        """Replace whatever is still queued with exactly these items, in order."""
+        parsed = [_as_item(i) for i in items]
+        with self._lock:
+            self._queue.clear()
+            self._queue.extend(parsed)
+
+    def reset(self) -> None:
+        """Forget queued items and recorded requests."""
+        with self._lock:
+            self._queue.clear()
+            self._requests.clear()
+
+    @property
+    def pending(self) -> int:
+        """How many scripted items are still queued."""
+        with self._lock:
+            return len(self._queue)
+
+    @property
+    def requests(self) -> list[RecordedRequest]:
+        """A snapshot of every request received (control API excluded), oldest first."""
+        with self._lock:
+            return list(self._requests)
+
+    @property
+    def request_count(self) -> int:
+        """How many requests arrived (control API excluded)."""
+        with self._lock:
+            return len(self._requests)
+
+    # used by the handler
+
+    def _record(self, request: RecordedRequest) -> None:
+        with self._lock:
+            self._requests.append(request)
+
+    def _take(self) -> ScriptItem | None:
+        with self._lock:
+            return self._queue.popleft() if self._queue else None
+
+    def _answer_text(self, body: Mapping[str, Any], reply: Reply | None) -> str:
+        if reply is not None and reply.text is not None:
+            return reply.text
+        return render_answer(read_prompt(body), reply.fields if reply else None, seed=self.seed)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server_version = "scaffolding on HTTPServer2"  # what Google's front end calls itself
+    sys_version = ""
+    timeout = 120  # idle keep-alive connections end on their own
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """Quiet: tests read ``fake.requests``, not stderr."""
+
+    @property
+    def fake(self) -> FakeGemini:
+        return cast(_Server, self.server).fake
+
+    def do_GET(self) -> None:
+        self._dispatch()
+
+    def do_POST(self) -> None:
+        self._dispatch()
+
+    def do_PUT(self) -> None:
+        self._dispatch()
+
+    def do_DELETE(self) -> None:
+        self._dispatch()
+
+    def do_PATCH(self) -> None:
+        self._dispatch()
+
+    # request handling
+
+    def _read_body(self) -> bytes:
+        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
+            data = bytearray()
+            while True:
+                size = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
+                if size == 0:
+                    while self.rfile.readline() not in (b"\r\n", b"\n", b""):
+                        pass
+                    return bytes(data)
+                data += self.rfile.read(size)
+                self.rfile.readline()
+        length = int(self.headers.get("Content-Length") or 0)
+        return self.rfile.read(length) if length > 0 else b""
+
+    def _dispatch(self) -> None:
+        raw = self._read_body()
+        split = urlsplit(self.path)
+        path = unquote(split.path)
+        if path.startswith("/__fake__/"):
+            self._control(path, raw)
+            return
+        query_pairs = parse_qsl(split.query, keep_blank_values=True)
+        query = {k: v for k, v in query_pairs if k != "key"}
+        header_key = self.headers.get("x-goog-api-key")
+        query_key = next((v for k, v in query_pairs if k == "key"), None)
+        api_key: str | None = header_key or query_key or None
+        source: Literal["header", "query"] | None = "header" if header_key else "query" if query_key else None
+        try:
+            body: Any = json.loads(raw) if raw else None
+            body_error = None
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            body, body_error = None, f"Invalid JSON payload received. {exc.msg if hasattr(exc, 'msg') else exc}."
+        route = _ROUTE.match(path)
+        model = route.group("model").split("/", 1)[1] if route else None
+        self.fake._record(
+            RecordedRequest(
+                method=self.command,
+                path=split.path + (f"?{urlencode(query)}" if query else ""),
+                query=query,
+                headers={k: v for k, v in self.headers.items() if k.lower() != "x-goog-api-key"},
+                body=body,
+                api_key=api_key,
+                key_source=source,
+                model=model,
+                action=route.group("action") if route else None,
+                sse=query.get("alt") == "sse",
+            )
+        )
+        if route is None or self.command != "POST" or model is None:
+            self._send_error(404, f"Method not found: {self.command} {split.path}")
+            return
+        if not api_key:
+            self._send_error(403, _MISSING_KEY)
+            return
+        if self.fake.expected_key is not None and api_key != self.fake.expected_key:
+            self._send_error(400, _BAD_KEY, details=_bad_key_details())
+            return
+        if self.fake.models is not None and model not in self.fake.models:
+            self._send_error(
+                404,
+                f"models/{model} is not found for API version v1beta, or is not supported for "
+                f"{route.group('action')}. Call ListModels to see the list of available models and their "
+                "supported methods.",
+            )
+            return
+        problem = body_error or _body_problem(body)
+        if problem:
+            self._send_error(400, problem)
+            return
+        self._perform(self.fake._take(), cast(dict[str, Any], body), model, route.group("action"), query)
+
+    def _perform(
+        self, item: ScriptItem | None, body: dict[str, Any], model: str, action: str, query: Mapping[str, str]
+    ) -> None:
+        if isinstance(item, Delay):
+            if self.fake._closing.wait(item.seconds):
+                self._abort()
+                return
+            item = item.then
+        if isinstance(item, Fail):
+            self._send_fail(item)
+            return
+        reply = item if isinstance(item, Reply) else None
+        text = self.fake._answer_text(body, reply)
+        finish = reply.finish_reason if reply else "STOP"
+        partial = isinstance(item, Drop) and item.partial
+        if isinstance(item, Drop) and not partial:
+            self._abort()
+            return
+        response_id = secrets.token_urlsafe(16)[:22]
+        chunks = _chunk_payloads(body, text, model, finish, response_id, self.fake.stream_chunk_chars)
+        if action == "streamGenerateContent" and query.get("alt") == "sse":
+            self._send_sse(chunks, partial=partial)
+        elif action == "streamGenerateContent":
+            array = "[" + ",\r\n".join(json.dumps(c, indent=2, ensure_ascii=False) for c in chunks) + "]"
+            self._send_json(200, array.encode(), partial=partial)
+        else:
+            whole = _chunk_payloads(body, text, model, finish, response_id, max(1, len(text)))[0]
+            self._send_json(200, json.dumps(whole, indent=2, ensure_ascii=False).encode(), partial=partial)
+
+    # responses
+
+    def _send_json(
+        self, status: int, payload: bytes, *, partial: bool = False, headers: Mapping[str, str] | None = None
+    ) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json; charset=UTF-8")
+        self.send_header("Vary", "Origin, X-Origin, Referer")
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        if partial:
+            self.wfile.write(payload[: len(payload) // 2])
+            self._abort()
+            return
+        self.wfile.write(payload)
+
+    def _send_error(self, status: int, message: str | None = None, **kw: Any) -> None:
+        body = _error_body(status, message, kw.get("details"))
+        self._send_json(status, (json.dumps(body, indent=2) + "\n").encode(), headers=kw.get("headers"))
+
+    def _send_fail(self, fail: Fail) -> None:
+        headers: dict[str, str] = {}
+        details: list[dict[str, Any]] = []
+        if fail.retry_after is not None:
+            headers["Retry-After"] = f"{fail.retry_after:g}"
+            details.append(
+                {"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": f"{fail.retry_after:g}s"}
+            )
+        self._send_error(fail.status, fail.message, details=details, headers=headers)
+
+    def _send_sse(self, chunks: Sequence[dict[str, Any]], *, partial: bool) -> None:
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream")
+        self.send_header("Content-Disposition", "attachment")
+        self.send_header("Vary", "Origin, X-Origin, Referer")
+        self.send_header("Transfer-Encoding", "chunked")
+        self.end_headers()
+        for payload in chunks:
+            event = f"data: {json.dumps(payload, ensure_ascii=False, separators=(',', ':'))}\r\n\r\n".encode()
+            self.wfile.write(f"{len(event):X}\r\n".encode() + event + b"\r\n")
+            if partial:  # one event, then the connection goes away mid-stream
+                self._abort()
+                return
+        self.wfile.write(b"0\r\n\r\n")
+
+    def _abort(self) -> None:
+        self.close_connection = True
+        try:
+            self.connection.shutdown(socket.SHUT_RDWR)
+        except OSError:  # the client already went away
+            pass
+
+    # control API
+
+    def _control(self, path: str, raw: bytes) -> None:
+        fake = self.fake
+        try:
+            data = json.loads(raw) if raw else {}
+            if path == "/__fake__/health" and self.command == "GET":
+                out: dict[str, Any] = {"status": "ok", "base_url": fake.base_url, "pid": os.getpid()}
+                out.update(request_count=fake.request_count, pending=fake.pending)
+            elif path == "/__fake__/requests" and self.command == "GET":
+                out = {"requests": [r.to_json() for r in fake.requests]}
+            elif path == "/__fake__/reset" and self.command == "POST":
+                fake.reset()
+                out = {"pending": 0}
+            elif path == "/__fake__/enqueue" and self.command == "POST":
+                items = [_item_from_json(i) for i in data.get("items", [])]
+                if data.get("replace"):
+                    fake.script(*items)
+                else:
+                    fake.enqueue(*items, times=int(data.get("times", 1)))
+                out = {"pending": fake.pending}
+            else:
+                self._send_error(404, f"Unknown control endpoint: {self.command} {path}")
+                return
+        except (ValueError, KeyError, TypeError) as exc:
+            self._send_error(400, f"Bad control request: {exc}")
+            return
+        self._send_json(200, json.dumps(out).encode())
+
+
+def _bad_key_details() -> list[dict[str, Any]]:
+    return [
+        {
+            "@type": "type.googleapis.com/google.rpc.ErrorInfo",
+            "reason": "API_KEY_INVALID",
+            "domain": "googleapis.com",
+            "metadata": {"service": "generativelanguage.googleapis.com"},
+        },
+        {"@type": "type.googleapis.com/google.rpc.LocalizedMessage", "locale": "en-US", "message": _BAD_KEY},
+    ]
+
+
+def _body_problem(body: Any) -> str | None:
+    """Gemini's 400 message for a body it would refuse, or None."""
+    if not isinstance(body, dict):
+        return "Invalid JSON payload received. Expected an object."
+    unknown = sorted(k for k in body if k not in _KNOWN_FIELDS)
+    if unknown:
+        return f'Invalid JSON payload received. Unknown name "{unknown[0]}": Cannot find field.'
+    if not body.get("contents"):
+        return "* GenerateContentRequest.contents: contents is not specified\n"
+    return None
+
+
+def _chunk_payloads(
+    body: Mapping[str, Any], text: str, model: str, finish: str, response_id: str, size: int
+) -> list[dict[str, Any]]:
+    """The response split into chunks of ``size`` characters; the last carries finishReason."""
+    prompt = json.dumps([body.get("contents"), body.get("systemInstruction") or body.get("system_instruction")])
+    prompt_tokens = _tokens(prompt)
+    pieces = [text[i : i + size] for i in range(0, len(text), size)] or [""]
+    out: list[dict[str, Any]] = []
+    sent = ""
+    for i, piece in enumerate(pieces):
+        sent += piece
+        candidate: dict[str, Any] = {"content": {"parts": [{"text": piece}], "role": "model"}}
+        if i == len(pieces) - 1:
+            candidate["finishReason"] = finish
+        candidate["index"] = 0
+        out_tokens = _tokens(sent)
+        usage = {
+            "promptTokenCount": prompt_tokens,
+            "candidatesTokenCount": out_tokens,
+            "totalTokenCount": prompt_tokens + out_tokens,
+            "promptTokensDetails": [{"modality": "TEXT", "tokenCount": prompt_tokens}],
+        }
+        out.append(
+            {"candidates": [candidate], "usageMetadata": usage, "modelVersion": model, "responseId": response_id}
+        )
+    return out
+
+
+# ─── Standalone process ─────────────────────────────────────────────────────
+
+
+def _stdin_is_pipe() -> bool:
+    try:
+        mode = os.fstat(sys.stdin.fileno()).st_mode
+    except (OSError, ValueError, AttributeError):
+        return False
+    return stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Serve until SIGTERM/SIGINT, or until stdin (when it is a pipe) reaches EOF."""
+    parser = argparse.ArgumentParser(
+        prog="python -m dspy_bridge.testing.fake_gemini", description="Serve a fake Gemini v1beta API."
+    )
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=0, help="0 picks a free port")
+    parser.add_argument(
+        "--expected-key-env", metavar="VAR", help="only accept the key held in this environment variable"
+    )
+    parser.add_argument("--model", action="append", dest="models", help="serve only these models (repeatable)")
+    parser.add_argument("--stream-chunk-chars", type=int, default=32)
+    parser.add_argument("--seed", default="")
+    parser.add_argument("--no-stdin-watch", action="store_true", help="do not exit when stdin closes")
+    args = parser.parse_args(argv)
+    expected = os.environ.get(args.expected_key_env) if args.expected_key_env else None
+    if args.expected_key_env and not expected:
+        parser.error(f"environment variable {args.expected_key_env} is empty or unset")
+
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    fake = FakeGemini(
+        expected_key=expected,
+        host=args.host,
+        port=args.port,
+        models=args.models,
+        stream_chunk_chars=args.stream_chunk_chars,
+        seed=args.seed,
+    )
+    with fake:
+        if not args.no_stdin_watch and _stdin_is_pipe():
+            threading.Thread(target=_wait_for_eof, args=(stop,), name="stdin-watch", daemon=True).start()
+        print(json.dumps({"base_url": fake.base_url, "port": fake.port, "pid": os.getpid()}), flush=True)
+        stop.wait()
+    return 0
+
+
+def _wait_for_eof(stop: threading.Event) -> None:
+    """The parent holds our stdin pipe; EOF means it is gone, so we go too."""
+    fd = sys.stdin.fileno()
+    while os.read(fd, 65536):
+        pass
+    stop.set()
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
