@@ -23,7 +23,7 @@ from dspy_bridge.worker._signature import SignatureError, SignatureSpec, parse_s
 
 __all__ = ["BaseHandlers", "HandlerFailure", "Program", "Session", "ShutdownRequested"]
 
-_LM_SETTINGS = ("model", "api_base", "temperature", "max_tokens", "num_retries", "cache")
+_LM_SETTINGS = ("model", "api_base", "temperature", "max_tokens", "num_retries", "cache", "timeout")
 
 
 class HandlerFailure(Exception):
@@ -198,6 +198,7 @@ class BaseHandlers:
             ("max_tokens", int),
             ("num_retries", int),
             ("cache", bool),
+            ("timeout", (int, float)),
         ):
             if name in settings and not isinstance(settings[name], kind):
                 raise HandlerFailure(ErrorType.INVALID_REQUEST, f"argument {name!r} has the wrong type")

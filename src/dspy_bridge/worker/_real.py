@@ -1,0 +1,259 @@
+"""Real handler set: DSPy 3.4 programs calling a real LM, one LM per session.
+
+Start-up imports DSPy once (before Hello), so the first request pays nothing extra. Each
+session's ``configure_lm`` builds its own ``dspy.LM``; ``execute_program`` runs the module inside
+``dspy.context(lm=...)`` and never touches the global ``dspy.configure``, so sessions stay
+isolated and handler threads (``--max-concurrency``) are safe.
+
+Choices a reader would otherwise have to rediscover:
+
+* **Engine.** DSPy 3.4 reaches Gemini through its vendored lm15 socket transport and imports
+  LiteLLM only for models or settings lm15 cannot carry; we never import LiteLLM ourselves
+  (``get_stats`` reports ``litellm_imported``). ``LITELLM_LOCAL_MODEL_COST_MAP`` defaults to
+  ``True`` here: otherwise DSPy's first LM call fetches a pricing map from GitHub (5 s timeout),
+  which a sandboxed worker must not do. Set it to ``False`` in the worker env to opt back in.
+* **The API key** goes only into the ``dspy.LM`` (which must hold it to call the provider). It
+  is never stored in session settings, logged or returned; error messages are scrubbed of it,
+  of every ``*_API_KEY`` environment value and of anything key-shaped (``_lm_errors.scrub``).
+* **DSPy's response cache.** DSPy builds ``dspy.cache`` (memory + disk under ``DSPY_CACHEDIR``,
+  default ``~/.dspy_cache``) lazily. At start we install a disabled cache, so a worker whose LMs
+  all say ``cache=False`` never creates or reads a cache directory; the first LM configured with
+  ``cache=True`` (the default) switches DSPy's normal cache on, honouring ``DSPY_CACHEDIR``.
+  An LM with ``cache=False`` never reads or writes the cache even after that (DSPy checks the
+  LM's own flag on every call).
+* **Gemini base URL.** lm15's Gemini provider appends ``/models/{model}:generateContent`` to
+  ``api_base``, so an ``api_base`` for a ``gemini/`` model must end in ``/v1beta``.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import sys
+import threading
+import traceback
+from collections.abc import Mapping
+from datetime import date, datetime, time
+from enum import Enum
+from typing import Any, Literal
+
+from dspy_bridge.protocol._taxonomy import ErrorType
+from dspy_bridge.worker._base import BaseHandlers, HandlerFailure, Program, Session
+from dspy_bridge.worker._signature import FieldSpec, literal_choices
+
+__all__ = ["DSPyHandlers", "plain", "python_type"]
+
+_SIMPLE_TYPES: dict[str, Any] = {
+    "str": str,
+    "int": int,
+    "float": float,
+    "bool": bool,
+    "list": list,
+    "dict": dict,
+    "list[str]": list[str],
+    "list[int]": list[int],
+    "list[float]": list[float],
+}
+_INT_MIN, _INT_MAX = -(2**63), 2**64 - 1  # what msgpack can carry
+
+
+def python_type(type_text: str) -> Any:
+    """The real Python type for a field's type text (``Literal[...]`` via ``typing.Literal``)."""
+    if type_text in _SIMPLE_TYPES:
+        return _SIMPLE_TYPES[type_text]
+    choices = literal_choices(type_text)
+    if choices:
+        return Literal[tuple(choices)]
+    raise HandlerFailure(ErrorType.INVALID_REQUEST, f"unsupported field type {type_text!r}")
+
+
+def plain(value: Any) -> Any:
+    """A msgpack/JSON-safe copy of ``value``: pydantic models, enums, tuples and dates become plain data."""
+    if value is None or isinstance(value, bool):
+        return value
+    if isinstance(value, int):
+        return int(value) if _INT_MIN <= value <= _INT_MAX else str(value)
+    if isinstance(value, float):
+        return float(value) if math.isfinite(value) else str(value)
+    if isinstance(value, str):
+        return str(value)  # str subclasses (DSPy's Reasoning, str enums) become plain str
+    if isinstance(value, bytes | bytearray):
+        return bytes(value).decode("utf-8", "replace")
+    if isinstance(value, Enum):
+        return plain(value.value)
+    if isinstance(value, datetime | date | time):
+        return value.isoformat()
+    model_dump = getattr(value, "model_dump", None)
+    if callable(model_dump):  # pydantic models, without importing pydantic here
+        return plain(model_dump(mode="json"))
+    if isinstance(value, Mapping):
+        return {str(key): plain(item) for key, item in value.items()}
+    if isinstance(value, list | tuple | set | frozenset):
+        return [plain(item) for item in value]
+    return str(value)
+
+
+def _numbers(usage: Mapping[str, Any]) -> dict[str, int | float]:
+    """Token counts only (DSPy also reports ``None`` detail fields and nested dicts)."""
+    return {
+        key: value for key, value in usage.items() if isinstance(value, int | float) and not isinstance(value, bool)
+    }
+
+
+class DSPyHandlers(BaseHandlers):
+    """Handlers that build ``dspy.LM`` per session and run ``dspy.Predict`` / ``dspy.ChainOfThought``."""
+
+    mode = "real"
+    extra_capabilities = ("dspy",)
+
+    def __init__(self, worker_id: str) -> None:
+        os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+        import dspy
+
+        self._dspy = dspy
+        self._cache_lock = threading.Lock()
+        self._cache_enabled = False
+        # A disabled cache until some LM asks for one: cache=False workers never touch the disk.
+        dspy.configure_cache(enable_disk_cache=False, enable_memory_cache=False)
+        super().__init__(worker_id)
+
+    @property
+    def dspy_version(self) -> str | None:
+        return str(self._dspy.__version__)
+
+    # -- LM ----------------------------------------------------------------------------------
+    def _enable_cache(self) -> None:
+        with self._cache_lock:
+            if not self._cache_enabled:
+                from dspy.utils.caching import default_cache_dir
+
+                self._dspy.configure_cache(
+                    enable_disk_cache=True, enable_memory_cache=True, disk_cache_dir=default_cache_dir()
+                )
+                self._cache_enabled = True
+
+    def _make_lm(self, settings: dict[str, Any], api_key: str | None) -> Any:
+        from dspy_bridge.worker._lm_errors import scrub
+
+        model: str = settings["model"]
+        api_base = settings.get("api_base")
+        if api_base is not None:
+            if not isinstance(api_base, str) or not api_base.startswith(("http://", "https://")):
+                raise HandlerFailure(
+                    ErrorType.INVALID_REQUEST,
+                    f"api_base must be an http(s) URL, got {api_base!r}",
+                    details={"argument": "api_base"},
+                )
+            if model.startswith("gemini/") and not api_base.rstrip("/").endswith("/v1beta"):
+                raise HandlerFailure(
+                    ErrorType.INVALID_REQUEST,
+                    f"api_base {api_base!r} for a gemini/ model must end in '/v1beta' "
+                    "(e.g. 'https://generativelanguage.googleapis.com/v1beta'); DSPy appends "
+                    "'/models/<model>:generateContent' to it",
+                    details={"argument": "api_base"},
+                )
+        options: dict[str, Any] = {
+            name: settings[name]
+            for name in ("temperature", "max_tokens", "num_retries", "cache", "timeout")
+            if name in settings
+        }
+        if api_key is not None:
+            options["api_key"] = api_key
+        if api_base is not None:
+            options["api_base"] = api_base
+        try:
+            lm = self._dspy.LM(model, **options)
+        except (ValueError, TypeError, self._dspy.LMError) as exc:
+            message = scrub(f"DSPy refused the LM settings: {exc}", [api_key, *self._secrets()])
+            raise HandlerFailure(ErrorType.INVALID_REQUEST, message) from None
+        if settings.get("cache", True):
+            self._enable_cache()
+        return lm
+
+    def _secrets(self) -> list[str]:
+        """Every key this worker knows of: the sessions' LM keys and ``*_API_KEY`` env values."""
+        found = [value for name, value in os.environ.items() if name.endswith("_API_KEY") and value]
+        for session in list(self.sessions.values()):
+            key = getattr(session.lm, "kwargs", {}).get("api_key") if session.lm is not None else None
+            if isinstance(key, str) and key:
+                found.append(key)
+        return found
+
+    # -- programs ----------------------------------------------------------------------------
+    def _field(self, spec: FieldSpec, kind: Literal["input", "output"]) -> tuple[Any, Any]:
+        make = self._dspy.InputField if kind == "input" else self._dspy.OutputField
+        field = make(desc=spec.description) if spec.description else make()
+        return python_type(spec.type), field
+
+    def _build_module(self, program: Program) -> Any:
+        dspy = self._dspy
+        spec = program.spec
+        signature = program.definition["signature"]
+        try:
+            if isinstance(signature, str):
+                built = dspy.Signature(signature, spec.instructions or None)
+            else:
+                fields = {f.name: self._field(f, "input") for f in spec.inputs}
+                fields.update({f.name: self._field(f, "output") for f in spec.outputs})
+                built = dspy.make_signature(fields, spec.instructions or None)
+        except HandlerFailure:
+            raise
+        except Exception as exc:  # DSPy's parser raises ValueError, TypeError, SyntaxError...
+            raise HandlerFailure(
+                ErrorType.INVALID_REQUEST,
+                f"DSPy cannot build a signature from {signature!r}: {type(exc).__name__}: {exc}",
+                details={"argument": "signature"},
+            ) from None
+        if program.definition.get("program_type") == "chain_of_thought":
+            return dspy.ChainOfThought(built)
+        return dspy.Predict(built)
+
+    def _run(
+        self,
+        session_id: str | None,
+        lm_session: Session,
+        program: Program,
+        inputs: dict[str, Any],
+        context: dict[str, Any],
+    ) -> dict[str, Any]:
+        from dspy_bridge.worker._lm_errors import failure_for, scrub
+
+        dspy = self._dspy
+        lm = lm_session.lm
+        try:
+            with dspy.context(lm=lm), dspy.track_usage() as tracker:
+                prediction = program.module(**inputs)
+        except Exception as exc:
+            secrets = self._secrets()
+            failure = failure_for(exc, secrets=secrets)
+            if failure is None:
+                failure = HandlerFailure(
+                    ErrorType.INTERNAL,
+                    scrub(f"{type(exc).__name__} while running {program.program_id}: {exc}", secrets),
+                    details={"traceback": scrub(traceback.format_exc(), secrets)},
+                )
+            raise failure from None
+        usage: dict[str, int | float] = {}
+        calls = 0
+        for entries in tracker.usage_data.values():
+            calls += len(entries)
+        for per_model in tracker.get_total_tokens().values():
+            for key, value in _numbers(per_model).items():
+                usage[key] = usage.get(key, 0) + value
+        return {
+            "outputs": {str(key): plain(value) for key, value in prediction.toDict().items()},
+            "usage": usage,
+            "lm_calls": calls,
+            "model": lm.model,
+        }
+
+    # -- commands ----------------------------------------------------------------------------
+    def cmd_get_stats(self, args: dict[str, Any], session_id: str | None, context: dict[str, Any]) -> dict[str, Any]:
+        stats = super().cmd_get_stats(args, session_id, context)
+        stats["dspy_version"] = self.dspy_version
+        stats["litellm_imported"] = "litellm" in sys.modules
+        stats["lm_cache"] = {
+            "enabled": self._cache_enabled,
+            "disk_dir": getattr(self._dspy.cache, "disk_cache_dir", None) if self._cache_enabled else None,
+        }
+        return stats
