@@ -576,3 +576,14 @@ def test_fake_imports_without_dspy() -> None:
     code = "import sys, dspy_bridge.testing.fake_gemini; print('dspy' in sys.modules, 'pydantic' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["False", "False"]
+
+
+def test_dspy_unknown_model_and_context_overflow_get_their_own_classes() -> None:
+    with FakeGemini(models=["gemini-2.5-flash"]) as fake:
+        lm = dspy.LM("gemini/gemini-9", api_key=KEY, api_base=fake.base_url, cache=False, num_retries=0)
+        with dspy.context(lm=lm), pytest.raises(dspy.LMUnsupportedModelError):
+            dspy.Predict("question -> answer")(question="q")
+        overflow = "The input token count (2000000) exceeds the maximum number of tokens allowed (1048576)."
+        fake.enqueue(Fail(400, message=overflow))
+        with dspy.context(lm=gemini_lm(fake)), pytest.raises(dspy.ContextWindowExceededError):
+            dspy.Predict("question -> answer")(question="q")
