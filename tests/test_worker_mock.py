@@ -9,6 +9,7 @@ from __future__ import annotations
 import signal
 import struct
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -248,7 +249,7 @@ def test_max_concurrency_answers_pipelined_requests_by_id() -> None:
         sent = {
             worker.send("execute_program", {"program_id": program_id, "inputs": {"n": n}}): n for n in range(40, 0, -1)
         }
-        answers: dict[int, dict[str, object]] = {}
+        answers: dict[int, dict[str, Any]] = {}
         for _ in sent:
             response = worker.read()
             assert response is not None and response["type"] == "response"

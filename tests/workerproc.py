@@ -85,7 +85,9 @@ class WorkerProc:
         self._frames: queue.Queue[Any] = queue.Queue()
         self._stderr: list[bytes] = []
         self._stderr_done = threading.Event()
+        self._stderr_grew = threading.Condition()
         self._next_id = 1
+        self.outstanding: set[int] = set()  # ids sent but not yet answered
         self._lock = threading.Lock()
         self._threads = [
             threading.Thread(target=self._read_frames, name="worker-frames", daemon=True),
@@ -93,8 +95,9 @@ class WorkerProc:
         ]
         for thread in self._threads:
             thread.start()
-        self.hello = self.read()
-        assert self.hello is not None and self.hello.get("type") == "hello", (self.hello, self.stderr_text())
+        hello = self.read()
+        assert hello is not None and hello.get("type") == "hello", (hello, self.stderr_text())
+        self.hello: dict[str, Any] = hello
 
     # -- background threads -----------------------------------------------------------------
     def _read_frames(self) -> None:
@@ -112,8 +115,12 @@ class WorkerProc:
         assert self.proc.stderr is not None
         fd = self.proc.stderr.fileno()
         while chunk := os.read(fd, 65536):
-            self._stderr.append(chunk)
+            with self._stderr_grew:
+                self._stderr.append(chunk)
+                self._stderr_grew.notify_all()
         self._stderr_done.set()
+        with self._stderr_grew:
+            self._stderr_grew.notify_all()
 
     # -- frames -----------------------------------------------------------------------------
     def read(self, timeout: float = HANG_GUARD) -> dict[str, Any] | None:
@@ -128,6 +135,8 @@ class WorkerProc:
         if isinstance(item, Exception):
             raise item
         assert isinstance(item, dict)
+        if item.get("type") == "response":
+            self.outstanding.discard(item.get("id"))
         return item
 
     def new_id(self) -> int:
@@ -151,6 +160,7 @@ class WorkerProc:
             message["session_id"] = session_id
         if context is not None:
             message["context"] = dict(context)
+        self.outstanding.add(request_id)
         self.writer.write(message)
         return request_id
 
@@ -216,6 +226,18 @@ class WorkerProc:
         if wait:
             self._stderr_done.wait(HANG_GUARD)
         return b"".join(self._stderr).decode("utf-8", "replace")
+
+    def wait_for_stderr(self, text: str, timeout: float = HANG_GUARD) -> str:
+        """Block until ``text`` has appeared on the worker's stderr; return all of stderr so far."""
+
+        def seen() -> bool:
+            return text in self.stderr_text() or self._stderr_done.is_set()
+
+        with self._stderr_grew:
+            self._stderr_grew.wait_for(seen, timeout)
+        output = self.stderr_text()
+        assert text in output, f"{text!r} never reached stderr:\n{output}"
+        return output
 
     def close(self) -> None:
         """EOF, then reap; kill only if the worker ignores EOF."""

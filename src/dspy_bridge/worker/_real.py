@@ -21,6 +21,9 @@ Choices a reader would otherwise have to rediscover:
   ``cache=True`` (the default) switches DSPy's normal cache on, honouring ``DSPY_CACHEDIR``.
   An LM with ``cache=False`` never reads or writes the cache even after that (DSPy checks the
   LM's own flag on every call).
+* **History is off** (``disable_history=True`` per call): nothing in the protocol reads it, and
+  DSPy would otherwise keep up to 10 000 prompt/response entries per LM, per module and globally
+  in a long-lived worker. Token usage comes from ``dspy.track_usage`` instead.
 * **Gemini base URL.** lm15's Gemini provider appends ``/models/{model}:generateContent`` to
   ``api_base``, so an ``api_base`` for a ``gemini/`` model must end in ``/v1beta``.
 """
@@ -221,7 +224,7 @@ class DSPyHandlers(BaseHandlers):
         dspy = self._dspy
         lm = lm_session.lm
         try:
-            with dspy.context(lm=lm), dspy.track_usage() as tracker:
+            with dspy.context(lm=lm, disable_history=True), dspy.track_usage() as tracker:
                 prediction = program.module(**inputs)
         except Exception as exc:
             secrets = self._secrets()
