@@ -254,6 +254,10 @@ def test_structured_signature_carries_descriptions_and_instructions(worker: Work
         assert text in prompt
     assert "Literal['positive', 'negative']" in prompt  # a real typing.Literal reached DSPy
 
+    terse = _create(worker, session, "question -> answer", instructions="Answer in one word.")
+    _execute(worker, session, terse, question="Sky colour?")
+    assert "Answer in one word." in json.dumps(fake.requests[-1].body)
+
 
 # --- sessions ----------------------------------------------------------------------------------
 
@@ -420,6 +424,47 @@ def test_mapping_of_failures_the_fake_cannot_provoke() -> None:
         "k=[REDACTED] g=[REDACTED] o=[REDACTED] u=https://x/y?key=[REDACTED]&z=1"
     )
     assert scrub("a sk-short word", ["ab"]) == "a sk-short word"  # too short to be a key: left alone
+
+
+def test_outputs_are_made_plain_for_the_wire() -> None:
+    """Whatever DSPy returns (pydantic models, enums, tuples, huge ints) must survive msgpack and JSON."""
+    import enum
+    from datetime import date
+
+    import msgpack
+    import pydantic
+
+    from dspy_bridge.worker._real import plain
+
+    class Colour(enum.Enum):
+        RED = "red"
+
+    class Item(pydantic.BaseModel):
+        name: str
+        when: date
+        tags: tuple[str, ...]
+
+    value = {
+        "item": Item(name="x", when=date(2024, 1, 2), tags=("a", "b")),
+        "colour": Colour.RED,
+        "pair": (1, 2.5),
+        "big": 2**80,
+        "nan": float("nan"),
+        "raw": b"bytes",
+        "other": object,
+    }
+    out = plain(value)
+    assert out["item"] == {"name": "x", "when": "2024-01-02", "tags": ["a", "b"]}
+    assert (out["colour"], out["pair"], out["big"], out["nan"], out["raw"]) == (
+        "red",
+        [1, 2.5],
+        str(2**80),
+        "nan",
+        "bytes",
+    )
+    assert out["other"] == "<class 'object'>"
+    assert msgpack.unpackb(msgpack.packb(out)) == out
+    assert json.loads(json.dumps(out, allow_nan=False)) == out
 
 
 # --- process hygiene ---------------------------------------------------------------------------
