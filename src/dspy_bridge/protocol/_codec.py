@@ -36,7 +36,7 @@ class Codec:
             value = self._loads(payload)
         except Exception as exc:  # every decoder failure means the same thing here
             raise MalformedFrame(
-                f"undecodable {self.name} payload ({len(payload)} bytes): {exc}; "
+                f"undecodable {self.name} payload ({len(payload)} bytes): {exc!r}; "
                 f"check that both ends use --codec {self.name}"
             ) from exc
         if not isinstance(value, dict) or not all(isinstance(key, str) for key in value):

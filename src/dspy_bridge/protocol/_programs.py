@@ -25,6 +25,7 @@ def normalize_signature(signature: Any) -> Any:
     if isinstance(signature, str):
         text = re.sub(_SPACES, " ", signature.strip())
         text = re.sub(r"\s*->\s*", " -> ", text)
+        text = re.sub(r"\s*:\s*", ": ", text)
         return re.sub(r"\s*,\s*", ", ", text)
     if isinstance(signature, dict):
         out = dict(signature)

@@ -179,4 +179,6 @@ def serve(reader: FrameReader, writer: FrameWriter, handlers: BaseHandlers, max_
         return "host_gone"
     finally:
         if pool is not None:
-            pool.shutdown(wait=True)
+            # Leaving by EOF/shutdown drains (the answers are owed); by SIGTERM or error we do not wait.
+            leaving_cleanly = sys.exc_info()[0] is None
+            pool.shutdown(wait=leaving_cleanly, cancel_futures=not leaving_cleanly)
