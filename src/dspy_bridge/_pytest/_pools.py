@@ -114,7 +114,14 @@ class BridgePools:
     def close_all(self) -> None:
         for kind, pool in list(self._pools.items()):
             try:
-                self.records[kind].stats = pool.stats_dict()
+                stats = pool.stats()
+                self.records[kind].stats = {
+                    "requests_served": stats.requests,
+                    "crashes": stats.crashes,
+                    "restarts": stats.restarts,
+                    "breaker_state": stats.breaker_state,
+                    "start_strategy": getattr(stats, "start_strategy", None),
+                }
             except Exception as exc:  # stats are best effort; closing is not
                 log.warning("could not read %s pool stats: %s", kind, exc)
             pool.close()

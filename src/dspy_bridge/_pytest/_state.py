@@ -122,8 +122,8 @@ class BridgeState:
             if route is not None:
                 route.deactivate()
             if recorder is not None:
+                self.counts[plan.kind]["recorded"] += recorder.pending
                 recorder.save()
-                self.counts[plan.kind]["recorded"] += recorder.new_count
             counts = self.counts[plan.kind]
             counts["tests"] += 1
             counts["requests"] += client.requests

@@ -1,0 +1,49 @@
+"""How real workers in a test run reach an LM: always through one cassette proxy per pytest process.
+
+The proxy replays the test's HTTP cassette (offline) or, when the test records, forwards to the
+upstream — real Gemini (the host's key is injected by the proxy; workers only see a placeholder) or
+the bundled fake Gemini (``--bridge-upstream=fake``), which this route then starts in-process.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from dspy_bridge._pytest._plan import TestPlan
+    from dspy_bridge.proxy import ProxyProcess
+    from dspy_bridge.testing.fake_gemini import FakeGemini
+
+__all__ = ["LMRoute"]
+
+_FAKE_UPSTREAM_KEY = "fake-upstream-key"  # the bundled fake accepts any key; never a real one
+
+
+class LMRoute:
+    def __init__(self, upstream: str, api_key: str | None) -> None:
+        from dspy_bridge.proxy import DEFAULT_UPSTREAM, ProxyProcess
+
+        self.fake: FakeGemini | None = None
+        if upstream == "fake":
+            from dspy_bridge.testing.fake_gemini import FakeGemini
+
+            self.fake = FakeGemini().start()
+            target, key = f"http://127.0.0.1:{self.fake.port}", _FAKE_UPSTREAM_KEY
+        else:
+            target, key = DEFAULT_UPSTREAM, api_key  # type: ignore[assignment]
+        self.proxy: ProxyProcess = ProxyProcess(upstream=target, api_key=key).start()
+        self.reports: list[Any] = []
+
+    def activate(self, plan: TestPlan) -> dict[str, Any]:
+        """Point the proxy at this test's HTTP cassette; return the LM settings workers must use."""
+        record_mode = plan.record if plan.records else "none"
+        self.proxy.use_cassette(plan.http_cassette, record_mode=record_mode)
+        return {**self.proxy.lm_kwargs(), "cache": False}
+
+    def deactivate(self) -> None:
+        self.reports.append(self.proxy.eject(save=True))
+
+    def close(self) -> None:
+        self.proxy.close()
+        if self.fake is not None:
+            self.fake.close()
