@@ -303,12 +303,16 @@ def daemon_status(directory: Path | None = None) -> DaemonInfo:
 def daemon_start(
     *,
     preload: Sequence[str] | None = None,
+    extra_preload: Sequence[str] = (),
     idle_timeout: float | None = DEFAULT_IDLE_TIMEOUT,
     directory: Path | None = None,
     python: str | None = None,
     timeout: float = 120.0,
 ) -> DaemonInfo:
     """Start the daemon unless a compatible one runs; wait until it has imported its preload and listens.
+
+    ``preload`` replaces the default module list (``DEFAULT_PRELOAD``); ``extra_preload`` adds to it
+    (e.g. ``["litellm"]`` when the LMs go through LiteLLM).
 
     An incompatible daemon is left alone and reported: stop it first (it may serve another checkout).
     """
@@ -328,6 +332,7 @@ def daemon_start(
             )
             return current
         modules = list(DEFAULT_PRELOAD if preload is None else preload)
+        modules += [name for name in extra_preload if name not in modules]
         argv = [python or sys.executable, "-m", "dspy_bridge.worker.zygote", "--listen", str(path), "--daemonize"]
         argv += ["--preload", ",".join(modules)]
         if idle_timeout is not None:
@@ -359,6 +364,8 @@ def daemon_start(
                 running=False, socket=str(path), message=f"daemon failed to start; last log lines:\n{tail}"
             )
         info = daemon_status(directory)
+        if info.pid is None:  # it already left again (a very short idle timeout): report what it said
+            info.pid = int(line.split()[1])
         info.message = f"daemon started in {time.monotonic() - started:.2f} s (log: {directory / 'daemon.log'})"
         return info
 

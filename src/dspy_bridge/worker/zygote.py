@@ -25,7 +25,8 @@ SIGTERM, or after ``--idle-timeout`` seconds with neither clients nor children. 
 signal kills them with the zygote; EOF on stdin ends an idle worker.
 
 Fork hygiene: the zygote starts no threads (checked before every fork: ``threading.active_count()`` and
-``/proc/self/task``), never touches ``dspy.cache`` (DSPy builds it, with its SQLite files, lazily), runs with
+``/proc/self/task``, which also sees native pools such as OpenBLAS's — so the zygote pins
+``OPENBLAS_NUM_THREADS``/``OMP_NUM_THREADS``/``MKL_NUM_THREADS`` to 1 unless they are set), never touches ``dspy.cache`` (DSPy builds it, with its SQLite files, lazily), runs with
 the collector disabled and calls ``gc.freeze()`` before forking so that children keep sharing its pages.
 """
 
@@ -93,6 +94,7 @@ class _Client:
 
     sock: socket.socket
     greeted: bool = False
+    refused: bool = False
     pids: set[int] = field(default_factory=set)
     peer_pid: int | None = None
 
@@ -129,6 +131,7 @@ class Zygote:
         self._idle_since = time.monotonic()
         self._wake_r, self._wake_w = os.pipe()
         self._saved_signals: dict[int, Any] = {}
+        self._bound = _socket_file(listener) if listener is not None else None
 
     # -- start-up ---------------------------------------------------------------------------------
     def import_preload(self) -> None:
@@ -241,13 +244,11 @@ class Zygote:
         from dspy_bridge.daemon import check_peer
 
         refusal, peer_pid = check_peer(sock)
-        if refusal is not None:
-            log.warning("refused a client: %s", refusal)
-            self._send(sock, {"op": "refused", "reason": refusal})
-            sock.close()
-            return
         client = self._add_client(sock)
         client.peer_pid = peer_pid
+        if refusal is not None:
+            log.warning("refused a client: %s", refusal)
+            self._refuse(client, refusal)
 
     def _add_client(self, sock: socket.socket) -> _Client:
         sock.setblocking(False)
@@ -258,6 +259,8 @@ class Zygote:
 
     def _drop_client(self, client: _Client) -> None:
         """The host is gone: its workers have nobody to answer, so they die now."""
+        if client.sock.fileno() < 0:
+            return
         self.selector.unregister(client.sock)
         self.clients.pop(client.sock.fileno(), None)
         client.sock.close()
@@ -268,7 +271,7 @@ class Zygote:
             self._stopping = True
 
     def _on_client(self, client: _Client) -> None:
-        while True:
+        while client.sock.fileno() >= 0:  # until drained, or the client was dropped meanwhile
             try:
                 data, fds, flags, _ = socket.recv_fds(client.sock, MAX_MESSAGE, _RECV_FDS)
             except (BlockingIOError, InterruptedError):
@@ -281,6 +284,9 @@ class Zygote:
                 _close_all(fds)
                 self._drop_client(client)
                 return
+            if client.refused:  # whatever it still says is ignored until it hangs up
+                _close_all(fds)
+                continue
             try:
                 if flags & (socket.MSG_TRUNC | socket.MSG_CTRUNC):
                     raise ValueError("control message truncated (too large, or too many descriptors)")
@@ -318,10 +324,20 @@ class Zygote:
             reason = fingerprint_mismatch(self.fingerprint, message.get("fingerprint"))
         if reason is not None:
             log.warning("refused client pid %s: %s", client.peer_pid, reason)
-            self._send(client.sock, {"op": "refused", "reason": reason})
+            self._refuse(client, reason)
             return
         client.greeted = True
         self._send(client.sock, {"op": "ready", **self.status()})
+
+    def _refuse(self, client: _Client, reason: str) -> None:
+        """Say why, then half-close: closing outright with its hello unread would reset the connection
+        and the client would see ECONNRESET instead of the reason. Its EOF drops it later."""
+        self._send(client.sock, {"op": "refused", "reason": reason})
+        if self.listener is None:
+            return  # an owned zygote's host may say hello again; nobody else can connect
+        client.refused = True
+        with contextlib.suppress(OSError):
+            client.sock.shutdown(socket.SHUT_WR)
 
     def status(self) -> dict[str, Any]:
         return {
@@ -332,7 +348,7 @@ class Zygote:
             "preload_failed": self.preload_failed,
             "import_seconds": round(self.import_seconds, 3),
             "forks": self.forks,
-            "clients": len(self.clients),
+            "clients": sum(1 for client in self.clients.values() if client.greeted),
             "children": len(self.children),
             "idle_timeout": self.idle_timeout,
             "fingerprint": self.fingerprint,
@@ -461,7 +477,7 @@ class Zygote:
             client.sock.close()
         self.clients.clear()
         if self.listener is not None:
-            _unlink_if_ours(self.listener)
+            _unlink_if_ours(self._bound)
             self.listener.close()
         self.selector.close()
         signal.set_wakeup_fd(-1)
@@ -544,12 +560,21 @@ def _max_fd() -> int:
         return 1024
 
 
-def _unlink_if_ours(listener: socket.socket) -> None:
-    """Remove the socket file, unless a newer daemon has already replaced it."""
+def _socket_file(listener: socket.socket) -> tuple[str, int] | None:
+    """The path a listener is bound to and that file's inode (to recognise it later), if any."""
     with contextlib.suppress(OSError):
         path = listener.getsockname()
-        if isinstance(path, str) and path and os.stat(path).st_ino == os.fstat(listener.fileno()).st_ino:
-            os.unlink(path)
+        if isinstance(path, str) and path:
+            return path, os.stat(path).st_ino
+    return None
+
+
+def _unlink_if_ours(bound: tuple[str, int] | None) -> None:
+    """Remove our socket file, unless a newer daemon has already replaced it with its own."""
+    if bound is not None:
+        with contextlib.suppress(OSError):
+            if os.stat(bound[0]).st_ino == bound[1]:
+                os.unlink(bound[0])
 
 
 def _extend_sys_path(pythonpath: str) -> None:
@@ -569,6 +594,7 @@ def _set_process_name(name: str) -> None:
         ctypes.CDLL(None).prctl(15, ctypes.c_char_p(name.encode()[:15]), 0, 0, 0)
 
 
+_THREAD_POOL_ENV = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
 _KEEPALIVE: list[Any] = []  # inherited objects the child must neither use nor let the GC close
 
 
@@ -645,6 +671,8 @@ def main(argv: list[str] | None = None) -> None:
 
     faulthandler.enable()
     os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+    for name in _THREAD_POOL_ENV:  # numpy's OpenBLAS would start a thread pool at import (explicit values win)
+        os.environ.setdefault(name, "1")
     preload = tuple(name.strip() for name in options.preload.split(",") if name.strip())
     if options.fd is not None:
         from dspy_bridge.worker._process import watch_parent
