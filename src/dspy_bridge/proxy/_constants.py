@@ -1,0 +1,36 @@
+"""Names shared by the proxy process and its host-side client (the wire between them)."""
+
+from __future__ import annotations
+
+__all__ = [
+    "CONTROL_PREFIX",
+    "DEFAULT_MATCH_ON",
+    "DEFAULT_UPSTREAM",
+    "ERROR_HEADER",
+    "KEY_ENV_VARS",
+    "PLACEHOLDER_KEY",
+    "TOKEN_HEADER",
+]
+
+#: Where real Gemini lives; tests point the proxy at the bundled fake instead.
+DEFAULT_UPSTREAM = "https://generativelanguage.googleapis.com"
+
+#: The key workers are given. The proxy drops whatever key a worker sends and adds the real one
+#: only on the upstream call, so a worker never holds a secret.
+PLACEHOLDER_KEY = "dspy-bridge-placeholder-key"
+
+#: Host environment variables the real key is read from, first non-empty wins.
+KEY_ENV_VARS = ("GEMINI_API_KEY", "GOOGLE_API_KEY")
+
+#: Control endpoints live on the same server under this reserved prefix.
+CONTROL_PREFIX = "/__bridge__/"
+
+#: Header carrying the random control token; a worker does not know it, so it cannot switch cassettes.
+TOKEN_HEADER = "x-dspy-bridge-token"
+
+#: Set on every answer the proxy makes up itself (miss, fault, refusal): ``cassette-miss``,
+#: ``fault``, ``no-cassette``, ``no-key``, ``upstream-unreachable``.
+ERROR_HEADER = "x-dspy-bridge-error"
+
+#: vcrpy matcher names: the API key is scrubbed before matching, so ``query`` ignores it.
+DEFAULT_MATCH_ON: tuple[str, ...] = ("method", "path", "query", "body")

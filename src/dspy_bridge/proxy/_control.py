@@ -1,0 +1,326 @@
+"""Host side of the cassette proxy: start/stop the process and drive it between tests.
+
+    with ProxyProcess(upstream=fake.base_url, api_key=key) as proxy:
+        lm = dspy.LM("gemini/gemini-2.5-flash", cache=False, **proxy.lm_kwargs())   # in a worker
+        proxy.use_cassette("cassettes/http/test_x.yaml", record_mode="once")
+        ...                                   # the test's LM calls go through the proxy
+        report = proxy.eject()                # writes the cassette; report.misses, .forwarded, ...
+        proxy.inject_faults(Fault(status=429, times=2, retry_after=0))
+
+The key (``api_key``; default: ``GEMINI_API_KEY`` / ``GOOGLE_API_KEY`` from this environment)
+reaches the proxy on its stdin, with a random control token; the child's environment loses the
+key variables, and workers get ``PLACEHOLDER_KEY``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import enum
+import json
+import os
+import secrets
+import selectors
+import subprocess
+import sys
+import tempfile
+import threading
+from dataclasses import dataclass, fields
+from http.client import HTTPConnection, HTTPException
+from pathlib import Path
+from typing import IO, Any, Self
+
+from dspy_bridge._exceptions import BridgeError, CassetteCorrupt, UsageError
+from dspy_bridge.proxy._constants import (
+    CONTROL_PREFIX,
+    DEFAULT_MATCH_ON,
+    DEFAULT_UPSTREAM,
+    KEY_ENV_VARS,
+    PLACEHOLDER_KEY,
+    TOKEN_HEADER,
+)
+from dspy_bridge.proxy._faults import Fault
+
+__all__ = ["CassetteReport", "ProxyProcess", "ProxyStats"]
+
+
+class _Unset(enum.Enum):
+    UNSET = "UNSET"
+
+
+UNSET = _Unset.UNSET
+
+
+@dataclass(frozen=True, slots=True)
+class ProxyStats:
+    """Counters since the proxy started (all cassettes)."""
+
+    requests: int  # calls from workers, faults included
+    forwarded: int  # answered by the upstream (and recorded)
+    replayed: int  # answered from a cassette
+    faults: int  # answered (or delayed, or dropped) by an injected fault
+    misses: int  # not in the cassette, and the record mode forbids recording
+    refused: int  # no cassette in use, or no key to record with
+    upstream_errors: int  # the upstream could not be reached
+    cassette: str | None  # the cassette in use now
+    pending_faults: int
+
+
+@dataclass(frozen=True, slots=True)
+class CassetteReport:
+    """What happened to one cassette between ``use_cassette`` and ``eject``."""
+
+    path: str
+    record_mode: str
+    match_on: tuple[str, ...]
+    requests: int
+    replayed: int
+    forwarded: int
+    misses: int
+    errors: int  # upstream failures and refusals for lack of a key
+    miss_messages: tuple[str, ...]  # vcrpy's explanation for each miss
+    interactions: int  # in the cassette at eject time
+    unplayed: int  # loaded from the file but never asked for
+    saved: bool  # the file was (re)written
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> CassetteReport:
+        names = {f.name for f in fields(cls)}
+        values = {k: v for k, v in data.items() if k in names}
+        values["match_on"] = tuple(values["match_on"])
+        values["miss_messages"] = tuple(values["miss_messages"])
+        return cls(**values)
+
+
+class _State(enum.Enum):
+    NEW = "new"  # constructed; no process yet
+    RUNNING = "running"  # the proxy process is serving
+    CLOSED = "closed"  # stopped; cannot be restarted
+
+
+def _host_key() -> str | None:
+    return next((os.environ[name] for name in KEY_ENV_VARS if os.environ.get(name)), None)
+
+
+class ProxyProcess:
+    """One cassette proxy process, owned by this (host) process. Thread-safe; use as a context manager."""
+
+    def __init__(
+        self,
+        *,
+        upstream: str = DEFAULT_UPSTREAM,
+        api_key: str | _Unset | None = UNSET,
+        upstream_timeout: float = 120.0,
+        start_timeout: float = 30.0,
+        control_timeout: float = 130.0,
+        verbose: bool = False,
+    ) -> None:
+        self.upstream = upstream
+        self._api_key = _host_key() if api_key is UNSET else api_key
+        self._upstream_timeout = upstream_timeout
+        self._start_timeout = start_timeout
+        self._control_timeout = control_timeout
+        self._verbose = verbose
+        self._token = secrets.token_urlsafe(32)
+        self._lock = threading.Lock()
+        self._state = _State.NEW
+        self._process: subprocess.Popen[bytes] | None = None
+        self._stderr: IO[bytes] | None = None
+        self._port = 0
+
+    def __repr__(self) -> str:
+        where = f" pid={self.pid} at {self.base_url}" if self._state is _State.RUNNING else ""
+        return f"<ProxyProcess {self._state.value}{where} upstream={self.upstream}>"
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def start(self) -> Self:
+        """Spawn ``python -m dspy_bridge.proxy`` and wait for its ready line."""
+        with self._lock:
+            if self._state is not _State.NEW:
+                raise RuntimeError(f"ProxyProcess is already {self._state.value}; create a new one")
+            env = {k: v for k, v in os.environ.items() if k not in KEY_ENV_VARS}  # the key goes via stdin
+            env["PYTHONUNBUFFERED"] = "1"
+            command = [sys.executable, "-m", "dspy_bridge.proxy", *(["--verbose"] if self._verbose else [])]
+            with contextlib.ExitStack() as cleanup_on_fail:
+                self._stderr = cleanup_on_fail.enter_context(tempfile.TemporaryFile())
+                process = subprocess.Popen(
+                    command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._stderr, env=env
+                )
+                cleanup_on_fail.callback(self._reap, process)
+                assert process.stdin is not None and process.stdout is not None
+                config = {
+                    "control_token": self._token,
+                    "upstream": self.upstream,
+                    "api_key": self._api_key,
+                    "upstream_timeout": self._upstream_timeout,
+                    "parent_pid": os.getpid(),
+                }
+                process.stdin.write(json.dumps(config).encode() + b"\n")
+                process.stdin.flush()
+                ready = self._read_ready_line(process)
+                self._port = int(ready["port"])
+                self._process = process
+                self._state = _State.RUNNING
+                cleanup_on_fail.pop_all()
+        return self
+
+    def _read_ready_line(self, process: subprocess.Popen[bytes]) -> dict[str, Any]:
+        assert process.stdout is not None
+        with selectors.DefaultSelector() as selector:
+            selector.register(process.stdout, selectors.EVENT_READ)
+            if not selector.select(self._start_timeout):
+                raise self._startup_failed(process, f"no ready line within {self._start_timeout:g} s")
+        line = process.stdout.readline()
+        try:
+            ready = json.loads(line)
+        except ValueError:
+            raise self._startup_failed(process, "it exited or printed no ready line") from None
+        if not isinstance(ready, dict) or "port" not in ready:
+            raise self._startup_failed(process, f"unexpected ready line {line!r}")
+        return ready
+
+    def _startup_failed(self, process: subprocess.Popen[bytes], why: str) -> BridgeError:
+        self._reap(process)
+        tail = ""
+        if self._stderr is not None:
+            self._stderr.seek(0)
+            tail = self._stderr.read()[-4000:].decode("utf-8", errors="replace")
+        return BridgeError(
+            f"the cassette proxy did not start: {why} (exit code {process.returncode})"
+            + (f"\n--- its stderr ---\n{tail}" if tail else "")
+        )
+
+    @staticmethod
+    def _reap(process: subprocess.Popen[bytes]) -> None:
+        """EOF on stdin, then SIGTERM, then SIGKILL; always wait."""
+        for stream in (process.stdin, process.stdout):
+            if stream is not None:
+                with contextlib.suppress(OSError):
+                    stream.close()
+        for escalate in (None, process.terminate, process.kill):
+            if process.poll() is not None:
+                return
+            if escalate is not None:
+                with contextlib.suppress(ProcessLookupError):
+                    escalate()
+            try:
+                process.wait(timeout=5)
+                return
+            except subprocess.TimeoutExpired:
+                continue
+        process.wait()
+
+    def close(self) -> None:
+        """Stop the proxy. A cassette still in use is discarded: ``eject()`` first to keep it. Idempotent."""
+        with self._lock:
+            process, self._process = self._process, None
+            self._state = _State.CLOSED
+        if process is not None:
+            self._reap(process)
+        if self._stderr is not None:
+            self._stderr.close()
+            self._stderr = None
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    # -- addresses -----------------------------------------------------------------------------
+
+    def _running(self) -> subprocess.Popen[bytes]:
+        if self._state is not _State.RUNNING or self._process is None:
+            raise RuntimeError(f"ProxyProcess is {self._state.value}; call start() or use it as a context manager")
+        return self._process
+
+    @property
+    def pid(self) -> int:
+        return self._running().pid
+
+    @property
+    def port(self) -> int:
+        self._running()
+        return self._port
+
+    @property
+    def base_url(self) -> str:
+        """``http://127.0.0.1:PORT/v1beta``: the ``api_base`` real workers use."""
+        return f"http://127.0.0.1:{self.port}/v1beta"
+
+    def lm_kwargs(self) -> dict[str, str]:
+        """``dspy.LM`` keyword arguments that route a Gemini model through this proxy."""
+        return {"api_base": self.base_url, "api_key": PLACEHOLDER_KEY}
+
+    # -- control -------------------------------------------------------------------------------
+
+    def _call(self, method: str, endpoint: str, payload: Any = None) -> dict[str, Any]:
+        port = self.port
+        body = json.dumps(payload).encode() if payload is not None else None
+        connection = HTTPConnection("127.0.0.1", port, timeout=self._control_timeout)
+        try:
+            headers = {TOKEN_HEADER: self._token, "Content-Type": "application/json"}
+            connection.request(method, CONTROL_PREFIX + endpoint, body=body, headers=headers)
+            response = connection.getresponse()
+            status, raw = response.status, response.read()
+        except (OSError, HTTPException) as exc:
+            alive = self._process is not None and self._process.poll() is None
+            raise BridgeError(
+                f"cassette proxy control call {method} {endpoint} failed: {exc!r}"
+                + ("" if alive else " (the proxy process has exited)")
+            ) from exc
+        finally:
+            connection.close()
+        data = json.loads(raw) if raw else {}
+        if status == 200:
+            return data if isinstance(data, dict) else {}
+        error = data.get("error", {}) if isinstance(data, dict) else {}
+        message = str(error.get("message") or raw[:500])
+        if error.get("type") == "CassetteCorrupt":
+            raise CassetteCorrupt(message)
+        if error.get("type") == "UsageError":
+            raise UsageError(message)
+        raise BridgeError(f"cassette proxy refused {method} {endpoint} (HTTP {status}): {message}")
+
+    def use_cassette(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        record_mode: str = "none",
+        match_on: tuple[str, ...] | list[str] = DEFAULT_MATCH_ON,
+        ignore_body_fields: tuple[str, ...] | list[str] = (),
+        allow_playback_repeats: bool = False,
+    ) -> None:
+        """Answer calls from (and record into) this vcrpy cassette until ``eject()``.
+
+        ``record_mode``: ``none`` (replay only, the default), ``once``, ``new_episodes``, ``all``
+        (vcrpy's meanings) or ``rewrite`` (``all``, keeping only this run's recordings); a
+        ``RecordMode`` works too. ``match_on``: vcrpy matcher names; the key is never compared.
+        ``ignore_body_fields``: dotted JSON paths (``*`` wildcards) the ``body`` matcher skips.
+        Raises ``CassetteCorrupt`` for an unreadable file, ``UsageError`` for bad options or when a
+        cassette is already in use.
+        """
+        mode = str(getattr(record_mode, "value", record_mode))
+        payload = {
+            "path": str(Path(path).absolute()),
+            "record_mode": mode,
+            "match_on": list(match_on),
+            "ignore_body_fields": list(ignore_body_fields),
+            "allow_playback_repeats": allow_playback_repeats,
+        }
+        self._call("POST", "cassette", payload)
+
+    def eject(self, *, save: bool = True) -> CassetteReport:
+        """Stop using the cassette and write it (unless ``save=False``); says what happened."""
+        return CassetteReport.from_json(self._call("DELETE", "cassette" + ("" if save else "?save=0"))["report"])
+
+    def inject_faults(self, *faults: Fault) -> int:
+        """Queue faults for the next calls (in order); returns how many calls are now queued to fail."""
+        return int(self._call("POST", "faults", {"faults": [fault.to_json() for fault in faults]})["pending"])
+
+    def clear_faults(self) -> int:
+        """Drop queued faults; returns how many were dropped."""
+        return int(self._call("DELETE", "faults")["cleared"])
+
+    def stats(self) -> ProxyStats:
+        return ProxyStats(**self._call("GET", "stats"))

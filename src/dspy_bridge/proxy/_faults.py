@@ -1,0 +1,119 @@
+"""Faults the host can ask the proxy to serve instead of the next N answers, and Gemini's error bodies.
+
+A ``Fault`` optionally waits (``delay``), then either drops the connection (``drop``), answers
+with an HTTP error in Gemini's shape (``status``), or, with neither, lets the request through
+as usual. Faults are served before any cassette is consulted and are never recorded.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import deque
+from dataclasses import asdict, dataclass
+from typing import Any
+
+__all__ = ["Fault", "FaultQueue", "gemini_error_body"]
+
+_GEMINI_ERRORS: dict[int, tuple[str, str]] = {
+    400: ("INVALID_ARGUMENT", "Request contains an invalid argument."),
+    403: ("PERMISSION_DENIED", "The caller does not have permission"),
+    404: ("NOT_FOUND", "Requested entity was not found."),
+    409: ("ABORTED", "The operation was aborted."),
+    429: (
+        "RESOURCE_EXHAUSTED",
+        "You exceeded your current quota, please check your plan and billing details. For more "
+        "information on this error, head to: https://ai.google.dev/gemini-api/docs/rate-limits.",
+    ),
+    500: (
+        "INTERNAL",
+        "An internal error has occurred. Please retry or report in "
+        "https://developers.generativeai.google/guide/troubleshooting",
+    ),
+    502: ("UNAVAILABLE", "Bad gateway."),
+    503: ("UNAVAILABLE", "The model is overloaded. Please try again later."),
+    504: ("DEADLINE_EXCEEDED", "Deadline expired before operation could complete."),
+}
+
+
+def gemini_error_body(
+    status: int, message: str | None = None, *, grpc_status: str | None = None, retry_after: float | None = None
+) -> dict[str, Any]:
+    """``{"error": {"code", "message", "status"[, "details"]}}`` as Gemini sends it."""
+    default_status, default_message = _GEMINI_ERRORS.get(status, ("UNKNOWN", "Unknown error."))
+    error: dict[str, Any] = {
+        "code": status,
+        "message": message or default_message,
+        "status": grpc_status or default_status,
+    }
+    if retry_after is not None:
+        error["details"] = [{"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": f"{retry_after:g}s"}]
+    return {"error": error}
+
+
+@dataclass(frozen=True, slots=True)
+class Fault:
+    """What to do instead of the next ``times`` answers.
+
+    ``Fault(status=429, times=2)`` answers two calls with Gemini's 429;
+    ``Fault(drop=True)`` closes the next connection unanswered;
+    ``Fault(delay=2.0)`` holds the next call two seconds, then answers it normally;
+    ``retry_after`` adds a ``Retry-After`` header and RetryInfo detail (0 keeps DSPy's back-off short).
+    """
+
+    status: int | None = None
+    delay: float = 0.0
+    drop: bool = False
+    times: int = 1
+    message: str | None = None
+    retry_after: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.status is not None and not 400 <= self.status <= 599:
+            raise ValueError(f"Fault status must be an HTTP error (400-599), not {self.status}")
+        if self.drop and self.status is not None:
+            raise ValueError("a Fault either drops the connection or answers with a status, not both")
+        if self.delay < 0:
+            raise ValueError("Fault delay must be >= 0 seconds")
+        if self.times < 1:
+            raise ValueError("Fault times must be >= 1")
+        if self.status is None and not self.drop and self.delay == 0:
+            raise ValueError("an empty Fault does nothing: give status=, drop=True or delay=")
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Fault:
+        known = {"status", "delay", "drop", "times", "message", "retry_after"}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown Fault field(s) {unknown}; expected some of {sorted(known)}")
+        return cls(**data)
+
+
+class FaultQueue:
+    """Thread-safe queue of single-shot faults (a ``times=N`` fault fills N slots)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._queue: deque[Fault] = deque()
+
+    def extend(self, faults: list[Fault]) -> int:
+        with self._lock:
+            for fault in faults:
+                self._queue.extend([fault] * fault.times)
+            return len(self._queue)
+
+    def pop(self) -> Fault | None:
+        with self._lock:
+            return self._queue.popleft() if self._queue else None
+
+    def clear(self) -> int:
+        with self._lock:
+            dropped = len(self._queue)
+            self._queue.clear()
+            return dropped
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._queue)

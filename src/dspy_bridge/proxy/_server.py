@@ -1,0 +1,452 @@
+"""The cassette proxy process: ``python -m dspy_bridge.proxy`` (started by ``ProxyProcess``).
+
+    host ──stdin: one JSON config line (key, control token, upstream), then held open──┐
+         ◄─stdout: {"port", "base_url", "pid"} once ready                            │
+                                                                                      ▼
+    DSPy worker ──HTTP──► ThreadingHTTPServer 127.0.0.1:PORT ──► fault queue (429/500/503, delay, drop)
+    (api_base=…/v1beta,          │                                └─► CassetteSession ─► vcrpy ─► upstream
+     placeholder key)            └─ /__bridge__/* control (token): cassette, faults, stats
+
+The proxy drops whatever key a worker sends and adds the real one on the upstream call only; it
+dies with its host (stdin EOF, ``PR_SET_PDEATHSIG``). An open cassette is written only when the
+host ejects it; a host that vanishes mid-test leaves the file as it was.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hmac
+import json
+import os
+import signal
+import socket
+import sys
+import threading
+from collections import Counter
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, cast
+from urllib.parse import parse_qsl, urlencode, urlsplit
+
+from dspy_bridge._exceptions import CassetteCorrupt, UsageError
+from dspy_bridge.proxy._constants import (
+    CONTROL_PREFIX,
+    DEFAULT_UPSTREAM,
+    ERROR_HEADER,
+    TOKEN_HEADER,
+)
+from dspy_bridge.proxy._faults import Fault, FaultQueue, gemini_error_body
+from dspy_bridge.proxy._scrub import CREDENTIAL_HEADERS, CREDENTIAL_QUERY_PARAMS
+from dspy_bridge.proxy._session import CassetteOptions, CassetteSession, Exchange, Upstream
+from dspy_bridge.proxy._sse import is_event_stream, split_events
+
+__all__ = ["ProxyConfig", "ProxyState", "main"]
+
+_HOP_BY_HOP = frozenset(
+    {"connection", "keep-alive", "transfer-encoding", "content-length", "te", "trailer", "upgrade", "host",
+     "proxy-connection", "expect"}
+)  # fmt: skip
+_NOT_FORWARDED = _HOP_BY_HOP | set(CREDENTIAL_HEADERS) | {"accept-encoding"}
+_STAT_NAMES = ("requests", "forwarded", "replayed", "faults", "misses", "refused", "upstream_errors")
+
+
+@dataclass(frozen=True, slots=True)
+class ProxyConfig:
+    """What the host tells the proxy on stdin (never argv: it holds the key and the token)."""
+
+    control_token: str
+    upstream: str = DEFAULT_UPSTREAM
+    api_key: str | None = None
+    upstream_timeout: float = 120.0
+    parent_pid: int | None = None
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> ProxyConfig:
+        token = data.get("control_token")
+        if not token:
+            raise UsageError("the proxy config needs a control_token")
+        return cls(
+            control_token=str(token),
+            upstream=str(data.get("upstream") or DEFAULT_UPSTREAM),
+            api_key=data.get("api_key") or None,
+            upstream_timeout=float(data.get("upstream_timeout", 120.0)),
+            parent_pid=data.get("parent_pid"),
+        )
+
+
+class ProxyState:
+    """What every handler thread shares: the open cassette, queued faults and counters."""
+
+    def __init__(self, config: ProxyConfig) -> None:
+        self.config = config
+        self.upstream = Upstream.parse(config.upstream)
+        self.faults = FaultQueue()
+        self.closing = threading.Event()
+        self._lock = threading.Lock()
+        self._session: CassetteSession | None = None
+        self._stats: Counter[str] = Counter()
+
+    @property
+    def session(self) -> CassetteSession | None:
+        return self._session
+
+    def count(self, name: str) -> None:
+        with self._lock:
+            self._stats[name] += 1
+
+    def use_cassette(self, options: CassetteOptions) -> None:
+        with self._lock:
+            if self._session is not None:
+                raise _Conflict(
+                    f"cassette {self._session.options.path} is still in use; eject it before using {options.path}"
+                )
+            session = CassetteSession(
+                options, upstream=self.upstream, api_key=self.config.api_key, timeout=self.config.upstream_timeout
+            )
+            session.open()
+            self._session = session
+
+    def eject(self, *, save: bool = True) -> dict[str, Any]:
+        with self._lock:
+            session, self._session = self._session, None
+        if session is None:
+            raise _Conflict("no cassette is in use")
+        return session.close(save=save)
+
+    def snapshot(self) -> dict[str, Any]:
+        with self._lock:
+            stats: dict[str, Any] = {name: self._stats[name] for name in _STAT_NAMES}
+            stats["cassette"] = self._session.options.path if self._session else None
+        stats["pending_faults"] = len(self.faults)
+        return stats
+
+    def shutdown(self) -> None:
+        """Abnormal or final stop: an open cassette is discarded, not half-written."""
+        self.closing.set()
+        if self._session is not None:
+            try:
+                self.eject(save=False)
+            except _Conflict:  # ejected by a control request in the meantime
+                pass
+
+
+class _Conflict(Exception):
+    """A control request that does not fit the current state (answered with 409)."""
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    block_on_close = False
+    request_queue_size = 128  # a pool's workers may all connect at once
+
+    def __init__(self, address: tuple[str, int], state: ProxyState, verbose: bool) -> None:
+        self.state = state
+        self.verbose = verbose
+        super().__init__(address, _Handler)
+
+
+class _ChunkedRelay:
+    """Relays a streamed answer to the worker, one HTTP chunk per SSE event."""
+
+    def __init__(self, handler: _Handler) -> None:
+        self._handler = handler
+        self.started = False
+        self.gone = False  # the worker hung up; keep reading upstream so the recording is whole
+
+    def head(self, status: int, reason: str, headers: list[tuple[str, str]]) -> None:
+        handler = self._handler
+        handler.send_response_only(status, reason)
+        for name, value in headers:
+            if name.lower() not in _HOP_BY_HOP:
+                handler.send_header(name, value)
+        handler.send_header("Transfer-Encoding", "chunked")
+        handler.end_headers()
+        self.started = True
+
+    def chunk(self, data: bytes) -> None:
+        if self.gone or not data:
+            return
+        try:
+            self._handler.wfile.write(b"%X\r\n%s\r\n" % (len(data), data))
+        except OSError:
+            self.gone = True
+
+    def finish(self) -> None:
+        if not self.gone:
+            try:
+                self._handler.wfile.write(b"0\r\n\r\n")
+            except OSError:
+                self.gone = True
+        if self.gone:
+            self._handler.close_connection = True
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server_version = "dspy-bridge-proxy"
+    sys_version = ""
+    timeout = 300  # idle keep-alive connections end on their own
+
+    @property
+    def state(self) -> ProxyState:
+        return cast(_Server, self.server).state
+
+    def log_message(self, format: str, *args: Any) -> None:
+        if cast(_Server, self.server).verbose:
+            super().log_message(format, *args)
+
+    def do_GET(self) -> None:
+        self._dispatch()
+
+    def do_POST(self) -> None:
+        self._dispatch()
+
+    def do_PUT(self) -> None:
+        self._dispatch()
+
+    def do_DELETE(self) -> None:
+        self._dispatch()
+
+    def do_PATCH(self) -> None:
+        self._dispatch()
+
+    # -- plumbing ----------------------------------------------------------------------------
+
+    def _read_body(self) -> bytes:
+        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
+            data = bytearray()
+            while size := int(self.rfile.readline().split(b";")[0].strip() or b"0", 16):
+                data += self.rfile.read(size)
+                self.rfile.readline()
+            while self.rfile.readline() not in (b"\r\n", b"\n", b""):
+                pass
+            return bytes(data)
+        length = int(self.headers.get("Content-Length") or 0)
+        return self.rfile.read(length) if length > 0 else b""
+
+    def _dispatch(self) -> None:
+        body = self._read_body()
+        if urlsplit(self.path).path.startswith(CONTROL_PREFIX):
+            self._control(body)
+        else:
+            self._proxy(body)
+
+    def _send_json(self, status: int, payload: Any, headers: dict[str, str] | None = None) -> None:
+        data = json.dumps(payload, indent=2).encode() + b"\n"
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json; charset=UTF-8")
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def _send_made_up_error(self, status: int, grpc_status: str, message: str, kind: str) -> None:
+        """An answer the proxy makes up itself, in Gemini's error shape, marked by ``ERROR_HEADER``."""
+        body = gemini_error_body(status, f"dspy-bridge cassette proxy: {message}", grpc_status=grpc_status)
+        self._send_json(status, body, {ERROR_HEADER: kind})
+
+    def _abort(self) -> None:
+        self.close_connection = True
+        try:
+            self.connection.shutdown(socket.SHUT_RDWR)
+        except OSError:  # the client already went away
+            pass
+
+    # -- proxying ----------------------------------------------------------------------------
+
+    def _upstream_target(self) -> str:
+        """Path and query for upstream, without any key the worker sent."""
+        split = urlsplit(self.path)
+        pairs = parse_qsl(split.query, keep_blank_values=True)
+        kept = [(k, v) for k, v in pairs if k.lower() not in CREDENTIAL_QUERY_PARAMS]
+        query = split.query if len(kept) == len(pairs) else urlencode(kept)
+        return split.path + (f"?{query}" if query else "")
+
+    def _forward_headers(self) -> dict[str, str]:
+        headers = {name: value for name, value in self.headers.items() if name.lower() not in _NOT_FORWARDED}
+        headers["Accept-Encoding"] = "identity"  # readable cassettes, and SSE relayed as it comes
+        return headers
+
+    def _proxy(self, body: bytes) -> None:
+        state = self.state
+        state.count("requests")
+        fault = state.faults.pop()
+        if fault is not None:
+            state.count("faults")
+            if self._serve_fault(fault):
+                return
+        session = state.session
+        if session is None:
+            state.count("refused")
+            self._send_made_up_error(
+                409, "NO_CASSETTE", f"no cassette is in use, so {self.command} {self._upstream_target()} "
+                "cannot be answered (the host must call use_cassette first)", "no-cassette"
+            )  # fmt: skip
+            return
+        relay = _ChunkedRelay(self)
+        try:
+            exchange = session.exchange(self.command, self._upstream_target(), self._forward_headers(), body, relay)
+        except RuntimeError:  # ejected between our lookup and the exchange
+            state.count("refused")
+            self._send_made_up_error(409, "NO_CASSETTE", "the cassette was ejected mid-request", "no-cassette")
+            return
+        self._answer(exchange, relay)
+
+    def _serve_fault(self, fault: Fault) -> bool:
+        """Serve the fault; False when it was only a delay and the request proceeds."""
+        if fault.delay and self.state.closing.wait(fault.delay):
+            self._abort()
+            return True
+        if fault.drop:
+            self._abort()
+            return True
+        if fault.status is not None:
+            body = gemini_error_body(fault.status, fault.message, retry_after=fault.retry_after)
+            headers = {ERROR_HEADER: "fault"}
+            if fault.retry_after is not None:
+                headers["Retry-After"] = f"{fault.retry_after:g}"
+            self._send_json(fault.status, body, headers)
+            return True
+        return False
+
+    def _answer(self, exchange: Exchange, relay: _ChunkedRelay) -> None:
+        state = self.state
+        if exchange.kind in ("replayed", "forwarded"):
+            state.count(exchange.kind)
+            if exchange.streamed:
+                relay.finish()
+            else:
+                self._send_recorded(exchange)
+        elif exchange.kind == "miss":
+            state.count("misses")
+            self._send_made_up_error(409, "CASSETTE_MISS", exchange.message, "cassette-miss")
+        elif exchange.kind == "no-key":
+            state.count("refused")
+            self._send_made_up_error(409, "NO_API_KEY", exchange.message, "no-key")
+        else:
+            state.count("upstream_errors")
+            if exchange.streamed:  # the head is out: all we can do is cut the stream
+                self._abort()
+            else:
+                self._send_made_up_error(502, "UNAVAILABLE", exchange.message, "upstream-unreachable")
+
+    def _send_recorded(self, exchange: Exchange) -> None:
+        """Send an answer vcrpy returned; an event stream goes out one chunk per event."""
+        headers = [(n, v) for n, v in exchange.headers if n.lower() not in _HOP_BY_HOP]
+        self.send_response_only(exchange.status, exchange.reason)
+        for name, value in headers:
+            self.send_header(name, value)
+        if is_event_stream(headers):
+            self.send_header("Transfer-Encoding", "chunked")
+            self.end_headers()
+            events, rest = split_events(exchange.body)
+            for event in [*events, rest] if rest else events:
+                self.wfile.write(b"%X\r\n%s\r\n" % (len(event), event))
+            self.wfile.write(b"0\r\n\r\n")
+            return
+        self.send_header("Content-Length", str(len(exchange.body)))
+        self.end_headers()
+        self.wfile.write(exchange.body)
+
+    # -- control -----------------------------------------------------------------------------
+
+    def _control(self, raw: bytes) -> None:
+        token = self.headers.get(TOKEN_HEADER, "")
+        if not hmac.compare_digest(token.encode(), self.state.config.control_token.encode()):
+            self._send_json(403, {"error": {"type": "Forbidden", "message": "missing or wrong control token"}})
+            return
+        split = urlsplit(self.path)
+        route = (self.command, split.path.removeprefix(CONTROL_PREFIX).strip("/"))
+        state = self.state
+        try:
+            data = json.loads(raw) if raw else {}
+            if route == ("POST", "cassette"):
+                options = CassetteOptions.from_json(data)
+                state.use_cassette(options)
+                out: dict[str, Any] = {"cassette": options.to_json()}
+            elif route == ("DELETE", "cassette"):
+                save = dict(parse_qsl(split.query)).get("save", "1") != "0"
+                out = {"report": state.eject(save=save)}
+            elif route == ("POST", "faults"):
+                faults = [Fault.from_json(item) for item in data.get("faults", [])]
+                out = {"pending": state.faults.extend(faults)}
+            elif route == ("DELETE", "faults"):
+                out = {"cleared": state.faults.clear()}
+            elif route == ("GET", "stats"):
+                out = state.snapshot()
+            else:
+                self._send_json(404, {"error": {"type": "NotFound", "message": f"no control endpoint {route}"}})
+                return
+        except CassetteCorrupt as exc:
+            self._send_json(422, {"error": {"type": "CassetteCorrupt", "message": exc.message}})
+            return
+        except _Conflict as exc:
+            self._send_json(409, {"error": {"type": "UsageError", "message": str(exc)}})
+            return
+        except (UsageError, ValueError, KeyError, TypeError) as exc:
+            self._send_json(400, {"error": {"type": "UsageError", "message": str(exc)}})
+            return
+        self._send_json(200, out)
+
+
+# -- process -----------------------------------------------------------------------------------
+
+
+def _die_with_parent(parent_pid: int | None) -> None:
+    """SIGTERM when the host dies (Linux), and leave now if it is already gone."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM, 0, 0, 0)  # 1 = PR_SET_PDEATHSIG
+    if parent_pid is not None and os.getppid() != parent_pid:
+        os._exit(1)
+
+
+def _watch_stdin(stop: threading.Event) -> None:
+    """The host holds our stdin; EOF means it closed us or died."""
+    fd = sys.stdin.fileno()
+    try:
+        while os.read(fd, 65536):
+            pass
+    except OSError:
+        pass
+    stop.set()
+
+
+def _warm_up() -> None:
+    """Import vcrpy (~0.5 s) while the host starts its workers, not in the first ``use_cassette``."""
+    import vcr.patch  # noqa: F401
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Read the config line from stdin, serve, print the address; stop on stdin EOF or SIGTERM."""
+    parser = argparse.ArgumentParser(prog="python -m dspy_bridge.proxy", description=__doc__.splitlines()[0])
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=0, help="0 picks a free port")
+    parser.add_argument("--verbose", action="store_true", help="log each request to stderr")
+    args = parser.parse_args(argv)
+
+    line = sys.stdin.buffer.readline()
+    try:
+        config = ProxyConfig.from_json(json.loads(line))
+    except (ValueError, UsageError) as exc:
+        print(f"dspy-bridge proxy: bad config line on stdin: {exc}", file=sys.stderr)
+        return 2
+    _die_with_parent(config.parent_pid)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+
+    state = ProxyState(config)
+    server = _Server((args.host, args.port), state, args.verbose)
+    threading.Thread(target=server.serve_forever, name="proxy-server", daemon=True).start()
+    threading.Thread(target=_watch_stdin, args=(stop,), name="stdin-watch", daemon=True).start()
+    port = server.server_port
+    ready = {"port": port, "base_url": f"http://{args.host}:{port}/v1beta", "pid": os.getpid()}
+    print(json.dumps(ready), flush=True)
+    threading.Thread(target=_warm_up, name="warm-up", daemon=True).start()
+    stop.wait()
+    state.shutdown()
+    server.socket.close()  # handler threads are daemons: the process ends with this function
+    return 0

@@ -1,0 +1,84 @@
+"""Server-sent events: split a body into events, and keep them as a list in the cassette.
+
+vcrpy stores a response body as one ``string``. For ``text/event-stream`` answers the proxy
+stores the events instead, one list item each, through vcrpy's own interaction hooks::
+
+    body:                                  body:
+      string: "data: {..}\\r\\n\\r\\ndata: {..}\\r\\n\\r\\n"   →     sse_events: ['data: {..}', 'data: {..}']
+                                             sse_separator: "\\r\\n\\r\\n"
+
+Only when that round-trips byte for byte; otherwise the ``string`` stays. Replay re-emits each
+event with its separator as its own HTTP chunk (see ``EventFramer``).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from typing import Any
+
+__all__ = [
+    "SSE_CONTENT_TYPE",
+    "EventFramer",
+    "events_to_storage",
+    "is_event_stream",
+    "split_events",
+    "storage_to_body",
+]
+
+SSE_CONTENT_TYPE = "text/event-stream"
+_SEPARATOR = re.compile(rb"\r\n\r\n|\n\n|\r\r")
+
+
+def is_event_stream(headers: Iterable[tuple[str, str]]) -> bool:
+    """True when a ``Content-Type`` header says ``text/event-stream``."""
+    return any(name.lower() == "content-type" and SSE_CONTENT_TYPE in value.lower() for name, value in headers)
+
+
+def split_events(data: bytes) -> tuple[list[bytes], bytes]:
+    """Complete events (each ending with its separator) and the unterminated rest."""
+    events: list[bytes] = []
+    start = 0
+    for match in _SEPARATOR.finditer(data):
+        events.append(data[start : match.end()])
+        start = match.end()
+    return events, data[start:]
+
+
+class EventFramer:
+    """Feed bytes as they arrive; get back whole events, so each can be relayed as one chunk."""
+
+    def __init__(self) -> None:
+        self._pending = b""
+
+    def feed(self, data: bytes) -> list[bytes]:
+        events, self._pending = split_events(self._pending + data)
+        return events
+
+    def flush(self) -> bytes:
+        """Whatever trailed the last separator (normally nothing)."""
+        rest, self._pending = self._pending, b""
+        return rest
+
+
+def events_to_storage(body: bytes) -> dict[str, Any] | None:
+    """The cassette form of an SSE body, or None when it would not round-trip exactly."""
+    events, rest = split_events(body)
+    if not events or rest:
+        return None
+    separator = _SEPARATOR.search(events[0])
+    assert separator is not None  # split_events only returns terminated events
+    sep = separator.group(0)
+    texts = [event[: -len(sep)] for event in events]
+    if sep.join(texts) + sep != body:  # mixed separators, or one inside an event
+        return None
+    try:
+        return {"sse_events": [text.decode("utf-8") for text in texts], "sse_separator": sep.decode("ascii")}
+    except UnicodeDecodeError:
+        return None
+
+
+def storage_to_body(stored: dict[str, Any]) -> bytes:
+    """The raw SSE bytes back from ``events_to_storage``'s form."""
+    sep = str(stored["sse_separator"]).encode("ascii")
+    return b"".join(str(text).encode("utf-8") + sep for text in stored["sse_events"])
