@@ -24,6 +24,7 @@ import os
 import signal
 import socket
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -37,8 +38,10 @@ __all__ = [
     "PRELOAD_ENV",
     "ZYGOTE_ENTRY",
     "ForkedProcess",
+    "ProcessMemory",
     "ZygoteLauncher",
     "fork_supported",
+    "process_memory",
 ]
 
 ZYGOTE_ENTRY = "from dspy_bridge.worker.zygote import main; main()"
@@ -47,6 +50,30 @@ DAEMON_ENV = "DSPY_BRIDGE_DAEMON"  # auto (use a running compatible daemon) | ne
 DaemonUse = Literal["auto", "never", "require"]
 
 log = logging.getLogger("dspy_bridge.pool.zygote")
+
+
+@dataclass(frozen=True)
+class ProcessMemory:
+    """One process's memory in MiB. ``pss`` splits each shared page among its sharers: it is what a forked
+    worker really costs; ``uss`` (private pages) is what killing it would free."""
+
+    pid: int
+    rss: float
+    pss: float
+    uss: float
+
+
+def process_memory(pid: int) -> ProcessMemory:
+    """RSS, PSS and USS of ``pid`` from ``/proc/<pid>/smaps_rollup`` (Linux 4.14+)."""
+    fields: dict[str, int] = {}
+    with open(f"/proc/{pid}/smaps_rollup") as rollup:
+        for line in rollup:
+            name, _, rest = line.partition(":")
+            parts = rest.split()
+            if len(parts) == 2 and parts[1] == "kB":
+                fields[name] = int(parts[0])
+    private = fields.get("Private_Clean", 0) + fields.get("Private_Dirty", 0)
+    return ProcessMemory(pid, fields.get("Rss", 0) / 1024, fields.get("Pss", 0) / 1024, private / 1024)
 
 
 def fork_supported() -> bool:
@@ -367,6 +394,8 @@ class ZygoteLauncher:
                 return process
             except _ZygoteGone as exc:
                 self._use_fallback(f"{control.description} is gone: {exc}")
+            except TimeoutError:
+                self._use_fallback(f"{control.description} did not answer a spawn request in time")
             except _SpawnFailed as exc:
                 log.warning(
                     "%s could not fork worker %s (%s); spawning it instead", control.description, worker_id, exc
