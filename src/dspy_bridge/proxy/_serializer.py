@@ -15,7 +15,10 @@ import yaml
 __all__ = ["ReadableYaml"]
 
 
-class _Dumper(yaml.SafeDumper):
+_BaseDumper: type[yaml.SafeDumper] = getattr(yaml, "CSafeDumper", yaml.SafeDumper)  # libyaml when present
+
+
+class _Dumper(_BaseDumper):  # type: ignore[valid-type,misc]
     """Safe: refuses Python objects that vcrpy's safe loader would refuse to load back."""
 
 

@@ -183,6 +183,7 @@ class _ChunkedRelay:
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # head and body are separate writes: no 40 ms delayed-ACK stall
     server_version = "dspy-bridge-proxy"
     sys_version = ""
     timeout = 300  # idle keep-alive connections end on their own
