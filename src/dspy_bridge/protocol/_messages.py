@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from dspy_bridge._exceptions import MalformedFrame
 from dspy_bridge.protocol._constants import PROTOCOL_VERSION
@@ -40,7 +40,7 @@ class Hello(_Message):
     type: Literal["hello"] = "hello"
     protocol: str
     worker_id: str
-    pid: int
+    pid: Annotated[int, Field(strict=True)]
     mode: Literal["real", "mock"]
     codec: Literal["msgpack", "json"]
     capabilities: list[str] = Field(default_factory=list)
@@ -52,7 +52,7 @@ class Request(_Message):
     """Host → worker. ``id`` correlates the Response; responses may come back out of order."""
 
     type: Literal["request"] = "request"
-    id: Annotated[int, Field(ge=0, le=_UINT64_MAX)]
+    id: Annotated[int, Field(ge=0, le=_UINT64_MAX, strict=True)]
     command: Annotated[str, Field(min_length=1)]
     args: dict[str, Any] = Field(default_factory=dict)
     session_id: str | None = None
@@ -72,11 +72,19 @@ class Response(_Message):
     """Worker → host: exactly one per Request, carrying either ``result`` or ``error``."""
 
     type: Literal["response"] = "response"
-    id: Annotated[int, Field(ge=0, le=_UINT64_MAX)] | None
-    ok: bool
+    id: Annotated[int, Field(ge=0, le=_UINT64_MAX, strict=True)] | None
+    ok: Annotated[bool, Field(strict=True)]
     result: Any = None
     error: ErrorInfo | None = None
     elapsed_ms: float = 0.0
+
+    @model_validator(mode="after")
+    def _error_iff_not_ok(self) -> Response:
+        if self.ok and self.error is not None:
+            raise ValueError("an ok response must not carry an error")
+        if not self.ok and self.error is None:
+            raise ValueError("a failed response must carry an error")
+        return self
 
 
 class Goodbye(_Message):
@@ -84,7 +92,7 @@ class Goodbye(_Message):
 
     type: Literal["goodbye"] = "goodbye"
     worker_id: str
-    pid: int
+    pid: Annotated[int, Field(strict=True)]
     reason: str
 
 

@@ -23,10 +23,14 @@ def normalize_signature(signature: Any) -> Any:
     import re  # lazily, like json below: a mock worker says hello before it needs either
 
     if isinstance(signature, str):
-        text = re.sub(_SPACES, " ", signature.strip())
-        text = re.sub(r"\s*->\s*", " -> ", text)
-        text = re.sub(r"\s*:\s*", ": ", text)
-        return re.sub(r"\s*,\s*", ", ", text)
+        # Quoted text (Literal choices) is kept verbatim: 'x,y' and 'x, y' are different choices.
+        pieces = re.split(r"""('(?:[^'\\]|\\.)*'|"(?:[^"\\]|\\.)*")""", signature.strip())
+        for index in range(0, len(pieces), 2):  # even indexes are outside quotes
+            text = re.sub(_SPACES, " ", pieces[index])
+            text = re.sub(r"\s*->\s*", " -> ", text)
+            text = re.sub(r"\s*:\s*", ": ", text)
+            pieces[index] = re.sub(r"\s*,\s*", ", ", text)
+        return "".join(pieces)
     if isinstance(signature, dict):
         out = dict(signature)
         if isinstance(out.get("instructions"), str):

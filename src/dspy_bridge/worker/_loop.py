@@ -66,12 +66,15 @@ def _error_response(request_id: int | None, failure: HandlerFailure, started: fl
 
 
 def _check_request(message: dict[str, Any]) -> tuple[int, str, dict[str, Any], str | None, dict[str, Any]]:
+    kind = message.get("type", "request")
     request_id = message.get("id")
     if type(request_id) is not int or not 0 <= request_id <= _UINT64_MAX:
         raise HandlerFailure(
             ErrorType.PROTOCOL_ERROR,
             f"request has no valid 'id' (got {request_id!r}); every request needs an unsigned integer id",
         )
+    if kind != "request":
+        raise HandlerFailure(ErrorType.INVALID_REQUEST, f"a host may only send requests, got type {kind!r}")
     command = message.get("command")
     args = message.get("args", {})
     session_id = message.get("session_id")
@@ -165,7 +168,9 @@ def serve(reader: FrameReader, writer: FrameWriter, handlers: BaseHandlers, max_
                     _error_response(None, HandlerFailure(ErrorType.PROTOCOL_ERROR, str(exc)), time.perf_counter())
                 )
                 continue
-            if message.get("command") == "shutdown" and "id" in message:
+            raw_id = message.get("id")
+            valid_id = type(raw_id) is int and 0 <= raw_id <= _UINT64_MAX
+            if message.get("command") == "shutdown" and valid_id and message.get("type", "request") == "request":
                 if pool is not None:
                     pool.shutdown(wait=True)
                     pool = None
