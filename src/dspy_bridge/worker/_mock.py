@@ -11,11 +11,15 @@ TYPE_CHECKING = False  # typing itself stays off the mock worker's start-up path
 if TYPE_CHECKING:
     from typing import Any
 
+    from dspy_bridge.cassettes._library import CassetteLibrary
+
 from dspy_bridge.protocol._programs import canonical_json
 from dspy_bridge.protocol._taxonomy import ErrorType
 from dspy_bridge.worker._base import BaseHandlers, HandlerFailure, Program, Session
 
 __all__ = ["CassetteHandlers"]
+
+_ARGS_KEY = "_execute_args"  # private context key: the execute_program args, for cassette matchers
 
 
 class CassetteHandlers(BaseHandlers):
@@ -26,6 +30,7 @@ class CassetteHandlers(BaseHandlers):
         super().__init__(worker_id)
         # (session_id, program_id) -> list of (inputs-json or None for any, answer)
         self.stubs: dict[tuple[str | None, str], list[tuple[str | None, dict[str, Any]]]] = {}
+        self._cassettes: CassetteLibrary | None = None  # loaded on the first request naming a cassette
 
     def cmd_stub_program(self, args: dict[str, Any], session_id: str | None, context: dict[str, Any]) -> dict[str, Any]:
         """Register a canned answer: ``{program_id, inputs?, outputs | error}`` (inputs omitted = any)."""
@@ -47,6 +52,13 @@ class CassetteHandlers(BaseHandlers):
                 return answer
         return None
 
+    # -- execute_program: stub → cassette → synthetic → cassette_miss ----------------------
+    def cmd_execute_program(
+        self, args: dict[str, Any], session_id: str | None, context: dict[str, Any]
+    ) -> dict[str, Any]:
+        # _run only sees the inputs; cassette matchers may compare other args too.
+        return super().cmd_execute_program(args, session_id, {**context, _ARGS_KEY: args})
+
     def _run(
         self,
         session_id: str | None,
@@ -65,9 +77,104 @@ class CassetteHandlers(BaseHandlers):
                     retryable=bool(error.get("retryable", False)),
                 )
             return {"outputs": dict(stub["outputs"]), "usage": {}, "source": "stub"}
+        if context.get("cassette") is not None:
+            return self._from_cassette(session_id, lm_session, program, inputs, context)
         raise HandlerFailure(
             ErrorType.CASSETTE_MISS,
             f"no stub and no cassette answer for program {program.program_id} with inputs {canonical_json(inputs)}; "
             "register a stub, name a cassette in the request context, or record one with --bridge-record=once",
-            details={"program_id": program.program_id, "inputs": inputs},
+            details={"reason": "no_cassette", "program_id": program.program_id, "inputs": inputs},
         )
+
+    def _library(self) -> CassetteLibrary:
+        if self._cassettes is None:
+            from dspy_bridge.cassettes._library import CassetteLibrary  # pydantic + YAML: only when needed
+
+            self._cassettes = CassetteLibrary()
+        return self._cassettes
+
+    def _from_cassette(
+        self,
+        session_id: str | None,
+        lm_session: Session,
+        program: Program,
+        inputs: dict[str, Any],
+        context: dict[str, Any],
+    ) -> dict[str, Any]:
+        import copy
+
+        library = self._library()
+        from dspy_bridge._exceptions import CassetteCorrupt, CassetteMiss, UsageError
+        from dspy_bridge.cassettes._config import CassetteConfig
+        from dspy_bridge.cassettes._replay import make_request
+        from dspy_bridge.cassettes._synthetic import synthetic_answer
+
+        try:
+            config = CassetteConfig.from_context(context["cassette"])
+        except UsageError as exc:
+            raise HandlerFailure(ErrorType.INVALID_REQUEST, str(exc), details={"argument": "context.cassette"}) from exc
+        if config.path is None:
+            return synthetic_answer(program.definition, _output_types(program), inputs)
+        args = dict(context.get(_ARGS_KEY) or {"program_id": program.program_id, "inputs": inputs})
+        model = (lm_session.lm_settings or {}).get("model")
+        request = make_request("execute_program", args, program=program.definition, model=model)
+        try:
+            response = library.play(session_id, config, request, context)
+        except CassetteMiss as miss:
+            if config.synthetic:
+                return synthetic_answer(program.definition, _output_types(program), inputs)
+            raise HandlerFailure(ErrorType.CASSETTE_MISS, miss.message, details=miss.details) from miss
+        except CassetteCorrupt as exc:
+            raise HandlerFailure(
+                ErrorType.CASSETTE_MISS, exc.message, details={"reason": "corrupt", **exc.details}
+            ) from exc
+        if not response["ok"]:
+            error = response["error"]
+            raise HandlerFailure(
+                ErrorType(error["type"]),
+                str(error["message"]),
+                retryable=bool(error.get("retryable", False)),
+                details=copy.deepcopy(error.get("details")),
+            )
+        result = copy.deepcopy(response["result"])
+        if not isinstance(result, dict):
+            result = {"outputs": result}
+        result["source"] = "cassette"
+        return result
+
+    # -- replay bookkeeping -------------------------------------------------------------------
+    def cmd_cassette_report(
+        self, args: dict[str, Any], session_id: str | None, context: dict[str, Any]
+    ) -> dict[str, Any]:
+        """Which interactions of ``args.path`` this session played (for unused reports and pruning)."""
+        path = args.get("path")
+        if not isinstance(path, str):
+            raise HandlerFailure(ErrorType.INVALID_REQUEST, "cassette_report needs a string 'path'")
+        from dspy_bridge._exceptions import CassetteCorrupt
+
+        try:
+            return self._library().report(session_id, path)
+        except CassetteCorrupt as exc:
+            raise HandlerFailure(
+                ErrorType.CASSETTE_MISS, exc.message, details={"reason": "corrupt", **exc.details}
+            ) from exc
+
+    def cmd_cleanup_session(
+        self, args: dict[str, Any], session_id: str | None, context: dict[str, Any]
+    ) -> dict[str, Any]:
+        result = super().cmd_cleanup_session(args, session_id, context)
+        if self._cassettes is not None:
+            self._cassettes.forget(result["session_id"])
+        self.stubs = {key: value for key, value in self.stubs.items() if key[0] != result["session_id"]}
+        return result
+
+    def cmd_reset_state(self, args: dict[str, Any], session_id: str | None, context: dict[str, Any]) -> dict[str, Any]:
+        result = super().cmd_reset_state(args, session_id, context)
+        if self._cassettes is not None:
+            self._cassettes.forget(everything=True)
+        self.stubs.clear()
+        return result
+
+
+def _output_types(program: Program) -> list[tuple[str, str]]:
+    return [(field.name, field.type) for field in program.spec.outputs]

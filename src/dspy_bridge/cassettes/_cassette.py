@@ -1,0 +1,210 @@
+"""``Cassette``: one bridge cassette file in memory, its lookup index, reports and pruning."""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+from collections.abc import Iterable, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from dspy_bridge._exceptions import CassetteError
+from dspy_bridge.cassettes import _cache
+from dspy_bridge.cassettes._format import CassetteDocument, corrupt, dump_document, parse_document
+from dspy_bridge.cassettes._match import REPLAYED_COMMANDS, Matcher
+from dspy_bridge.cassettes._modes import RecordMode
+from dspy_bridge.cassettes._storage import cassette_lock, remove_stale_temps, write_atomic
+
+if TYPE_CHECKING:
+    from dspy_bridge.cassettes._replay import Replay
+
+__all__ = ["Cassette", "Interaction", "current_versions", "default_meta"]
+
+
+def _now() -> str:
+    return datetime.now(UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+
+
+@functools.cache
+def _dspy_version() -> str | None:
+    from importlib import metadata  # the distribution's metadata: no need to import dspy itself
+
+    try:
+        return metadata.version("dspy")
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def current_versions() -> dict[str, Any]:
+    """The versions a recording made now would be made with."""
+    from dspy_bridge import __version__
+
+    return {"dspy_bridge_version": __version__, "dspy_version": _dspy_version()}
+
+
+def default_meta(**overrides: Any) -> dict[str, Any]:
+    """Metadata for a new cassette; ``overrides`` that are not ``None`` (e.g. ``recorded_against``) win."""
+    meta: dict[str, Any] = {"created": _now(), **current_versions(), "model": None, "recorded_against": "unknown"}
+    meta.update({key: value for key, value in overrides.items() if value is not None})
+    return meta
+
+
+class Interaction:
+    """One recorded request and its response, with its position in the file."""
+
+    __slots__ = ("index", "request", "response")
+
+    def __init__(self, index: int, request: dict[str, Any], response: dict[str, Any]) -> None:
+        self.index = index
+        self.request = request
+        self.response = response
+
+    @property
+    def command(self) -> str:
+        return str(self.request["command"])
+
+    @property
+    def replayable(self) -> bool:
+        """Mock workers answer this command from cassettes (the rest they handle themselves)."""
+        return self.command in REPLAYED_COMMANDS
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"request": self.request, "response": self.response}
+
+    def __repr__(self) -> str:
+        return f"<Interaction #{self.index} {self.command} session={self.request.get('session')!r}>"
+
+
+class Cassette:
+    """A bridge cassette: ``meta`` plus an ordered list of interactions, indexed for O(1) lookup.
+
+    Usage::
+
+        cassette = Cassette.load("cassettes/test_qa/test_answer.yaml")
+        replay = cassette.replay(allow_repeats=False)
+        interaction = replay.play(request)           # raises CassetteMiss with a diagnosis
+        cassette.unused(replay)                      # recordings nobody asked for
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        interactions: Iterable[dict[str, Any]] = (),
+        meta: dict[str, Any] | None = None,
+        *,
+        digest: str | None = None,
+    ) -> None:
+        self.path = Path(path)
+        self.meta: dict[str, Any] = meta if meta is not None else default_meta()
+        self.interactions = [
+            Interaction(index, item["request"], item["response"]) for index, item in enumerate(interactions)
+        ]
+        self._digest = digest  # sha256 of the text it was loaded from (None: never on disk)
+        self._indexes: dict[tuple[tuple[str, ...], tuple[str, ...]], dict[str, list[int]]] = {}
+
+    # -- files ---------------------------------------------------------------------------------
+    @classmethod
+    def load(cls, path: str | Path) -> Cassette:
+        """Read and validate a cassette (``CassetteCorrupt`` on any problem, ``FileNotFoundError`` if absent)."""
+        file = Path(path)
+        raw = file.read_bytes()
+        digest = hashlib.sha256(raw).hexdigest()
+        big = len(raw) >= _cache.MIN_BYTES
+        cached = _cache.read(digest) if big else None
+        if cached is not None:
+            return cls(file, cached[1], cached[0], digest=digest)
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise corrupt(file, None, None, f"not UTF-8 text ({exc.reason} at byte {exc.start})") from exc
+        document = parse_document(text, file)
+        if big:
+            _cache.write(digest, document.meta, document.interactions)
+        return cls(file, document.interactions, document.meta, digest=digest)
+
+    @staticmethod
+    def should_record(path: str | Path, mode: str | RecordMode) -> bool:
+        """Does a test with this cassette and record mode run on real workers (and record)?"""
+        return RecordMode.parse(mode).records(path)
+
+    def dumps(self) -> str:
+        return dump_document(CassetteDocument(self.meta, [item.as_dict() for item in self.interactions]))
+
+    def save(self) -> None:
+        """Write the whole cassette atomically, under the file lock (no merge: see ``Recorder``)."""
+        text = self.dumps()
+        with cassette_lock(self.path):
+            remove_stale_temps(self.path)
+            write_atomic(self.path, text)
+        self._digest = hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+    # -- lookup --------------------------------------------------------------------------------
+    def index(self, matcher: Matcher) -> dict[str, list[int]]:
+        """Replayable interactions by match key, in recorded order (built once per matcher)."""
+        found = self._indexes.get(matcher.spec)
+        if found is None:
+            found = {}
+            for interaction in self.interactions:
+                if interaction.replayable:
+                    found.setdefault(matcher.key(interaction.request), []).append(interaction.index)
+            self._indexes[matcher.spec] = found
+        return found
+
+    def replay(
+        self,
+        *,
+        match_on: Iterable[str] | None = None,
+        ignore: Iterable[str] = (),
+        allow_repeats: bool = False,
+    ) -> Replay:
+        """Fresh replay state (which recordings were played) over this cassette."""
+        from dspy_bridge.cassettes._replay import Replay
+
+        return Replay(self, Matcher(match_on, ignore), allow_repeats=allow_repeats)
+
+    # -- reports and pruning -------------------------------------------------------------------
+    def unused(self, *played: Replay | Iterable[int]) -> list[Interaction]:
+        """Replayable interactions that none of the given replays (or index lists) played."""
+        used: set[int] = set()
+        for item in played:
+            used.update(item.played if hasattr(item, "played") else item)
+        return [item for item in self.interactions if item.replayable and item.index not in used]
+
+    def prune(self, *played: Replay | Iterable[int]) -> int:
+        """Drop replayable interactions nobody played and rewrite the file; returns how many went.
+
+        Refuses (``CassetteError``) when the file changed on disk since it was loaded, because the
+        played indexes would then point at other interactions.
+        """
+        drop = {item.index for item in self.unused(*played)}
+        if not drop:
+            return 0
+        with cassette_lock(self.path):
+            current = self.path.read_bytes() if self.path.exists() else b""
+            if self._digest is not None and hashlib.sha256(current).hexdigest() != self._digest:
+                raise CassetteError(
+                    f"cassette {self.path} changed on disk since it was loaded; load it again, replay, then prune",
+                    file=str(self.path),
+                )
+            kept = [item.as_dict() for item in self.interactions if item.index not in drop]
+            self.interactions = [Interaction(i, item["request"], item["response"]) for i, item in enumerate(kept)]
+            self._indexes.clear()
+            text = self.dumps()
+            remove_stale_temps(self.path)
+            write_atomic(self.path, text)
+            self._digest = hashlib.sha256(text.encode("utf-8")).hexdigest()
+        return len(drop)
+
+    # -- container protocol --------------------------------------------------------------------
+    def __len__(self) -> int:
+        return len(self.interactions)
+
+    def __iter__(self) -> Iterator[Interaction]:
+        return iter(self.interactions)
+
+    def __getitem__(self, index: int) -> Interaction:
+        return self.interactions[index]
+
+    def __repr__(self) -> str:
+        return f"<Cassette {str(self.path)!r} interactions={len(self.interactions)}>"
