@@ -1,0 +1,93 @@
+"""The pool's one error boundary: foreign errors become ours, and ours get their context.
+
+``translate_pipe_errors`` turns what asyncio raises on a dead pipe into ``WorkerCrashed``;
+``request_context`` stamps ``request_id``/``worker_pid``/``session_id`` onto any ``BridgeError``
+passing through; ``handler_error`` rebuilds an error Response as ``HandlerError`` with the remote
+traceback as its cause; ``describe_exit`` names an exit code or signal the way a person would.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from dspy_bridge._exceptions import BridgeError, HandlerError, RemoteTraceback, WorkerCrashed
+
+__all__ = ["ExitInfo", "describe_exit", "handler_error", "request_context", "translate_pipe_errors"]
+
+_SIGNAL_HINTS = {
+    signal.SIGKILL: "killed with SIGKILL (the OOM killer, a timeout kill by the pool, or kill -9)",
+    signal.SIGSEGV: "segmentation fault (a C extension crashed; faulthandler output is in the stderr tail)",
+    signal.SIGABRT: "aborted (an assertion in C code or a fatal Python error)",
+    signal.SIGTERM: "terminated with SIGTERM",
+    signal.SIGBUS: "bus error (memory mapping problem)",
+}
+
+
+class ExitInfo:
+    """How a process ended: ``exit_code`` (>= 0) or ``signal_name``, and a sentence saying so."""
+
+    __slots__ = ("exit_code", "signal_name", "text")
+
+    def __init__(self, exit_code: int | None, signal_name: str | None, text: str) -> None:
+        self.exit_code = exit_code
+        self.signal_name = signal_name
+        self.text = text
+
+    def __repr__(self) -> str:
+        return f"ExitInfo({self.text!r})"
+
+
+def describe_exit(returncode: int | None) -> ExitInfo:
+    """Turn a ``returncode`` (negative = signal, as asyncio reports it) into words and a signal name."""
+    if returncode is None:
+        return ExitInfo(None, None, "exit status unknown (the process could not be reaped)")
+    if returncode >= 0:
+        return ExitInfo(returncode, None, f"exited with code {returncode}")
+    number = -returncode
+    try:
+        sig = signal.Signals(number)
+    except ValueError:
+        return ExitInfo(returncode, f"signal {number}", f"killed by signal {number}")
+    hint = _SIGNAL_HINTS.get(sig, f"killed by {sig.name}")
+    return ExitInfo(returncode, sig.name, f"{sig.name}: {hint}")
+
+
+@contextmanager
+def translate_pipe_errors(worker_id: str, pid: int | None) -> Iterator[None]:
+    """A broken or cut pipe means the worker is gone: say ``WorkerCrashed``, chained to the OS error."""
+    try:
+        yield
+    except (asyncio.IncompleteReadError, BrokenPipeError, ConnectionResetError) as exc:
+        raise WorkerCrashed(
+            f"lost the pipe to worker {worker_id} ({type(exc).__name__}); it probably died", worker_pid=pid
+        ) from exc
+
+
+@contextmanager
+def request_context(*, request_id: int | None, worker_pid: int | None, session_id: str | None) -> Iterator[None]:
+    """Stamp the request's context onto any ``BridgeError`` leaving the block (keeping what is set)."""
+    try:
+        yield
+    except BridgeError as exc:
+        exc.stamp(request_id=request_id, worker_pid=worker_pid, session_id=session_id)
+        raise
+
+
+def handler_error(error: Any, **context: Any) -> HandlerError:
+    """Build ``HandlerError`` from an ``ErrorInfo``; a remote traceback becomes its ``__cause__``."""
+    details: dict[str, Any] = dict(error.details or {})
+    exc = HandlerError(
+        error.message,
+        type=str(error.type),
+        retryable=bool(error.retryable),
+        error_details=details,
+        **context,
+    )
+    traceback_text = details.get("traceback")
+    if isinstance(traceback_text, str) and traceback_text:
+        exc.__cause__ = RemoteTraceback(traceback_text)
+    return exc

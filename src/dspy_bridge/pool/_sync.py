@@ -1,0 +1,277 @@
+"""``SyncPool``: the same pool for synchronous callers, driven on a private event-loop thread.
+
+    caller thread ── run_coroutine_threadsafe ──▶ loop thread: Pool (all state lives here)
+                 ◀── concurrent Future ─────────┘
+
+The loop thread spawns the workers, and Linux's PDEATHSIG fires when the *spawning thread* exits,
+so the thread must outlive its workers: it only stops after ``aclose()`` has reaped them all.
+``close()`` is idempotent, bounded in time, never raises, and may be called from a signal handler
+(it takes no lock the interrupted code could hold) or at interpreter exit (registered with atexit).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import concurrent.futures
+import logging
+import threading
+import time
+import weakref
+from collections.abc import Callable, Coroutine
+from typing import Any, Self, TypeVar
+
+from dspy_bridge._exceptions import PoolClosed, UsageError
+from dspy_bridge.pool._config import UNSET, PoolConfig, Unset
+from dspy_bridge.pool._launch import Launcher
+from dspy_bridge.pool._pool import Pool
+from dspy_bridge.pool._stats import PoolEvent, PoolStats
+
+__all__ = ["SyncPool"]
+
+log = logging.getLogger("dspy_bridge.pool")
+T = TypeVar("T")
+
+
+class SyncPool:
+    """Blocking facade over ``Pool``; usable as a context manager.
+
+    Usage::
+
+        with SyncPool(PoolConfig(size=2)) as pool:
+            program_id = pool.create_program("question -> answer", session_id="t1")
+            pool.stub_program(program_id, {"answer": "4"}, session_id="t1")
+            pool.execute(program_id, {"question": "2+2?"}, session_id="t1")
+
+    Listeners added with ``add_listener`` are called on the loop thread.
+    """
+
+    def __init__(
+        self,
+        config: PoolConfig | None = None,
+        *,
+        launcher: Launcher | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        **options: Any,
+    ) -> None:
+        self._pool = Pool(config, launcher=launcher, clock=clock, **options)
+        self.config = self._pool.config
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._close_future: concurrent.futures.Future[None] | None = None
+        ref = weakref.ref(self)
+
+        def close_at_exit() -> None:
+            pool = ref()
+            if pool is not None:
+                pool.close()
+
+        self._at_exit = close_at_exit
+
+    # -- lifecycle --------------------------------------------------------------------------
+    @property
+    def pool(self) -> Pool:
+        """The underlying asyncio pool (touch it only from the loop thread)."""
+        return self._pool
+
+    def start(self) -> Self:
+        if self._close_future is not None:
+            raise UsageError("this SyncPool is closed; build a new one")
+        if self._loop is not None:
+            raise UsageError("SyncPool.start() was already called")
+        loop = asyncio.new_event_loop()
+        ready = threading.Event()
+        self._loop = loop
+        self._thread = threading.Thread(target=self._run_loop, args=(loop, ready), name="dspy-bridge-pool", daemon=True)
+        self._thread.start()
+        ready.wait()
+        atexit.register(self._at_exit)
+        try:
+            self._call(self._pool.start())
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    @staticmethod
+    def _run_loop(loop: asyncio.AbstractEventLoop, ready: threading.Event) -> None:
+        asyncio.set_event_loop(loop)
+        loop.call_soon(ready.set)
+        try:
+            loop.run_forever()
+        finally:
+            try:
+                loop.run_until_complete(loop.shutdown_asyncgens())
+            finally:
+                loop.close()
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def close(self, timeout: float | None = None) -> None:
+        """Close the pool and stop the loop thread; idempotent, bounded, never raises."""
+        loop, thread = self._loop, self._thread
+        if loop is None or thread is None:
+            if self._close_future is None:  # never started: it stays closed
+                self._close_future = concurrent.futures.Future()
+                self._close_future.set_result(None)
+            return
+        if timeout is None:
+            timeout = self.config.shutdown_grace + self.config.terminate_grace + 5.0
+        if self._close_future is None:
+            try:
+                self._close_future = asyncio.run_coroutine_threadsafe(self._close_and_stop(), loop)
+            except RuntimeError:  # the loop is already closed: nothing left to do
+                return
+            atexit.unregister(self._at_exit)
+        if threading.current_thread() is thread:
+            return  # called from a listener on the loop thread: the close proceeds without us waiting
+        try:
+            self._close_future.result(timeout)
+        except concurrent.futures.TimeoutError:
+            log.error("SyncPool.close() did not finish within %.1f s", timeout)
+        except (concurrent.futures.CancelledError, Exception):
+            log.exception("SyncPool.close() failed")
+        thread.join(timeout)
+
+    async def _close_and_stop(self) -> None:
+        try:
+            await self._pool.aclose()
+        finally:
+            asyncio.get_running_loop().call_soon(asyncio.get_running_loop().stop)
+
+    def _call(self, coro: Coroutine[Any, Any, T]) -> T:
+        loop, thread = self._loop, self._thread
+        if loop is None or thread is None:
+            coro.close()
+            raise UsageError("the SyncPool is not started; call start() or use 'with SyncPool(...)'")
+        if threading.current_thread() is thread:
+            coro.close()
+            raise UsageError("a blocking SyncPool call from its own loop thread (e.g. a listener) would deadlock")
+        try:
+            future = asyncio.run_coroutine_threadsafe(coro, loop)
+        except RuntimeError:
+            coro.close()
+            raise PoolClosed("the pool is closed") from None
+        try:
+            return future.result()
+        except BaseException:
+            future.cancel()  # e.g. KeyboardInterrupt: do not leave the request running
+            raise
+
+    # -- the Pool API, blocking -------------------------------------------------------------
+    def submit(
+        self,
+        command: str,
+        args: dict[str, Any] | None = None,
+        *,
+        session_id: str | None = None,
+        context: dict[str, Any] | None = None,
+        timeout: float | Unset | None = UNSET,
+    ) -> concurrent.futures.Future[Any]:
+        """Like ``request`` but returns at once with a future (pipelining from one thread)."""
+        loop = self._loop
+        coro = self._pool.request(command, args, session_id=session_id, context=context, timeout=timeout)
+        if loop is None:
+            coro.close()
+            raise UsageError("the SyncPool is not started; call start() or use 'with SyncPool(...)'")
+        try:
+            return asyncio.run_coroutine_threadsafe(coro, loop)
+        except RuntimeError:
+            coro.close()
+            raise PoolClosed("the pool is closed") from None
+
+    def request(
+        self,
+        command: str,
+        args: dict[str, Any] | None = None,
+        *,
+        session_id: str | None = None,
+        context: dict[str, Any] | None = None,
+        timeout: float | Unset | None = UNSET,
+    ) -> Any:
+        return self._call(self._pool.request(command, args, session_id=session_id, context=context, timeout=timeout))
+
+    def ping(self, *, session_id: str | None = None) -> dict[str, Any]:
+        return self._call(self._pool.ping(session_id=session_id))
+
+    def configure_lm(
+        self, model: str, *, session_id: str | None = None, api_key: str | None = None, **settings: Any
+    ) -> dict[str, Any]:
+        return self._call(self._pool.configure_lm(model, session_id=session_id, api_key=api_key, **settings))
+
+    def create_program(
+        self,
+        signature: str | dict[str, Any],
+        *,
+        program_type: str = "predict",
+        instructions: str | None = None,
+        program_id: str | None = None,
+        session_id: str | None = None,
+    ) -> str:
+        return self._call(
+            self._pool.create_program(
+                signature,
+                program_type=program_type,
+                instructions=instructions,
+                program_id=program_id,
+                session_id=session_id,
+            )
+        )
+
+    def delete_program(self, program_id: str, *, session_id: str | None = None) -> None:
+        self._call(self._pool.delete_program(program_id, session_id=session_id))
+
+    def stub_program(
+        self,
+        program_id: str,
+        outputs: dict[str, Any] | None = None,
+        *,
+        inputs: dict[str, Any] | None = None,
+        error: dict[str, Any] | None = None,
+        session_id: str | None = None,
+    ) -> None:
+        self._call(self._pool.stub_program(program_id, outputs, inputs=inputs, error=error, session_id=session_id))
+
+    def execute(
+        self,
+        program_id: str,
+        inputs: dict[str, Any],
+        *,
+        session_id: str | None = None,
+        context: dict[str, Any] | None = None,
+        timeout: float | Unset | None = UNSET,
+    ) -> dict[str, Any]:
+        return self._call(
+            self._pool.execute(program_id, inputs, session_id=session_id, context=context, timeout=timeout)
+        )
+
+    def close_session(self, session_id: str) -> bool:
+        return self._call(self._pool.close_session(session_id))
+
+    def stats(self) -> PoolStats:
+        async def snapshot() -> PoolStats:
+            return self._pool.stats()
+
+        return self._call(snapshot())
+
+    def add_listener(self, listener: Callable[[PoolEvent], None]) -> Callable[[], None]:
+        return self._pool.add_listener(listener)
+
+    @property
+    def events(self) -> list[PoolEvent]:
+        return list(self._pool.events)
+
+    def worker_pids(self) -> list[int]:
+        """Pids of the current workers (for tests and diagnostics)."""
+
+        async def pids() -> list[int]:
+            return [handle.pid for handle in self._pool.workers()]
+
+        return self._call(pids())
+
+    def __repr__(self) -> str:
+        return f"<SyncPool {self._pool!r}>"

@@ -1,0 +1,518 @@
+"""One worker as the pool sees it: its process, its reader task, its in-flight requests.
+
+    WorkerHandle
+    ├── reader task ── frames from stdout ──▶ Hello → ready future; Response → its future; Goodbye noted
+    │        └── races the reads against process exit: on exit it drains briefly, reaps, and fails
+    │            exactly the requests this worker held (WorkerCrashed, or PoolClosed when we stopped it)
+    ├── stderr task ── lines ──▶ ring buffer (the tail goes into crash reports)
+    └── pending {request id: future}   reserved slots   state SPAWNING → READY/BUSY → DRAINING → DEAD
+
+Only the pool (or a zygote launcher) builds handles, through ``WorkerHandle._create``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import logging
+import signal
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from dspy_bridge._exceptions import (
+    BridgeError,
+    MalformedFrame,
+    PoolClosed,
+    ProtocolError,
+    VersionMismatch,
+    WorkerCrashed,
+    WorkerStartupFailed,
+)
+from dspy_bridge.pool._errors import ExitInfo, describe_exit
+from dspy_bridge.pool._launch import WorkerProcess
+from dspy_bridge.pool._stats import WorkerStats
+from dspy_bridge.protocol import PROTOCOL_VERSION, FrameDecoder, encode_frame, get_codec
+from dspy_bridge.protocol._messages import Goodbye, Hello, Response, parse_worker_message
+
+__all__ = ["WorkerHandle", "WorkerOwner", "WorkerState"]
+
+log = logging.getLogger("dspy_bridge.pool")
+
+_CHUNK = 256 * 1024
+DRAIN_AFTER_EXIT = 0.05  # s to read what a dead worker left in its pipes (a grandchild may hold them open)
+EXIT_AFTER_EOF = 0.5  # s a worker that closed stdout gets to exit before it is killed
+_PLANNED_GOODBYES = frozenset({"eof", "shutdown", "sigterm"})
+_CREATE = object()
+
+
+class WorkerState(enum.StrEnum):
+    SPAWNING = "spawning"  # launched; waiting for its Hello and for the pool's default state
+    READY = "ready"  # accepting requests: fewer than max_in_flight outstanding
+    BUSY = "busy"  # accepting none right now: max_in_flight outstanding (derived from READY)
+    DRAINING = "draining"  # finishing what it holds, then stopped (recycling, idle overflow, close)
+    DEAD = "dead"  # exited or exiting; what it held has been failed
+
+
+class WorkerOwner(Protocol):
+    """What a handle tells its pool."""
+
+    def on_slot_free(self, handle: WorkerHandle) -> None: ...
+
+    def on_worker_exit(self, handle: WorkerHandle) -> None: ...
+
+
+class _Pending:
+    __slots__ = ("command", "future", "session_id")
+
+    def __init__(self, future: asyncio.Future[Response], command: str, session_id: str | None) -> None:
+        self.future = future
+        self.command = command
+        self.session_id = session_id
+
+
+class WorkerHandle:
+    """The host side of one worker process (see the module docstring for its parts)."""
+
+    @classmethod
+    def _create(
+        cls,
+        worker_id: str,
+        process: WorkerProcess,
+        owner: WorkerOwner,
+        *,
+        codec: str,
+        max_in_flight: int,
+        stderr_lines: int,
+        spawned_at: float,
+        overflow: bool = False,
+        max_frame_size: int | None = None,
+    ) -> WorkerHandle:
+        handle = cls(_CREATE)
+        handle._setup(
+            worker_id,
+            process,
+            owner,
+            codec=codec,
+            max_in_flight=max_in_flight,
+            stderr_lines=stderr_lines,
+            spawned_at=spawned_at,
+            overflow=overflow,
+            max_frame_size=max_frame_size,
+        )
+        return handle
+
+    def __init__(self, key: object) -> None:
+        if key is not _CREATE:
+            raise TypeError("WorkerHandle has no public constructor; the pool creates handles")
+
+    def _setup(
+        self,
+        worker_id: str,
+        process: WorkerProcess,
+        owner: WorkerOwner,
+        *,
+        codec: str,
+        max_in_flight: int,
+        stderr_lines: int,
+        spawned_at: float,
+        overflow: bool,
+        max_frame_size: int | None,
+    ) -> None:
+        loop = asyncio.get_running_loop()
+        self.worker_id = worker_id
+        self.process = process
+        self.pid = process.pid
+        self.owner = owner
+        self.codec = get_codec(codec)
+        self.max_in_flight = max_in_flight
+        self.overflow = overflow
+        self._max_frame_size = max_frame_size
+        self.spawned_at = spawned_at
+        self.hello_at: float | None = None
+        self.hello: Hello | None = None
+        self.goodbye: Goodbye | None = None
+        self.requests_served = 0
+        self.failures = 0
+        self.reserved = 0
+        self.sessions: set[str] = set()
+        self.defaults_applied = 0
+        self.defaults_lock = asyncio.Lock()
+        self.exit_info: ExitInfo | None = None
+        self.crashed = False
+        self.crash_error: BaseException | None = None
+        self.idle_timer: asyncio.TimerHandle | None = None
+        self.stop_task: asyncio.Task[None] | None = None
+        self.became_ready = False
+        self._state = WorkerState.SPAWNING
+        self._pending: dict[int, _Pending] = {}
+        self._stderr_tail: deque[str] = deque(maxlen=stderr_lines)
+        self._stop_reason: str | None = None
+        self._kill_reason: str | None = None
+        self._protocol_error: ProtocolError | None = None
+        self._abandon_read = False
+        self._hello_future: asyncio.Future[Hello] = loop.create_future()
+        self._exit_task: asyncio.Future[int] = asyncio.ensure_future(process.wait())
+        self._exit_task.add_done_callback(self._on_exit_seen)
+        self._done = asyncio.Event()
+        self._stderr_task: asyncio.Task[None] | None = None
+        if process.stderr is not None:
+            self._stderr_task = loop.create_task(self._read_stderr(process.stderr), name=f"stderr-{worker_id}")
+        self._reader_task = loop.create_task(self._run(), name=f"reader-{worker_id}")
+
+    # -- state ------------------------------------------------------------------------------
+    @property
+    def state(self) -> WorkerState:
+        if self._state is WorkerState.READY and self.in_flight >= self.max_in_flight:
+            return WorkerState.BUSY
+        return self._state
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._pending) + self.reserved
+
+    @property
+    def alive(self) -> bool:
+        """Not dead and not known to be exiting (it may still be spawning or draining)."""
+        return self._state is not WorkerState.DEAD and not self._exit_task.done()
+
+    def accepts_work(self) -> bool:
+        return self._state is WorkerState.READY and not self._exit_task.done()
+
+    def has_capacity(self) -> bool:
+        return self.accepts_work() and self.in_flight < self.max_in_flight
+
+    def mark_ready(self) -> None:
+        if self._state is WorkerState.SPAWNING and self.alive:
+            self._state = WorkerState.READY
+            self.became_ready = True
+
+    def mark_draining(self) -> None:
+        if self._state in (WorkerState.SPAWNING, WorkerState.READY):
+            self._state = WorkerState.DRAINING
+
+    @property
+    def kill_reason(self) -> str | None:
+        """Why the pool killed it (a request timeout, a failed start), if it did."""
+        return self._kill_reason
+
+    @property
+    def stop_reason(self) -> str | None:
+        """Why the pool stopped it on purpose (closing, recycling, idle overflow), if it did."""
+        return self._stop_reason
+
+    @property
+    def start_ms(self) -> float | None:
+        return None if self.hello_at is None else (self.hello_at - self.spawned_at) * 1000
+
+    @property
+    def stderr_tail(self) -> str:
+        return "\n".join(self._stderr_tail)
+
+    def snapshot(self) -> WorkerStats:
+        return WorkerStats(
+            worker_id=self.worker_id,
+            pid=self.pid,
+            state=self.state.value,
+            overflow=self.overflow,
+            start_ms=None if self.start_ms is None else round(self.start_ms, 3),
+            requests_served=self.requests_served,
+            failures=self.failures,
+            in_flight=self.in_flight,
+            sessions=len(self.sessions),
+        )
+
+    def __repr__(self) -> str:
+        mode = self.hello.mode if self.hello is not None else "?"
+        exited = f" {self.exit_info.text}" if self.exit_info is not None else ""
+        return (
+            f"<WorkerHandle {self.worker_id} pid={self.pid} {self.state.value}{exited} "
+            f"handlers={mode} in_flight={self.in_flight}>"
+        )
+
+    # -- start ------------------------------------------------------------------------------
+    async def wait_hello(self, timeout: float) -> Hello:
+        """The validated Hello, or ``WorkerStartupFailed``/``VersionMismatch`` (the worker is then killed)."""
+        try:
+            async with asyncio.timeout(timeout):
+                return await asyncio.shield(self._hello_future)
+        except TimeoutError:
+            self.kill(f"no hello within start_timeout={timeout} s")
+            await self.wait_closed()
+            raise WorkerStartupFailed(
+                f"worker {self.worker_id} sent no hello within start_timeout={timeout} s; it was killed"
+                + self._tail_suffix(),
+                worker_pid=self.pid,
+            ) from None
+
+    # -- requests ---------------------------------------------------------------------------
+    def send(self, request: dict[str, Any]) -> asyncio.Future[Response]:
+        """Write one request frame and return the future its Response (or failure) will settle."""
+        request_id: int = request["id"]
+        frame = encode_frame(self.codec.dumps(request), self._max_frame_size or 64 * 1024 * 1024)
+        future: asyncio.Future[Response] = asyncio.get_running_loop().create_future()
+        self._pending[request_id] = _Pending(future, request["command"], request.get("session_id"))
+        self.process.stdin.write(frame)
+        return future
+
+    async def drain(self) -> None:
+        """Back-pressure on the stdin pipe; a broken pipe is left to the reader, which sees the exit."""
+        try:
+            await self.process.stdin.drain()
+        except (ConnectionError, RuntimeError):
+            pass
+
+    def forget(self, request_id: int) -> None:
+        """Stop tracking a request whose caller gave up (its worker is being killed)."""
+        self._pending.pop(request_id, None)
+
+    def release_reservation(self) -> None:
+        self.reserved -= 1
+        self.owner.on_slot_free(self)
+
+    # -- stopping ---------------------------------------------------------------------------
+    def kill(self, reason: str) -> None:
+        """SIGKILL now (a stuck DSPy call cannot be cancelled); what it held fails naming ``reason``."""
+        if self._kill_reason is None and self._stop_reason is None:
+            self._kill_reason = reason
+        self._state = WorkerState.DEAD
+        self.process.kill()
+
+    def fail_pending(self, make_error: Callable[[int, str, str | None], BaseException]) -> int:
+        """Fail every in-flight request now (used by ``aclose``: PoolClosed); returns how many."""
+        pending, self._pending = self._pending, {}
+        for request_id, item in pending.items():
+            if not item.future.done():
+                item.future.set_exception(make_error(request_id, item.command, item.session_id))
+        return len(pending)
+
+    async def stop(self, reason: str, grace: float, terminate_grace: float) -> None:
+        """Planned stop: ``shutdown`` request + stdin EOF, then SIGTERM, then SIGKILL; always reaped."""
+        if self._stop_reason is None and self._kill_reason is None:
+            self._stop_reason = reason
+        if self._state is not WorkerState.DEAD:
+            self._state = WorkerState.DRAINING
+        try:
+            if not self._exit_task.done():
+                self._say_shutdown()
+                if not await self._wait_exit(grace):
+                    log.info("worker %s ignored shutdown for %.1f s; sending SIGTERM", self.worker_id, grace)
+                    self.process.send_signal(signal.SIGTERM)
+                    if not await self._wait_exit(terminate_grace):
+                        log.warning("worker %s ignored SIGTERM; sending SIGKILL", self.worker_id)
+                        self.process.kill()
+        finally:
+            await self.wait_closed()
+
+    def _say_shutdown(self) -> None:
+        stdin = self.process.stdin
+        try:
+            if not stdin.is_closing():
+                stdin.write(encode_frame(self.codec.dumps({"id": 0, "command": "shutdown", "args": {}})))
+                stdin.close()  # EOF as well: either one makes the worker leave
+        except (ConnectionError, RuntimeError):
+            pass
+
+    async def _wait_exit(self, timeout: float) -> bool:
+        if not self._exit_task.done():
+            await asyncio.wait((self._exit_task,), timeout=timeout)
+        return self._exit_task.done()
+
+    async def wait_closed(self) -> None:
+        """Wait until the process is reaped and the reader has settled everything; kill if cancelled."""
+        try:
+            await asyncio.shield(self._done.wait())
+        except asyncio.CancelledError:
+            self.process.kill()  # whoever cancels us must not leave a live child behind
+            raise
+
+    def close_pipes(self) -> None:
+        """Close every pipe; last step of teardown, after the reap."""
+        close = getattr(self.process, "close", None)
+        if callable(close):
+            close()
+        else:
+            self.process.stdin.close()
+
+    # -- reader -----------------------------------------------------------------------------
+    def _on_exit_seen(self, task: asyncio.Future[int]) -> None:
+        """Process exit observed: give the reader a short deadline to drain, then abandon the pipe."""
+        if not self._reader_task.done():
+            asyncio.get_running_loop().call_later(DRAIN_AFTER_EXIT, self._abandon)
+
+    def _abandon(self) -> None:
+        if not self._reader_task.done():
+            self._abandon_read = True
+            self._reader_task.cancel()
+
+    async def _read_frames(self) -> None:
+        decoder = FrameDecoder(self._max_frame_size) if self._max_frame_size else FrameDecoder()
+        loads = self.codec.loads
+        stdout = self.process.stdout
+        while True:
+            chunk = await stdout.read(_CHUNK)
+            if not chunk:
+                decoder.check_eof()
+                return
+            for payload in decoder.feed(chunk):
+                self._dispatch(loads(payload))
+
+    def _dispatch(self, data: dict[str, Any]) -> None:
+        message = parse_worker_message(data)
+        if isinstance(message, Response):
+            if self.hello is None:
+                raise MalformedFrame(f"worker {self.worker_id} sent a response before its hello")
+            self._settle(message)
+        elif isinstance(message, Hello):
+            self._accept_hello(message)
+        else:
+            self.goodbye = message
+
+    def _settle(self, response: Response) -> None:
+        if response.id is None:
+            error = response.error
+            log.warning("worker %s reported an uncorrelated error: %s", self.worker_id, error and error.message)
+            return
+        item = self._pending.pop(response.id, None)
+        if item is None:
+            return  # the shutdown request's answer, or a caller that gave up
+        self.requests_served += 1
+        if not response.ok:
+            self.failures += 1
+        if not item.future.done():
+            item.future.set_result(response)
+        self.owner.on_slot_free(self)
+
+    def _accept_hello(self, hello: Hello) -> None:
+        if self.hello is not None:
+            raise MalformedFrame(f"worker {self.worker_id} sent a second hello")
+        if hello.protocol != PROTOCOL_VERSION:
+            raise VersionMismatch(
+                f"worker {self.worker_id} speaks protocol {hello.protocol}, this host speaks {PROTOCOL_VERSION}; "
+                "install the same dspy-bridge version on both sides",
+                worker_pid=self.pid,
+            )
+        self.hello = hello
+        self.hello_at = time.monotonic()
+        if not self._hello_future.done():
+            self._hello_future.set_result(hello)
+
+    async def _read_stderr(self, stream: asyncio.StreamReader) -> None:
+        while True:
+            try:
+                line = await stream.readline()
+            except ValueError:  # a single line above the stream limit: keep going
+                self._stderr_tail.append("[stderr line too long; truncated]")
+                continue
+            if not line:
+                return
+            text = line.decode("utf-8", "replace").rstrip()
+            self._stderr_tail.append(text)
+            log.debug("worker %s stderr: %s", self.worker_id, text)
+
+    async def _run(self) -> None:
+        """Read until EOF/exit, then make sure the process is gone and settle everything it held."""
+        try:
+            await self._read_frames()
+        except asyncio.CancelledError:
+            if not self._abandon_read:
+                self.process.kill()
+                await self._finish()
+                raise
+            task = asyncio.current_task()
+            if task is not None:
+                task.uncancel()
+        except BridgeError as exc:  # ProtocolError: the stream cannot be trusted any more
+            self._protocol_error = exc if isinstance(exc, ProtocolError) else MalformedFrame(str(exc))
+            log.error("worker %s broke the protocol, killing it: %s", self.worker_id, exc)
+            self.process.kill()
+        except (ConnectionError, OSError) as exc:
+            log.warning("reading from worker %s failed: %s", self.worker_id, exc)
+        await self._finish()
+
+    async def _finish(self) -> None:
+        self._state = WorkerState.DEAD
+        try:
+            if not await self._wait_exit(EXIT_AFTER_EOF):
+                log.warning("worker %s closed its stdout but did not exit; killing it", self.worker_id)
+                self.process.kill()
+            await asyncio.shield(self._exit_task)  # reaped
+            if self._stderr_task is not None:
+                await asyncio.wait((self._stderr_task,), timeout=DRAIN_AFTER_EXIT)
+        finally:
+            self._settle_exit()
+
+    def _settle_exit(self) -> None:
+        """Record how it ended, fail what it held, tell the pool. Runs exactly once."""
+        if self._done.is_set():
+            return
+        if self._stderr_task is not None and not self._stderr_task.done():
+            self._stderr_task.cancel()
+        self.exit_info = describe_exit(self.process.returncode)
+        planned = self._stop_reason is not None or (
+            self.goodbye is not None and self.goodbye.reason in _PLANNED_GOODBYES and self._protocol_error is None
+        )
+        self.crashed = self._kill_reason is None and not planned
+        if not self._hello_future.done():
+            self._hello_future.set_exception(self._startup_error())
+            self._hello_future.exception()  # retrieved: nobody may be waiting any more
+        elif self.crashed:
+            self.crash_error = self._crash_error(None, None, None)
+        self.fail_pending(self.error_for)
+        self._done.set()
+        self.owner.on_worker_exit(self)
+
+    # -- errors -----------------------------------------------------------------------------
+    def _tail_suffix(self) -> str:
+        tail = self.stderr_tail
+        return f"\n--- last lines of the worker's stderr ---\n{tail}" if tail else ""
+
+    def _startup_error(self) -> BaseException:
+        if isinstance(self._protocol_error, VersionMismatch):
+            return self._protocol_error
+        info = self.exit_info or describe_exit(None)
+        why = self._kill_reason or self._stop_reason or info.text
+        error = WorkerStartupFailed(
+            f"worker {self.worker_id} (pid {self.pid}) ended before its hello: {why}" + self._tail_suffix(),
+            worker_pid=self.pid,
+            exit_code=info.exit_code,
+            signal_name=info.signal_name,
+        )
+        error.__cause__ = self._protocol_error
+        return error
+
+    def _crash_error(self, request_id: int | None, command: str | None, session_id: str | None) -> WorkerCrashed:
+        info = self.exit_info or describe_exit(None)
+        what = f" while request {request_id} ({command}) was in flight" if request_id is not None else ""
+        if self._kill_reason is not None:
+            why = f"was killed by the pool ({self._kill_reason})"
+        elif self._protocol_error is not None:
+            why = f"sent an invalid frame and was killed ({self._protocol_error.message})"
+        elif self.goodbye is not None:
+            why = f"said goodbye ({self.goodbye.reason}) and {info.text}"
+        else:
+            why = info.text
+        error = WorkerCrashed(
+            f"worker {self.worker_id} (pid {self.pid}) {why}{what}",
+            exit_code=info.exit_code,
+            signal_name=info.signal_name,
+            stderr_tail=self.stderr_tail,
+            request_id=request_id,
+            worker_pid=self.pid,
+            session_id=session_id,
+        )
+        error.__cause__ = self._protocol_error
+        return error
+
+    def error_for(self, request_id: int, command: str, session_id: str | None) -> BaseException:
+        """The error a request it held gets: PoolClosed if we stopped it, else WorkerCrashed."""
+        if self._stop_reason is not None:
+            return PoolClosed(
+                f"worker {self.worker_id} was stopped ({self._stop_reason}) while request {request_id} "
+                f"({command}) was in flight",
+                request_id=request_id,
+                worker_pid=self.pid,
+                session_id=session_id,
+            )
+        return self._crash_error(request_id, command, session_id)
