@@ -361,3 +361,28 @@ def test_pool_retries_marked_in_the_context_replay_the_recorded_error(worker: Wo
     assert client.execute_error(program_id, {"question": "q"}) == busy
     client.context = {key: value for key, value in client.context.items() if key != "attempt"}
     assert client.execute(program_id, {"question": "q"})["outputs"] == {"answer": "a"}
+
+
+# --- through a pool of mock workers -------------------------------------------------------------
+
+
+async def test_a_pool_of_mock_workers_replays_each_sessions_cassette_in_order(tmp_path: Path) -> None:
+    from dspy_bridge.pool import Pool, PoolConfig
+
+    path = tmp_path / "c.yaml"
+    rolls = [(PREDICT, {"question": "roll"}, {"answer": str(n)}) for n in range(1, 5)]
+    _record(path, _executes(*rolls))
+    context = {"test_id": "t.py::t", "cassette": cassette_context(path)}
+    async with Pool(PoolConfig(size=2, mode="mock", retries=0)) as pool:
+        sessions = [f"pool-{i}-{secrets.token_hex(3)}" for i in range(4)]
+        for session in sessions:
+            await pool.request("configure_lm", {"model": MODEL}, session_id=session)
+            await pool.create_program("question -> answer", session_id=session)
+        program_id = program_id_for(PREDICT)
+        for session in sessions:  # each session (one test) replays the whole sequence, wherever it is pinned
+            answers = [
+                (await pool.execute(program_id, {"question": "roll"}, session_id=session, context=context))["outputs"]
+                for _ in range(4)
+            ]
+            assert answers == [{"answer": str(n)} for n in range(1, 5)]
+        await pool.close_session(sessions[0])
