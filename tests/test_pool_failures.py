@@ -213,3 +213,17 @@ async def test_overflow_workers_start_when_every_worker_is_full(tmp_path: Path) 
         await log.wait_for("worker_exited")
         assert not ProcessRecord(extra["pid"]).exists()
         busy.cancel()
+
+
+async def test_with_restart_never_a_dead_pool_says_so() -> None:
+    log = EventLog()
+    async with Pool(config(size=1, restart="never")) as pool:
+        pool.add_listener(log)
+        worker = pool.workers()[0]
+        os.kill(worker.pid, signal.SIGKILL)
+        await log.wait_for("replacement_refused")
+        with pytest.raises(PoolError, match="restart='never'") as caught:
+            await pool.request("whoami")
+        assert isinstance(caught.value.__cause__, WorkerCrashed)
+        with pytest.raises(ValueError, match="timeout must be a positive"):
+            await pool.request("whoami", timeout=0)

@@ -67,14 +67,25 @@ def translate_pipe_errors(worker_id: str, pid: int | None) -> Iterator[None]:
         ) from exc
 
 
-@contextmanager
-def request_context(*, request_id: int | None, worker_pid: int | None, session_id: str | None) -> Iterator[None]:
-    """Stamp the request's context onto any ``BridgeError`` leaving the block (keeping what is set)."""
-    try:
-        yield
-    except BridgeError as exc:
-        exc.stamp(request_id=request_id, worker_pid=worker_pid, session_id=session_id)
-        raise
+class request_context:
+    """Stamp the request's context onto any ``BridgeError`` leaving the block (keeping what is set).
+
+    A class, not ``@contextmanager``: it wraps every request, and a generator costs more.
+    """
+
+    __slots__ = ("request_id", "session_id", "worker_pid")
+
+    def __init__(self, *, request_id: int | None, worker_pid: int | None, session_id: str | None) -> None:
+        self.request_id = request_id
+        self.worker_pid = worker_pid
+        self.session_id = session_id
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, exc_type: object, exc: BaseException | None, tb: object) -> None:
+        if isinstance(exc, BridgeError):
+            exc.stamp(request_id=self.request_id, worker_pid=self.worker_pid, session_id=self.session_id)
 
 
 def handler_error(error: Any, **context: Any) -> HandlerError:

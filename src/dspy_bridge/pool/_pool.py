@@ -27,6 +27,7 @@ import logging
 import os
 import random
 import time
+import warnings
 from collections import deque
 from collections.abc import Callable, Coroutine
 from typing import Any, Self, TypeVar
@@ -71,16 +72,6 @@ class _Recheck(enum.Enum):
     TIMEOUT = "timeout"  # checkout_timeout passed
 
 
-class _Waiter:
-    """A request waiting for a slot: anonymous (``target`` None) or for its session's worker."""
-
-    __slots__ = ("future", "target")
-
-    def __init__(self, future: asyncio.Future[WorkerHandle | _Recheck], target: WorkerHandle | None) -> None:
-        self.future = future
-        self.target = target
-
-
 class _Repin(Exception):
     """The session's worker stopped taking work while the request waited for it."""
 
@@ -118,7 +109,7 @@ class Pool:
         self._default_entries: list[tuple[str, dict[str, Any]]] = []
         if config.lm is not None:
             self._default_entries.append(("configure_lm", dict(config.lm)))
-        self._waiters: deque[_Waiter] = deque()
+        self._waiters: deque[asyncio.Future[Any]] = deque()  # anonymous; a session's wait on its worker
         self._tasks: set[asyncio.Task[Any]] = set()
         self._replenish_timer: asyncio.TimerHandle | None = None
         self._start_task: asyncio.Task[Any] | None = None
@@ -253,12 +244,14 @@ class Pool:
                 handle.idle_timer.cancel()
         # 2. fail what is queued; stop starting workers (a cancelled start kills and reaps its process)
         closed = self._closed_error()
-        while self._waiters:
-            waiter = self._waiters.popleft()
-            if not waiter.future.done():
-                waiter.future.set_exception(closed)
+        for queue in (self._waiters, *(handle.waiters for handle in self._workers)):
+            while queue:
+                waiter = queue.popleft()
+                if not waiter.done():
+                    waiter.set_exception(closed)
         current = asyncio.current_task()
-        starting = [task for task in self._tasks if task is not current and not task.done()]
+        stopping = {handle.stop_task for handle in self._workers if handle.stop_task is not None}
+        starting = [task for task in self._tasks if task is not current and task not in stopping and not task.done()]
         if self._start_task is not None and self._start_task is not current and not self._start_task.done():
             self._closed_by_aclose = True
             self._start_task.cancel()
@@ -270,10 +263,11 @@ class Pool:
         failed = 0
         for handle in list(self._workers):
             failed += handle.fail_pending(self._closed_in_flight)
-        # 4-6. shutdown request + EOF, grace, SIGTERM, SIGKILL, reap
+        # 4-6. shutdown request + EOF, grace, SIGTERM, SIGKILL, reap (recycled workers already on their way)
         workers = list(self._workers)
         await asyncio.gather(
             *(w.stop("pool closing", self.config.shutdown_grace, self.config.terminate_grace) for w in workers),
+            *(task for task in stopping if not task.done()),
             return_exceptions=True,
         )
         # 7. pipes last
@@ -490,23 +484,14 @@ class Pool:
         limit = self.config.max_requests_per_worker
         if limit is not None and handle.requests_served >= limit and handle.accepts_work():
             self._recycle(handle)
-        while handle.has_capacity() and self._waiters:
-            waiter = self._next_waiter_for(handle)
+        while handle.has_capacity():
+            waiter = _next_live(handle.waiters) or _next_live(self._waiters)  # its sessions first
             if waiter is None:
                 break
             self._reserve(handle)
-            waiter.future.set_result(handle)
+            waiter.set_result(handle)
         if handle.in_flight == 0:
             self._maybe_stop_idle(handle)
-
-    def _next_waiter_for(self, handle: WorkerHandle) -> _Waiter | None:
-        for waiter in self._waiters:
-            if waiter.future.done():
-                continue
-            if waiter.target is None or waiter.target is handle:
-                self._waiters.remove(waiter)
-                return waiter
-        return None
 
     def on_worker_exit(self, handle: WorkerHandle) -> None:
         """A worker is gone and its requests are settled: count it, tell listeners, replace it."""
@@ -516,6 +501,7 @@ class Pool:
             handle.idle_timer.cancel()
         info = handle.exit_info
         exit_text = info.text if info is not None else "unknown"
+        _wake(handle.waiters)
         self._wake_all()
         if not handle.became_ready:
             return  # a start failure: _launch/_bring_up report it
@@ -604,10 +590,10 @@ class Pool:
         return best
 
     def _wake_all(self) -> None:
-        while self._waiters:
-            waiter = self._waiters.popleft()
-            if not waiter.future.done():
-                waiter.future.set_result(_Recheck.RECHECK)
+        """Something structural changed (a worker started or died, the breaker moved): every waiter looks again."""
+        _wake(self._waiters)
+        for handle in self._workers:
+            _wake(handle.waiters)
 
     async def _checkout(self, target: WorkerHandle | None, probe: bool, deadline: float) -> WorkerHandle:
         """Reserve a slot on ``target`` (a session's worker) or on the least-loaded worker; wait if full."""
@@ -631,21 +617,18 @@ class Pool:
             if self._breaker.state is BreakerState.OPEN:
                 raise self._breaker.open_error("failing fast")
             future: asyncio.Future[WorkerHandle | _Recheck] = loop.create_future()
-            waiter = _Waiter(future, target)
-            self._waiters.append(waiter)
+            (self._waiters if target is None else target.waiters).append(future)  # done ones are skipped later
             timer = loop.call_at(deadline, _expire, future)
             try:
                 result = await future
             except asyncio.CancelledError:
-                if future.done() and not future.cancelled() and isinstance(future.result(), WorkerHandle):
+                if future.done() and not future.cancelled():
                     handed = future.result()
-                    assert isinstance(handed, WorkerHandle)
-                    handed.release_reservation()
+                    if isinstance(handed, WorkerHandle):
+                        handed.release_reservation()  # handed a slot just as we were cancelled
                 raise
             finally:
                 timer.cancel()
-                if waiter in self._waiters:
-                    self._waiters.remove(waiter)
             if isinstance(result, WorkerHandle):
                 return result
             if result is _Recheck.TIMEOUT:
@@ -726,12 +709,16 @@ class Pool:
     ) -> Any:
         """Send one command and return its result.
 
-        Raises ``HandlerError`` (``.type`` from the taxonomy) for an error Response, ``WorkerCrashed``
-        if the worker died holding it, ``RequestTimeout``, ``CircuitOpen``, ``PoolClosed``.
+        ``timeout`` bounds each attempt from the moment it is sent (``None``: no limit; default
+        ``request_timeout``); waiting for a free slot is bounded by ``checkout_timeout``. Raises
+        ``HandlerError`` (``.type`` from the taxonomy) for an error Response, ``WorkerCrashed`` if the
+        worker died holding it, ``RequestTimeout``, ``CircuitOpen``, ``PoolClosed``.
         """
         self._check_admitting()
         args = dict(args or {})
         attempt_timeout = self.config.request_timeout if isinstance(timeout, Unset) else timeout
+        if attempt_timeout is not None and attempt_timeout <= 0:
+            raise ValueError(f"timeout must be a positive number of seconds or None, got {attempt_timeout!r}")
         self._counters.requests += 1
         probe = self._breaker.admit()
         try:
@@ -1039,6 +1026,12 @@ class Pool:
         session = self._sessions.get(session_id)
         return session.worker if session is not None else None
 
+    def __del__(self, _warn: Any = warnings.warn) -> None:
+        if getattr(self, "_state", None) in (PoolState.STARTING, PoolState.RUNNING):
+            _warn(
+                f"unclosed {self!r}: use 'async with Pool(...)' or 'await pool.aclose()'", ResourceWarning, stacklevel=1
+            )
+
     def __repr__(self) -> str:
         return (
             f"<Pool {self._state.value} mode={self.config.mode} workers={len(self._workers)}/{self.config.size} "
@@ -1049,6 +1042,22 @@ class Pool:
 def _expire(future: asyncio.Future[WorkerHandle | _Recheck]) -> None:
     if not future.done():
         future.set_result(_Recheck.TIMEOUT)
+
+
+def _next_live(queue: deque[asyncio.Future[Any]]) -> asyncio.Future[Any] | None:
+    """The oldest waiter still waiting (timed-out and cancelled ones are dropped on the way)."""
+    while queue:
+        waiter = queue.popleft()
+        if not waiter.done():
+            return waiter
+    return None
+
+
+def _wake(queue: deque[asyncio.Future[Any]]) -> None:
+    while queue:
+        waiter = queue.popleft()
+        if not waiter.done():
+            waiter.set_result(_Recheck.RECHECK)
 
 
 def _first_error(errors: list[BaseException], summary: str) -> BaseException:
