@@ -33,12 +33,14 @@ from dspy_bridge._exceptions import (
 if TYPE_CHECKING:
     from typing import Any
 
+    from dspy_bridge._client import Bridge
     from dspy_bridge.cassettes import Cassette, RecordMode
     from dspy_bridge.pool import Pool, PoolConfig, SyncPool
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "Bridge",
     "BridgeError",
     "Cassette",
     "CassetteCorrupt",
@@ -66,6 +68,7 @@ __all__ = [
 ]
 
 _LAZY = {
+    "Bridge": "dspy_bridge._client",
     "Pool": "dspy_bridge.pool",
     "PoolConfig": "dspy_bridge.pool",
     "SyncPool": "dspy_bridge.pool",

@@ -59,6 +59,7 @@ class Bridge:
         recorder: ExchangeRecorder | None = None,
         lm_defaults: dict[str, Any] | None = None,
         mode: str = "mock",
+        host_stubs: bool = False,
     ) -> None:
         self.pool = pool
         self.session_id = session_id or f"s-{uuid.uuid4().hex[:12]}"
@@ -67,6 +68,10 @@ class Bridge:
         self.lm_defaults: dict[str, Any] = dict(lm_defaults or {})
         self.mode = mode
         self.requests = 0
+        # Real workers have no stub_program: with host_stubs the Bridge answers stubbed programs itself,
+        # so a test that stubs behaves the same while it records on real workers.
+        self.host_stubs = host_stubs
+        self._stubs: dict[str, list[tuple[dict[str, Any] | None, dict[str, Any]]]] = {}
         self.outcomes: Counter[str] = Counter()  # where execute answers came from: cassette, stub, miss, …
 
     def __repr__(self) -> str:
@@ -75,9 +80,57 @@ class Bridge:
     # -- the one path every request takes ---------------------------------------------------
     def _submit(self, command: str, args: dict[str, Any]) -> Future[Any]:
         self.requests += 1
-        future = self.pool.submit(command, args, session_id=self.session_id, context=self.context)
         request = {"command": command, "args": args, "session_id": self.session_id}
+        replayed = self._answer_on_host(request)
+        if replayed is not None:
+            return replayed
+        future = self.pool.submit(command, args, session_id=self.session_id, context=self.context)
         future.add_done_callback(lambda done: self._observe(request, done))
+        return future
+
+    def _host_stub(self, request: dict[str, Any]) -> dict[str, Any] | None:
+        args = request["args"]
+        if request["command"] == "stub_program":
+            answer = {"ok": True, "result": {"outputs": args["outputs"], "source": "stub"}}
+            if "error" in args:
+                answer = {"ok": False, "error": args["error"]}
+            self._stubs.setdefault(args["program_id"], []).insert(0, (args.get("inputs"), answer))
+            return {"ok": True, "result": {"stubbed": args["program_id"]}}
+        if request["command"] == "execute_program":
+            for inputs, answer in self._stubs.get(str(args.get("program_id")), []):
+                if inputs is None or inputs == args.get("inputs"):
+                    return answer
+        return None
+
+    def _answer_on_host(self, request: dict[str, Any]) -> Future[Any] | None:
+        """Answers that never reach a worker: host-side stubs, and in ``new_episodes`` what the
+        cassette already has (only the rest runs on real workers)."""
+        answer = self._host_stub(request) if self.host_stubs else None
+        source = "stub"
+        if answer is None:
+            lookup = getattr(self.recorder, "lookup", None)
+            answer = lookup(request) if lookup is not None else None
+            source = "cassette"
+        if answer is None:
+            return None
+        from concurrent.futures import Future
+
+        future: Future[Any] = Future()
+        if request["command"] == "execute_program":
+            self.outcomes[source] += 1
+        if answer.get("ok", True):
+            future.set_result(answer.get("result"))
+        else:
+            error = answer.get("error") or {}
+            future.set_exception(
+                HandlerError(
+                    str(error.get("message", "recorded error")),
+                    type=str(error.get("type", "lm_error")),
+                    retryable=bool(error.get("retryable", False)),
+                    error_details=error.get("details") or {},
+                    session_id=self.session_id,
+                )
+            )
         return future
 
     def _observe(self, request: dict[str, Any], done: Future[Any]) -> None:
@@ -95,7 +148,12 @@ class Bridge:
             if error.type == "cassette_miss":
                 self.outcomes["miss"] += 1
             if self.recorder is not None:
-                response_error = {"type": error.type, "message": error.message, "retryable": error.retryable}
+                response_error = {
+                    "type": error.type,
+                    "message": error.message,
+                    "retryable": error.retryable,
+                    "details": error.error_details or None,
+                }
                 self.recorder.record(request, {"ok": False, "error": response_error})
 
     def request(self, command: str, args: dict[str, Any] | None = None) -> Any:

@@ -64,9 +64,10 @@ def _uses_bridge(item: pytest.Item) -> bool:
     return bool(_FIXTURES & set(getattr(item, "fixturenames", ())))
 
 
-def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list[pytest.Item]) -> None:
-    state = config.stash[STATE_KEY]
-    for item in items:
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Plan the selected tests (after -m/-k deselection) and warm a real pool if any needs one."""
+    state = session.config.stash[STATE_KEY]
+    for item in session.items:
         if _uses_bridge(item):
             state.plans[item.nodeid] = plan_for(item)
     if any(plan.real for plan in state.plans.values()):

@@ -56,6 +56,9 @@ class BridgePools:
         options: dict[str, Any] = {"size": self.workers, "mode": _POOL_MODE[kind], "env": self.env}
         if kind == "integration":
             options["start_strategy"] = self.strategy
+        else:
+            # A replayed retryable error must fail the test as recorded, not consume the next recording.
+            options["retries"] = 0
         return PoolConfig(**options)
 
     def _start(self, kind: str) -> None:
@@ -112,6 +115,8 @@ class BridgePools:
         return event is not None and not event.is_set()
 
     def close_all(self) -> None:
+        for event in list(self._ready.values()):
+            event.wait()  # a pool still warming is closed once started, never left behind
         for kind, pool in list(self._pools.items()):
             try:
                 stats = pool.stats()

@@ -110,10 +110,13 @@ class BridgeState:
             route = self.route()
             lm_defaults.update(route.activate(plan))
             if plan.records:
-                recorder = self._recorder(plan)
+                candidate = self._recorder(plan)
+                recorder = candidate if candidate.recording else None  # e.g. once: only the HTTP level is new
         else:
             context = plan.mock_context()
-        client = Bridge(pool, context=context, recorder=recorder, lm_defaults=lm_defaults, mode=plan.kind)
+        client = Bridge(
+            pool, context=context, recorder=recorder, lm_defaults=lm_defaults, mode=plan.kind, host_stubs=plan.real
+        )
         try:
             yield client
         finally:
@@ -175,7 +178,7 @@ class BridgeState:
         for kind, counts in self.counts.items():
             if counts["tests"]:
                 reporter.write_line(
-                    f"{kind:<11} tests {counts['tests']}, requests {counts['requests']}, cassette hits "
+                    f"{kind:<11} tests {counts['tests']}, requests {counts['requests']}, LM answers {counts['lm']}, cassette hits "
                     f"{counts['cassette']}, stubs {counts['stub']}, synthetic {counts['synthetic']}, misses "
                     f"{counts['miss']}, new recordings {counts['recorded']}"
                 )

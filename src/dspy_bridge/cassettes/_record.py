@@ -42,6 +42,10 @@ NOT_RECORDED = frozenset(
 _PROCESS_RUN_ID = uuid.uuid4().hex[:12]
 
 
+def _is_loopback(url: object) -> bool:
+    return isinstance(url, str) and url.startswith(("http://127.0.0.1:", "http://localhost:", "http://[::1]:"))
+
+
 def default_run_id() -> str:
     """One id per test run: xdist's run uid (shared by its workers), else one per process."""
     return os.environ.get("PYTEST_XDIST_TESTRUNUID") or _PROCESS_RUN_ID
@@ -118,6 +122,9 @@ class Recorder:
         command = str(request["command"])
         session_id = request.get("session_id")
         args = dict(request.get("args") or {})
+        if command == "configure_lm" and _is_loopback(args.get("api_base")):
+            # The cassette proxy's port changes every run; keeping it would churn every re-recording.
+            args["api_base"] = "<loopback proxy>"
         program = model = None
         if command in REPLAYED_COMMANDS:
             program = self._programs.get((session_id, str(args.get("program_id"))))
@@ -177,6 +184,9 @@ class Recorder:
             return
         session_id = request.get("session_id")
         stored_response = canonical_response(response)
+        configured = stored_response.get("result", {}).get("configured") if command == "configure_lm" else None
+        if isinstance(configured, dict) and _is_loopback(configured.get("api_base")):
+            stored_response["result"]["configured"] = {**configured, "api_base": "<loopback proxy>"}
         self._learn(command, dict(request.get("args") or {}), session_id, stored_response)
         interaction = scrub_interaction({"request": self._recorded_request(request), "response": stored_response})
         recorded = interaction["request"]
