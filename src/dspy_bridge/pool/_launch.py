@@ -188,7 +188,12 @@ class SpawnLauncher:
 
 
 def make_launcher(config: PoolConfig) -> Launcher:
-    """Pick the launcher for ``start_strategy``: zygote when asked (or 'auto' for real workers and available)."""
+    """Pick the launcher for ``start_strategy``.
+
+    ``spawn``: a fresh interpreter per worker. ``zygote``: forks from a pre-imported zygote (an error
+    if that module is missing). ``auto``: the zygote for real workers when available, else spawn
+    (mock workers start in tens of ms anyway). A custom ``worker_command`` always spawns.
+    """
     if config.start_strategy == "spawn" or config.worker_command is not None:
         return SpawnLauncher(config)
     wanted = config.start_strategy == "zygote" or config.mode == "real"

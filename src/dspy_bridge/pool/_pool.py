@@ -85,6 +85,9 @@ class Pool:
             program_id = await pool.create_program("question -> answer", session_id="t1")
             await pool.stub_program(program_id, {"answer": "4"}, session_id="t1")
             result = await pool.execute(program_id, {"question": "2+2?"}, session_id="t1")
+
+    ``launcher`` replaces the one ``start_strategy`` picks; ``clock`` drives the circuit breaker's
+    window and reset (tests pass a fake one). Options may also be given as keywords.
     """
 
     def __init__(
