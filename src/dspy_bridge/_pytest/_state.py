@@ -171,9 +171,10 @@ class BridgeState:
                     f"; served {stats.get('requests_served', '?')}, crashes {stats.get('crashes', 0)}, "
                     f"restarts {stats.get('restarts', 0)}, breaker {stats.get('breaker_state', '?')}"
                 )
+            strategy = stats.get("start_strategy") or record.strategy
             reporter.write_line(
                 f"pool {record.kind:<11} {record.workers} workers, ready in {ready} ({how}, strategy "
-                f"{record.strategy}); tests waited {record.waited_s:.3f} s{extra}"
+                f"{strategy}); tests waited {record.waited_s:.3f} s{extra}"
             )
         for kind, counts in self.counts.items():
             if counts["tests"]:
