@@ -87,7 +87,7 @@ def runtime_dir(create: bool = True) -> Path:
     if create:
         with contextlib.suppress(FileExistsError):
             path.mkdir(mode=0o700, parents=False)
-    if path.exists() or create:
+    if create or os.path.lexists(path):
         _check_private_dir(path)
     return path
 
@@ -106,7 +106,8 @@ def _check_private_dir(path: Path) -> None:
 
 
 def socket_path(directory: Path | None = None) -> Path:
-    return (directory or runtime_dir()) / SOCKET_NAME
+    """Where the daemon listens; looking it up never creates the runtime directory (starting does)."""
+    return (directory or runtime_dir(create=False)) / SOCKET_NAME
 
 
 def listen(path: str | os.PathLike[str]) -> socket.socket:

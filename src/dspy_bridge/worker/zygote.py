@@ -362,7 +362,8 @@ class Zygote:
             "import_seconds": round(self.import_seconds, 3),
             "forks": self.forks,
             "clients": sum(1 for client in self.clients.values() if client.greeted),
-            "children": len(self.children),
+            "children": sum(1 for owner in self.children.values() if owner is not None),  # serving a client
+            "dying": sum(1 for owner in self.children.values() if owner is None),  # killed, not yet reaped
             "idle_timeout": self.idle_timeout,
             "fingerprint": self.fingerprint,
             "stray_fds": self.stray_fds,
@@ -428,6 +429,7 @@ class Zygote:
             if spec.cwd:
                 os.chdir(spec.cwd)
             _set_process_name(f"dspyb-{spec.worker_id}")
+            sys.argv = ["dspy_bridge.worker", "--mode", spec.mode, "--codec", spec.codec, "--worker-id", spec.worker_id]
             _reset_inherited_state(spec)
             from dspy_bridge.worker._main import run_worker
 
