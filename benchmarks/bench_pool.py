@@ -110,9 +110,12 @@ async def time_to_ready(mode: str, runs: int) -> list[str]:
         "|---:|---:|---:|---:|---:|---:|",
     ]
     for n in SIZES:
-        seed = statistics.median([await one_by_one(mode, n, SEED_SLEEP) for _ in range(runs)])
-        seq = statistics.median([await one_by_one(mode, n, 0.0) for _ in range(runs)])
-        par = statistics.median([await parallel(mode, n) for _ in range(runs)])
+        samples: dict[str, list[float]] = {"seed": [], "seq": [], "par": []}
+        for _ in range(runs):  # interleaved, so drifting machine load hits all three alike
+            samples["seed"].append(await one_by_one(mode, n, SEED_SLEEP))
+            samples["seq"].append(await one_by_one(mode, n, 0.0))
+            samples["par"].append(await parallel(mode, n))
+        seed, seq, par = (statistics.median(samples[key]) for key in ("seed", "seq", "par"))
         rows.append(f"| {n} | {fmt_s(seed)} | {fmt_s(seq)} | **{fmt_s(par)}** | {seed / par:.1f}× | {seq / par:.1f}× |")
         print(f"  {mode} N={n}: seed {fmt_s(seed)}, sequential {fmt_s(seq)}, parallel {fmt_s(par)}", file=sys.stderr)
     return rows
@@ -272,7 +275,7 @@ async def main_async(args: argparse.Namespace) -> str:
         "",
     ]
     steps: list[tuple[str, Callable[[], Awaitable[list[str]]]]] = [
-        ("### Time to ready: mock workers (median of 5 runs)", lambda: time_to_ready("mock", 5)),
+        ("### Time to ready: mock workers (median of 7 interleaved runs)", lambda: time_to_ready("mock", 7)),
     ]
     if not args.quick:
         steps.append(("### Time to ready: real DSPy workers (one run each)", lambda: time_to_ready("real", 1)))

@@ -459,6 +459,11 @@ class WorkerHandle:
             self.process.kill()
         except (ConnectionError, OSError) as exc:
             log.warning("reading from worker %s failed: %s", self.worker_id, exc)
+        except Exception as exc:  # a bug on our side: still settle every request, never leave one hanging
+            log.exception("reader of worker %s failed; killing the worker", self.worker_id)
+            self._protocol_error = MalformedFrame(f"the host's reader failed: {type(exc).__name__}: {exc}")
+            self._protocol_error.__cause__ = exc
+            self.process.kill()
         await self._finish()
 
     async def _finish(self) -> None:
