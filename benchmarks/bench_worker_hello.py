@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _machine import machine_line  # noqa: E402
+from _machine import machine_line
 
 FAST = [sys.executable, "-S", "-c", "from dspy_bridge.worker._main import main; main()"]
 PLAIN = [sys.executable, "-m", "dspy_bridge.worker"]

@@ -51,6 +51,11 @@ def test_mock_worker_start_imports_neither_pydantic_nor_yaml_nor_dspy() -> None:
         "import sys; from dspy_bridge.worker import _main, _loop, _mock; "
         "print(','.join(m for m in ('pydantic', 'yaml', 'dspy', 'asyncio', 'typing') if m in sys.modules))"
     )
-    out = subprocess.run([sys.executable, "-S", "-c", code], capture_output=True, text=True, check=True,
-                         env={"PYTHONPATH": ":".join(p for p in sys.path if p)})
+    out = subprocess.run(
+        [sys.executable, "-S", "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={"PYTHONPATH": ":".join(p for p in sys.path if p)},
+    )
     assert out.stdout.strip() == ""

@@ -33,7 +33,8 @@ def cassette_paths(item: pytest.Item, root: str | None, explicit: str | None) ->
     if explicit:
         stem = explicit.removesuffix(".yaml")
     else:
-        parts = [part for part in (item.cls.__name__ if item.cls else None, item.name) if part]
+        cls = getattr(item, "cls", None)
+        parts = [part for part in (cls.__name__ if cls else None, item.name) if part]
         stem = str(Path(module_path.stem) / safe_name(".".join(parts)))
     bridge = base / f"{stem}.yaml"
     return bridge, bridge.with_name(bridge.stem + ".http.yaml")
