@@ -1,9 +1,9 @@
 """``dspy-bridge``: the command line. Every subcommand wraps library calls; nothing is reimplemented.
 
-    dspy-bridge demo                 real worker → fake Gemini, recorded; mock worker replays it (offline)
-    dspy-bridge verify PATH...       fail if any cassette holds something key-shaped
-    dspy-bridge daemon start|stop|status   keep a warm zygote between test runs
-    dspy-bridge fake-gemini          serve the bundled fake Gemini on 127.0.0.1
+dspy-bridge demo                 real worker → fake Gemini, recorded; mock worker replays it (offline)
+dspy-bridge verify PATH...       fail if any cassette holds something key-shaped
+dspy-bridge daemon start|stop|status   keep a warm zygote between test runs
+dspy-bridge fake-gemini          serve the bundled fake Gemini on 127.0.0.1
 """
 
 from __future__ import annotations
@@ -106,7 +106,9 @@ def fake_gemini(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="dspy-bridge", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="dspy-bridge", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     commands = parser.add_subparsers(dest="command", required=True)
     p = commands.add_parser("demo", help="record with a real worker against the fake Gemini, replay with a mock worker")
     p.add_argument("--dir", help="where to write the demo cassette (default: a temp dir)")
