@@ -85,7 +85,7 @@ def daemon(args: argparse.Namespace) -> int:
     from dspy_bridge import daemon as warm_daemon
 
     if args.action == "start":
-        print(warm_daemon.daemon_start(idle_timeout=args.idle_timeout, preload=args.preload))
+        print(warm_daemon.daemon_start(idle_timeout=args.idle_timeout, extra_preload=args.preload))
     elif args.action == "stop":
         print(warm_daemon.daemon_stop())
     else:
@@ -119,7 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = commands.add_parser("daemon", help="a warm zygote kept between test runs")
     p.add_argument("action", choices=("start", "stop", "status"))
     p.add_argument("--idle-timeout", type=float, default=1800.0)
-    p.add_argument("--preload", action="append", default=[])
+    p.add_argument("--preload", action="append", default=[], help="extra module to import once (e.g. litellm)")
     p.set_defaults(func=daemon)
     p = commands.add_parser("fake-gemini", help="serve the bundled fake Gemini until stdin closes")
     p.add_argument("--port", type=int, default=0)
