@@ -108,3 +108,25 @@ def test_two_xdist_processes_record_into_one_directory_without_loss(pytester: py
     for path in cassettes.glob("*.yaml"):
         assert yaml.safe_load(path.read_text())["interactions"], f"{path.name} is empty"
     assert os.environ.get("GEMINI_API_KEY") is None
+
+
+@pytest.mark.slow
+def test_the_drift_check_reports_a_planted_difference(pytester: pytest.Pytester, project: Path) -> None:
+    path = project / CASSETTES / "test_sentiment_is_one_of_the_labels.yaml"
+    data = yaml.safe_load(path.read_text())
+    for interaction in data["interactions"]:
+        if interaction["request"]["command"] == "execute_program":
+            recorded = interaction["response"]["result"]["outputs"]["sentiment"]
+            planted = next(label for label in ("positive", "negative", "neutral") if label != recorded)
+            interaction["response"]["result"]["outputs"]["sentiment"] = planted
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    result = _run(pytester, "-m", "not integration", "--bridge-mode=integration")
+    result.assert_outcomes(passed=3, deselected=2)
+    result.stdout.fnmatch_lines(
+        [
+            "drift check: 2 recorded answers compared with real DSPy, 1 differ:",
+            "*test_sentiment_is_one_of_the_labels: prog_*",
+            f'*cassette: {{"sentiment":"{planted}"}}',
+            f'*real now: {{"sentiment":"{recorded}"}}',
+        ]
+    )

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from dspy_bridge._exceptions import HandlerError
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from concurrent.futures import Future
 
 __all__ = ["Bridge", "ExchangeRecorder", "RequestSender"]
@@ -60,6 +61,7 @@ class Bridge:
         lm_defaults: dict[str, Any] | None = None,
         mode: str = "mock",
         host_stubs: bool = False,
+        observer: Callable[[dict[str, Any], dict[str, Any]], None] | None = None,
     ) -> None:
         self.pool = pool
         self.session_id = session_id or f"s-{uuid.uuid4().hex[:12]}"
@@ -71,6 +73,7 @@ class Bridge:
         # Real workers have no stub_program: with host_stubs the Bridge answers stubbed programs itself,
         # so a test that stubs behaves the same while it records on real workers.
         self.host_stubs = host_stubs
+        self.observer = observer  # sees every (request, response) pair, e.g. the drift check
         self._stubs: dict[str, list[tuple[dict[str, Any] | None, dict[str, Any]]]] = {}
         self.outcomes: Counter[str] = Counter()  # where execute answers came from: cassette, stub, miss, …
 
@@ -134,7 +137,7 @@ class Bridge:
         return future
 
     def _observe(self, request: dict[str, Any], done: Future[Any]) -> None:
-        """Count answer sources and feed the recorder (runs on the pool's thread)."""
+        """Count answer sources, feed the recorder and the observer (runs on the pool's thread)."""
         if done.cancelled():
             return
         error = done.exception()
@@ -142,19 +145,23 @@ class Bridge:
             result = done.result()
             if request["command"] == "execute_program" and isinstance(result, dict):
                 self.outcomes[str(result.get("source", "lm"))] += 1
-            if self.recorder is not None:
-                self.recorder.record(request, {"ok": True, "result": result})
+            response: dict[str, Any] = {"ok": True, "result": result}
         elif isinstance(error, HandlerError):
             if error.type == "cassette_miss":
                 self.outcomes["miss"] += 1
-            if self.recorder is not None:
-                response_error = {
-                    "type": error.type,
-                    "message": error.message,
-                    "retryable": error.retryable,
-                    "details": error.error_details or None,
-                }
-                self.recorder.record(request, {"ok": False, "error": response_error})
+            response_error = {
+                "type": error.type,
+                "message": error.message,
+                "retryable": error.retryable,
+                "details": error.error_details or None,
+            }
+            response = {"ok": False, "error": response_error}
+        else:
+            return  # crashes, timeouts, a closed pool: not an answer worth recording
+        if self.recorder is not None:
+            self.recorder.record(request, response)
+        if self.observer is not None:
+            self.observer(request, response)
 
     def request(self, command: str, args: dict[str, Any] | None = None) -> Any:
         """Send any protocol command in this session and wait for its result."""

@@ -1,0 +1,72 @@
+"""The drift check: does real DSPy still give the answers a mock test's bridge cassette promises?
+
+``pytest --bridge-mode=integration`` runs mock-marked tests on real workers (their LM calls replayed
+from the HTTP cassettes). For each ``execute_program`` this compares the real answer with what the
+bridge cassette recorded for the same request, and the summary lists every difference — e.g. after
+a DSPy upgrade changed a prompt or a parser. It reuses the recorder's request translation (session
+labels, program definitions) in ``new_episodes`` mode, read-only: nothing is ever saved.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from dspy_bridge.protocol._programs import canonical_json
+
+__all__ = ["Drift", "DriftCheck"]
+
+
+@dataclass(frozen=True)
+class Drift:
+    nodeid: str
+    program: str
+    inputs: str
+    recorded: str
+    now: str
+
+    def describe(self) -> str:
+        return f"{self.nodeid}: {self.program} {self.inputs}\n    cassette: {self.recorded}\n    real now: {self.now}"
+
+
+def _answer(response: dict[str, Any]) -> str:
+    if response.get("ok", True):
+        result = response.get("result") or {}
+        return canonical_json(result.get("outputs", result) if isinstance(result, dict) else result)
+    error = response.get("error") or {}
+    return f"error {error.get('type')}: {error.get('message')}"
+
+
+class DriftCheck:
+    """Observes one test's exchanges and collects answers that differ from its bridge cassette."""
+
+    def __init__(self, nodeid: str, cassette: Path) -> None:
+        from dspy_bridge.cassettes import Recorder, RecordMode
+
+        self.nodeid = nodeid
+        self.cassette = cassette
+        self.drifts: list[Drift] = []
+        self.compared = 0
+        self._reader = Recorder(cassette, RecordMode.NEW_EPISODES) if cassette.exists() else None
+
+    def observe(self, request: dict[str, Any], response: dict[str, Any]) -> None:
+        if self._reader is None:
+            return
+        expected = self._reader.lookup(request) if request["command"] == "execute_program" else None
+        self._reader.record(request, response)  # learn programs and sessions; never saved
+        if expected is None:
+            return
+        self.compared += 1
+        recorded, now = _answer(expected), _answer(response)
+        if recorded != now:
+            args = request.get("args") or {}
+            self.drifts.append(
+                Drift(
+                    nodeid=self.nodeid,
+                    program=str(args.get("program_id")),
+                    inputs=canonical_json(args.get("inputs", {})),
+                    recorded=recorded,
+                    now=now,
+                )
+            )
