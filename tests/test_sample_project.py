@@ -130,3 +130,37 @@ def test_the_drift_check_reports_a_planted_difference(pytester: pytest.Pytester,
             f'*real now: {{"sentiment":"{recorded}"}}',
         ]
     )
+
+
+FAULT_TESTS = """
+import pytest
+from qa_app import answer
+from dspy_bridge import HandlerError
+from dspy_bridge.proxy import Fault
+
+CASSETTE = "test_qa/test_answer_on_real_workers"
+
+
+@pytest.mark.integration(cassette=CASSETTE)
+def test_one_rate_limit_is_absorbed_by_the_pool_retry(bridge, bridge_proxy):
+    bridge.configure_lm("gemini/gemini-2.5-flash", num_retries=0)
+    bridge_proxy.inject_faults(Fault(status=429, times=1, retry_after=0))
+    assert answer(bridge, "What does DSPy optimise?").strip()
+    assert bridge_proxy.stats().faults == 1
+
+
+@pytest.mark.integration(cassette=CASSETTE)
+def test_an_outage_reaches_the_program_as_a_typed_error(bridge, bridge_proxy):
+    bridge.configure_lm("gemini/gemini-2.5-flash", num_retries=0)
+    bridge_proxy.inject_faults(Fault(status=503, times=10))
+    with pytest.raises(HandlerError) as caught:
+        answer(bridge, "What does DSPy optimise?")
+    assert caught.value.type == "lm_error" and caught.value.retryable
+"""
+
+
+@pytest.mark.slow
+def test_fault_injection_reaches_the_worker_as_the_right_error(pytester: pytest.Pytester, project: Path) -> None:
+    (project / "tests" / "test_faults.py").write_text(FAULT_TESTS)
+    result = _run(pytester, "tests/test_faults.py", "-v")
+    result.assert_outcomes(passed=2)

@@ -29,9 +29,9 @@ if TYPE_CHECKING:
     from dspy_bridge._client import Bridge
     from dspy_bridge.pool import SyncPool
 
-__all__ = ["bridge", "bridge_cassette", "bridge_pool"]
+__all__ = ["bridge", "bridge_cassette", "bridge_pool", "bridge_proxy"]
 
-_FIXTURES = {"bridge", "bridge_pool", "bridge_cassette"}
+_FIXTURES = {"bridge", "bridge_pool", "bridge_cassette", "bridge_proxy"}
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -119,6 +119,16 @@ def bridge_pool(request: pytest.FixtureRequest) -> SyncPool:
     """The process-wide pool for this test's kind (one mock pool, one real pool), started lazily."""
     state: BridgeState = request.config.stash[STATE_KEY]
     return state.pool_for(_plan(request))
+
+
+@pytest.fixture
+def bridge_proxy(request: pytest.FixtureRequest) -> Any:
+    """The cassette proxy real workers reach the LM through: ``inject_faults(Fault(status=429))`` etc."""
+    state: BridgeState = request.config.stash[STATE_KEY]
+    plan = _plan(request)
+    if not plan.real:
+        raise pytest.UsageError(f"{plan.nodeid}: bridge_proxy serves tests on real workers; mark it integration")
+    return state.route().proxy
 
 
 @pytest.fixture

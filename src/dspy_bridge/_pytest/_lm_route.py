@@ -40,8 +40,12 @@ class LMRoute:
         self.proxy.use_cassette(plan.http_cassette, record_mode=record_mode)
         return {**self.proxy.lm_kwargs(), "cache": False}
 
-    def deactivate(self) -> None:
-        self.reports.append(self.proxy.eject(save=True))
+    def deactivate(self) -> Any:
+        """Eject and save the test's HTTP cassette; returns the proxy's report of what happened."""
+        self.proxy.clear_faults()  # faults a test queued but did not use must not hit the next test
+        report = self.proxy.eject(save=True)
+        self.reports.append(report)
+        return report
 
     def close(self) -> None:
         self.proxy.close()

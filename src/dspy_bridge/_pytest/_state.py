@@ -137,8 +137,7 @@ class BridgeState:
         finally:
             with contextlib.suppress(Exception):  # the session may already be gone with its worker
                 client.close()
-            if route is not None:
-                route.deactivate()
+            report = route.deactivate() if route is not None else None
             if recorder is not None:
                 self.counts[plan.kind]["recorded"] += recorder.pending
                 recorder.save()
@@ -149,6 +148,13 @@ class BridgeState:
             counts["tests"] += 1
             counts["requests"] += client.requests
             counts.update(client.outcomes)
+            if report is not None and report.misses:
+                counts["http_misses"] += report.misses
+                raise CassetteMiss(
+                    f"{plan.nodeid}: {report.misses} LM call(s) had no recording in {plan.http_cassette} "
+                    f"(even if the program handled the error). vcrpy said: {report.miss_messages[0]} — "
+                    f"re-record with: {plan.record_command('new_episodes')}"
+                )
 
     def _recorder(self, plan: TestPlan) -> Any:
         from dspy_bridge.cassettes import Recorder
