@@ -162,7 +162,7 @@ def environment_fingerprint() -> dict[str, str]:
             return "not installed"
 
     return {
-        "python": sys.executable,
+        "python": os.path.realpath(sys.executable),  # python, python3, python3.11: one interpreter
         "python_version": sys.version.split()[0],
         "dspy_bridge": dist_version("dspy-bridge"),
         "dspy_bridge_source": _source_stamp(),
