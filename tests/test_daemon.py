@@ -98,8 +98,9 @@ def test_peer_refusal_compares_the_kernel_reported_uid_with_ours() -> None:
 
 def test_the_fingerprint_names_every_difference() -> None:
     ours = environment_fingerprint()
-    assert ours["python"] == os.path.realpath(sys.executable) and ours["dspy"].startswith("3.4")
-    assert set(ours) >= {"python", "dspy_bridge", "dspy", "distributions", "dspy_bridge_source"}
+    assert ours["python"] == os.path.realpath(sys.executable) and ours["prefix"] == sys.prefix
+    assert ours["dspy"].startswith("3.4")
+    assert set(ours) >= {"python", "prefix", "dspy_bridge", "dspy", "distributions", "dspy_bridge_source"}
     assert fingerprint_mismatch(ours, dict(ours)) is None
     theirs = {**ours, "dspy": "9.9.9", "distributions": "0" * 16}
     reason = fingerprint_mismatch(ours, theirs)

@@ -64,6 +64,7 @@ DEFAULT_IDLE_TIMEOUT = 3600.0
 SOCKET_NAME = "zygote.sock"
 _FIELDS = {
     "python": "Python executable",
+    "prefix": "Python environment (sys.prefix)",
     "python_version": "Python version",
     "dspy_bridge": "dspy-bridge version",
     "dspy_bridge_source": "dspy-bridge source stamp (edited files since the daemon started?)",
@@ -163,6 +164,7 @@ def environment_fingerprint() -> dict[str, str]:
 
     return {
         "python": os.path.realpath(sys.executable),  # python, python3, python3.11: one interpreter
+        "prefix": sys.prefix,  # which environment: venvs share the real interpreter but not their packages
         "python_version": sys.version.split()[0],
         "dspy_bridge": dist_version("dspy-bridge"),
         "dspy_bridge_source": _source_stamp(),

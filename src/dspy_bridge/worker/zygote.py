@@ -160,6 +160,9 @@ class Zygote:
         self.import_seconds = time.perf_counter() - started
         gc.collect()
         gc.freeze()
+
+    def check_fds(self) -> None:
+        """Record descriptors the preload left open (every child closes them; a stray one is worth a look)."""
         self.stray_fds = self._stray_fds()
         if self.stray_fds:
             log.warning("descriptors left open by the preload (closed in every child): %s", self.stray_fds)
@@ -739,6 +742,7 @@ def main(argv: list[str] | None = None) -> None:
         with contextlib.suppress(OSError):
             os.write(options.ready_fd, f"ready {os.getpid()}\n".encode())
         os.close(options.ready_fd)
+    zygote.check_fds()
     sys.exit(zygote.serve())
 
 
