@@ -499,6 +499,9 @@ class ZygoteLauncher:
             control.close()
             code = await _exit_code_soon(self._process)
             raise _ZygoteGone(f"zygote pid {self._process.pid} never became ready ({exc}; exit code {code})") from exc
+        except BaseException:  # cancelled (aclose during start): hang up; aclose reaps the process
+            control.close()
+            raise
         self._adopt(control, "own", info)
         return control
 
