@@ -82,15 +82,20 @@ def verify(args: argparse.Namespace) -> int:
 
 
 def daemon(args: argparse.Namespace) -> int:
-    from dspy_bridge import daemon as warm_daemon
+    import dspy_bridge.daemon as warm_daemon
 
-    if args.action == "start":
-        print(warm_daemon.daemon_start(idle_timeout=args.idle_timeout, extra_preload=args.preload))
-    elif args.action == "stop":
-        print(warm_daemon.daemon_stop())
-    else:
-        print(warm_daemon.daemon_status())
-    return 0
+    try:
+        if args.action == "start":
+            info = warm_daemon.daemon_start(idle_timeout=args.idle_timeout, extra_preload=args.preload)
+        elif args.action == "stop":
+            info = warm_daemon.daemon_stop()
+        else:
+            info = warm_daemon.daemon_status()
+    except PermissionError as exc:
+        print(f"dspy-bridge daemon: {exc}", file=sys.stderr)
+        return 1
+    print(info)
+    return 1 if args.action == "start" and not info.running else 0
 
 
 def fake_gemini(args: argparse.Namespace) -> int:
