@@ -363,6 +363,7 @@ class _Handler(BaseHTTPRequestHandler):
         try:
             data = json.loads(raw) if raw else {}
             if route == ("POST", "cassette"):
+                _VCR_IMPORTED.wait(timeout=60)  # never import vcrpy from two threads at once
                 options = CassetteOptions.from_json(data)
                 state.use_cassette(options)
                 out: dict[str, Any] = {"cassette": options.to_json()}
@@ -388,6 +389,9 @@ class _Handler(BaseHTTPRequestHandler):
         except (UsageError, ValueError, KeyError, TypeError) as exc:
             self._send_json(400, {"error": {"type": "UsageError", "message": str(exc)}})
             return
+        except Exception as exc:  # a proxy bug must reach the host as an answer, not a dropped connection
+            self._send_json(500, {"error": {"type": "Internal", "message": f"{type(exc).__name__}: {exc}"}})
+            raise
         self._send_json(200, out)
 
 
@@ -415,9 +419,19 @@ def _watch_stdin(stop: threading.Event) -> None:
     stop.set()
 
 
+_VCR_IMPORTED = threading.Event()
+
+
 def _warm_up() -> None:
-    """Import vcrpy (~0.5 s) while the host starts its workers, not in the first ``use_cassette``."""
-    import vcr.patch  # noqa: F401
+    """Import vcrpy (~0.5 s) while the host starts its workers, not in the first ``use_cassette``.
+
+    ``use_cassette`` waits for this: two threads importing vcrpy's modules at once can see a partially
+    initialised module (seen as a dropped control connection under pytest-xdist).
+    """
+    try:
+        import vcr.patch  # noqa: F401
+    finally:
+        _VCR_IMPORTED.set()
 
 
 def main(argv: list[str] | None = None) -> int:
