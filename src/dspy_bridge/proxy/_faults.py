@@ -12,42 +12,19 @@ from collections import deque
 from dataclasses import asdict, dataclass
 from typing import Any
 
-__all__ = ["Fault", "FaultQueue", "gemini_error_body"]
+from dspy_bridge._gemini import gemini_error_body as _gemini_body
 
-_GEMINI_ERRORS: dict[int, tuple[str, str]] = {
-    400: ("INVALID_ARGUMENT", "Request contains an invalid argument."),
-    403: ("PERMISSION_DENIED", "The caller does not have permission"),
-    404: ("NOT_FOUND", "Requested entity was not found."),
-    409: ("ABORTED", "The operation was aborted."),
-    429: (
-        "RESOURCE_EXHAUSTED",
-        "You exceeded your current quota, please check your plan and billing details. For more "
-        "information on this error, head to: https://ai.google.dev/gemini-api/docs/rate-limits.",
-    ),
-    500: (
-        "INTERNAL",
-        "An internal error has occurred. Please retry or report in "
-        "https://developers.generativeai.google/guide/troubleshooting",
-    ),
-    502: ("UNAVAILABLE", "Bad gateway."),
-    503: ("UNAVAILABLE", "The model is overloaded. Please try again later."),
-    504: ("DEADLINE_EXCEEDED", "Deadline expired before operation could complete."),
-}
+__all__ = ["Fault", "FaultQueue", "gemini_error_body"]
 
 
 def gemini_error_body(
     status: int, message: str | None = None, *, grpc_status: str | None = None, retry_after: float | None = None
 ) -> dict[str, Any]:
-    """``{"error": {"code", "message", "status"[, "details"]}}`` as Gemini sends it."""
-    default_status, default_message = _GEMINI_ERRORS.get(status, ("UNKNOWN", "Unknown error."))
-    error: dict[str, Any] = {
-        "code": status,
-        "message": message or default_message,
-        "status": grpc_status or default_status,
-    }
+    """Gemini's error body, with a RetryInfo detail when ``retry_after`` is given."""
+    details = None
     if retry_after is not None:
-        error["details"] = [{"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": f"{retry_after:g}s"}]
-    return {"error": error}
+        details = [{"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": f"{retry_after:g}s"}]
+    return _gemini_body(status, message, grpc_status=grpc_status, details=details)
 
 
 @dataclass(frozen=True, slots=True)

@@ -49,6 +49,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Literal, Self, cast
 from urllib.parse import parse_qsl, unquote, urlencode, urlsplit
 
+from dspy_bridge._gemini import gemini_error_body
 from dspy_bridge.testing._gemini_answers import read_prompt, render_answer
 
 __all__ = [
@@ -192,29 +193,6 @@ class RecordedRequest:
 
 # ─── Gemini's error bodies ──────────────────────────────────────────────────
 
-_ERRORS: dict[int, tuple[str, str]] = {
-    400: ("INVALID_ARGUMENT", "Request contains an invalid argument."),
-    401: (
-        "UNAUTHENTICATED",
-        "Request had invalid authentication credentials. Expected OAuth 2 access token, login cookie or "
-        "other valid authentication credential. "
-        "See https://developers.google.com/identity/sign-in/web/devconsole-project.",
-    ),
-    403: ("PERMISSION_DENIED", "The caller does not have permission"),
-    404: ("NOT_FOUND", "Requested entity was not found."),
-    429: (
-        "RESOURCE_EXHAUSTED",
-        "You exceeded your current quota, please check your plan and billing details. For more "
-        "information on this error, head to: https://ai.google.dev/gemini-api/docs/rate-limits.",
-    ),
-    500: (
-        "INTERNAL",
-        "An internal error has occurred. Please retry or report in "
-        "https://developers.generativeai.google/guide/troubleshooting",
-    ),
-    503: ("UNAVAILABLE", "The model is overloaded. Please try again later."),
-    504: ("DEADLINE_EXCEEDED", "Deadline expired before operation could complete."),
-}
 _MISSING_KEY = (
     "Method doesn't allow unregistered callers (callers without established identity). "
     "Please use API Key or other form of API consumer identity to call this API."
@@ -233,11 +211,7 @@ _ROUTE = re.compile(
 
 
 def _error_body(status: int, message: str | None, details: list[dict[str, Any]] | None = None) -> dict[str, Any]:
-    grpc, default = _ERRORS.get(status, ("UNKNOWN", "Unknown error."))
-    error: dict[str, Any] = {"code": status, "message": message or default, "status": grpc}
-    if details:
-        error["details"] = details
-    return {"error": error}
+    return gemini_error_body(status, message, details=details)
 
 
 def _tokens(text: str) -> int:
