@@ -26,8 +26,9 @@ from typing import Any
 from filelock import FileLock
 
 from dspy_bridge._exceptions import CassetteCorrupt
+from dspy_bridge.cassettes._storage import write_atomic  # one atomic-write routine for both cassette kinds
 
-__all__ = ["AtomicPersister", "atomic_write", "lock_for"]
+__all__ = ["AtomicPersister", "lock_for"]
 
 
 def lock_for(path: str | os.PathLike[str], timeout: float = 120.0) -> FileLock:
@@ -36,28 +37,6 @@ def lock_for(path: str | os.PathLike[str], timeout: float = 120.0) -> FileLock:
     lock_dir = Path(tempfile.gettempdir()) / "dspy-bridge-locks"
     lock_dir.mkdir(parents=True, exist_ok=True)
     return FileLock(lock_dir / f"{digest}.lock", timeout=timeout)
-
-
-def atomic_write(path: Path, text: str) -> None:
-    """Write ``text`` so that readers see either the old file or the whole new one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
 
 
 def _canonical(interaction: Any) -> str:
@@ -107,7 +86,7 @@ class AtomicPersister:
                 current = None
             if current is not None and current.strip() and current != self._loaded_text:
                 text = self._merge(text, current, serializer)
-            atomic_write(path, text)
+            write_atomic(path, text)
         self._loaded_text = text
 
     # helpers
