@@ -47,7 +47,7 @@ def test_a_mock_test_runs_on_the_shared_mock_pool_and_the_summary_tells_the_trut
         [
             "*dspy-bridge summary*",
             "pool mock * 2 workers, ready in *",
-            "mock * tests 1, requests 5, LM answers 0, cassette hits 0, stubs 1*",
+            "mock * tests 1, requests 4, LM answers 0, cassette hits 0, stubs 1*",
             "wall time * s: waiting for workers to start * s (*%)*",
         ]
     )

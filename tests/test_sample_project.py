@@ -60,7 +60,7 @@ def test_integration_tests_run_real_workers_offline_from_http_cassettes(
     result = _run(pytester, "-m", "integration")
     result.assert_outcomes(passed=2, deselected=3)
     result.stdout.fnmatch_lines(
-        ["pool integration*2 workers, ready in * s*", "integration tests 2, requests 8, LM answers 2*"]
+        ["pool integration*2 workers, ready in * s*", "integration tests 2, requests 6, LM answers 2*"]
     )
 
 

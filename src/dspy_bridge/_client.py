@@ -253,5 +253,9 @@ class Bridge:
         self.request("stub_program", args)
 
     def close(self) -> None:
-        """Drop this session's programs on its worker (the pool forgets the session too)."""
-        self.request("cleanup_session", {})
+        """Forget this session: the pool drops it and its worker frees its programs (without waiting)."""
+        close_session = getattr(self.pool, "submit_close_session", None)
+        if close_session is not None:
+            close_session(self.session_id)
+        else:
+            self.request("cleanup_session", {})

@@ -184,6 +184,19 @@ class SyncPool:
             coro.close()
             raise PoolClosed("the pool is closed") from None
 
+    def submit_close_session(self, session_id: str) -> concurrent.futures.Future[bool]:
+        """``close_session`` without waiting: the caller (e.g. a test's teardown) moves on at once."""
+        loop = self._loop
+        coro = self._pool.close_session(session_id)
+        if loop is None:
+            coro.close()
+            raise UsageError("the SyncPool is not started; call start() or use 'with SyncPool(...)'")
+        try:
+            return asyncio.run_coroutine_threadsafe(coro, loop)
+        except RuntimeError:
+            coro.close()
+            raise PoolClosed("the pool is closed") from None
+
     def request(
         self,
         command: str,
