@@ -37,7 +37,7 @@ REDACTED = "<REDACTED>"
 
 # (kind, pattern). Random keys are told from words by their shape, not by what precedes them (a
 # key glued to a letter is still caught): an ``sk-`` key must contain a run of 20 characters without
-# a dash ("sk-learn-..." or "risk-assessment-framework-..." have none), a bearer token a digit
+# a dash ("sk-learn-..." or "risk-assessment-plan-..." have none), a bearer token a digit
 # ("the bearer instrument" is prose).
 _PATTERNS: tuple[tuple[str, str], ...] = (
     ("google-api-key", r"AIza[0-9A-Za-z_\-]{35}"),
