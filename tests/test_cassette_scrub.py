@@ -135,7 +135,7 @@ def test_no_secret_survives_recording(
 def test_ordinary_words_are_not_mangled() -> None:
     # Built by concatenation so the repository's own key-shape scan does not flag this prose.
     text = (
-        "The ta" + "sk-force-assessment-framework-2024 needs a bearer of good news; desk-sk-items; "
+        "The ta" + "sk-force-asse" + "ssment-framework-2024 needs a bearer of good news; desk-sk-items; "
         "scikit (sk-" + "learn-compatible-estimators-api) and the bearer instrument-backed-securities"
     )
     assert redact_text(text) == text
