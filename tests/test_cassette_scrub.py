@@ -83,7 +83,10 @@ def test_redact_text_removes_every_key_shape(case: tuple[str, str]) -> None:
 def test_no_secret_survives_recording(
     header: tuple[str, str], arg: tuple[str, str], message: tuple[str, str], output: tuple[str, str]
 ) -> None:
-    secrets = [_secret_part(case[1]) for case in (header, arg, message, output)]
+    cases = (header, arg, message, output)
+    secrets = [_secret_part(case[1]) for case in cases]
+    # Prose around one key that happens to contain another case's secret is not a leak.
+    assume(not any(secret in text.replace(key, "") for secret in secrets for text, key in cases))
     program_id = program_id_for({"signature": "question -> answer"})
     with tempfile.TemporaryDirectory() as directory:
         path = Path(directory) / "c.yaml"
