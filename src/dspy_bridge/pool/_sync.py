@@ -173,8 +173,13 @@ class SyncPool:
         timeout: float | Unset | None = UNSET,
     ) -> concurrent.futures.Future[Any]:
         """Like ``request`` but returns at once with a future (pipelining from one thread)."""
+        return self._schedule(
+            self._pool.request(command, args, session_id=session_id, context=context, timeout=timeout)
+        )
+
+    def _schedule(self, coro: Coroutine[Any, Any, T]) -> concurrent.futures.Future[T]:
+        """Hand ``coro`` to the loop thread without waiting for it."""
         loop = self._loop
-        coro = self._pool.request(command, args, session_id=session_id, context=context, timeout=timeout)
         if loop is None:
             coro.close()
             raise UsageError("the SyncPool is not started; call start() or use 'with SyncPool(...)'")
@@ -186,16 +191,7 @@ class SyncPool:
 
     def submit_close_session(self, session_id: str) -> concurrent.futures.Future[bool]:
         """``close_session`` without waiting: the caller (e.g. a test's teardown) moves on at once."""
-        loop = self._loop
-        coro = self._pool.close_session(session_id)
-        if loop is None:
-            coro.close()
-            raise UsageError("the SyncPool is not started; call start() or use 'with SyncPool(...)'")
-        try:
-            return asyncio.run_coroutine_threadsafe(coro, loop)
-        except RuntimeError:
-            coro.close()
-            raise PoolClosed("the pool is closed") from None
+        return self._schedule(self._pool.close_session(session_id))
 
     def request(
         self,

@@ -29,6 +29,7 @@ from typing import Any, cast
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
 from dspy_bridge._exceptions import CassetteCorrupt, UsageError
+from dspy_bridge._http import read_request_body
 from dspy_bridge.proxy._constants import (
     CONTROL_PREFIX,
     DEFAULT_UPSTREAM,
@@ -213,20 +214,8 @@ class _Handler(BaseHTTPRequestHandler):
 
     # -- plumbing ----------------------------------------------------------------------------
 
-    def _read_body(self) -> bytes:
-        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
-            data = bytearray()
-            while size := int(self.rfile.readline().split(b";")[0].strip() or b"0", 16):
-                data += self.rfile.read(size)
-                self.rfile.readline()
-            while self.rfile.readline() not in (b"\r\n", b"\n", b""):
-                pass
-            return bytes(data)
-        length = int(self.headers.get("Content-Length") or 0)
-        return self.rfile.read(length) if length > 0 else b""
-
     def _dispatch(self) -> None:
-        body = self._read_body()
+        body = read_request_body(self)
         if urlsplit(self.path).path.startswith(CONTROL_PREFIX):
             self._control(body)
         else:

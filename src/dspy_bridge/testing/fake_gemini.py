@@ -50,6 +50,7 @@ from typing import Any, Literal, Self, cast
 from urllib.parse import parse_qsl, unquote, urlencode, urlsplit
 
 from dspy_bridge._gemini import gemini_error_body
+from dspy_bridge._http import read_request_body
 from dspy_bridge.testing._gemini_answers import read_prompt, render_answer
 
 __all__ = [
@@ -441,22 +442,8 @@ class _Handler(BaseHTTPRequestHandler):
 
     # request handling
 
-    def _read_body(self) -> bytes:
-        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
-            data = bytearray()
-            while True:
-                size = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
-                if size == 0:
-                    while self.rfile.readline() not in (b"\r\n", b"\n", b""):
-                        pass
-                    return bytes(data)
-                data += self.rfile.read(size)
-                self.rfile.readline()
-        length = int(self.headers.get("Content-Length") or 0)
-        return self.rfile.read(length) if length > 0 else b""
-
     def _dispatch(self) -> None:
-        raw = self._read_body()
+        raw = read_request_body(self)
         split = urlsplit(self.path)
         path = unquote(split.path)
         if path.startswith("/__fake__/"):
