@@ -58,8 +58,8 @@ async def test_a_session_survives_the_sigkill_of_its_worker_with_its_programs_in
         await pool.configure_lm("gemini/gemini-2.5-flash", api_key=fake_key, session_id=session)
         first = await pool.create_program(SIGNATURE, session_id=session)
         second = await pool.create_program("text -> summary", program_type="chain_of_thought", session_id=session)
-        await pool.stub_program(first, {"answer": "4"}, session_id=session)
-        await pool.stub_program(second, {"summary": "short"}, inputs={"text": "long"}, session_id=session)
+        await pool.stub(first, {"answer": "4"}, session_id=session)
+        await pool.stub(second, {"summary": "short"}, inputs={"text": "long"}, session_id=session)
         before = await pool.execute(first, {"question": "2+2?"}, session_id=session)
         old = pool.session_worker(session)
         assert old is not None
@@ -86,7 +86,7 @@ async def test_the_request_in_flight_when_the_worker_dies_fails_but_the_session_
     async with Pool(config(size=2)) as pool:
         program = await pool.create_program(SIGNATURE, session_id="s")
         await pool.configure_lm("gemini/gemini-2.5-flash", session_id="s")
-        await pool.stub_program(program, {"answer": "ok"}, session_id="s")
+        await pool.stub(program, {"answer": "ok"}, session_id="s")
         with pytest.raises(WorkerCrashed) as caught:
             await pool.request("exit", {"code": 9, "stderr": "dying on purpose"}, session_id="s")
         assert caught.value.exit_code == 9 and caught.value.session_id == "s"
@@ -130,7 +130,7 @@ async def test_anonymous_state_is_pool_wide_and_reaches_replacement_workers() ->
     async with Pool(config(size=3, lm=lm)) as pool:
         pool.add_listener(log)
         program = await pool.create_program(SIGNATURE)
-        await pool.stub_program(program, {"answer": "everywhere"})
+        await pool.stub(program, {"answer": "everywhere"})
         pids = set()
         for handle in pool.workers():
             info = await pool.request("get_program_info", {"program_id": program})

@@ -19,7 +19,7 @@ def test_sync_pool_runs_the_whole_api_and_reaps_on_exit() -> None:
         assert len(records) == 2 and all(record.alive() for record in records)
         program = pool.create_program("question -> answer", session_id="t1")
         pool.configure_lm("gemini/gemini-2.5-flash", session_id="t1")
-        pool.stub_program(program, {"answer": "4"}, session_id="t1")
+        pool.stub(program, {"answer": "4"}, session_id="t1")
         assert pool.execute(program, {"question": "2+2?"}, session_id="t1")["outputs"] == {"answer": "4"}
         with pytest.raises(HandlerError) as missing:
             pool.execute(program, {"question": "2+2?"}, session_id="t2")

@@ -11,22 +11,29 @@ pool's session affinity without repeating ``session_id=`` everywhere:
 Every request carries the session id and a context (test id, cassette reference for mock workers).
 When a recorder is attached, every exchange is recorded on the host side, around the pool.
 Sync methods block; the ``a``-prefixed ones are awaitable from any event loop (the pool runs on its own).
+Arguments are built by ``protocol._commands`` (as for ``Pool`` and ``SyncPool``), host-side stubs
+live in the same ``StubTable`` the mock worker uses, and errors are built by ``pool._errors``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import uuid
+import warnings
 from collections import Counter
+from concurrent.futures import Future
 from typing import TYPE_CHECKING, Any, Protocol
 
 from dspy_bridge._exceptions import HandlerError
+from dspy_bridge.pool._errors import error_info, handler_error, usage_errors
+from dspy_bridge.protocol import _commands as commands
 
 if TYPE_CHECKING:
     from collections.abc import Callable
-    from concurrent.futures import Future
 
 __all__ = ["Bridge", "ExchangeRecorder", "RequestSender"]
+
+DEFAULT_MODEL = "gemini/gemini-2.5-flash"
 
 
 class RequestSender(Protocol):
@@ -71,10 +78,11 @@ class Bridge:
         self.mode = mode
         self.requests = 0
         # Real workers have no stub_program: with host_stubs the Bridge answers stubbed programs itself,
-        # so a test that stubs behaves the same while it records on real workers.
+        # from the same table (and matching rule) a mock worker uses, so a test that stubs behaves the
+        # same while it records on real workers.
         self.host_stubs = host_stubs
         self.observer = observer  # sees every (request, response) pair, e.g. the drift check
-        self._stubs: dict[str, list[tuple[dict[str, Any] | None, dict[str, Any]]]] = {}
+        self._stubs = commands.StubTable()
         self.outcomes: Counter[str] = Counter()  # where execute answers came from: cassette, stub, miss, …
 
     def __repr__(self) -> str:
@@ -91,24 +99,25 @@ class Bridge:
         future.add_done_callback(lambda done: self._observe(request, done))
         return future
 
-    def _host_stub(self, request: dict[str, Any]) -> dict[str, Any] | None:
-        args = request["args"]
-        if request["command"] == "stub_program":
-            answer = {"ok": True, "result": {"outputs": args["outputs"], "source": "stub"}}
-            if "error" in args:
-                answer = {"ok": False, "error": args["error"]}
-            self._stubs.setdefault(args["program_id"], []).insert(0, (args.get("inputs"), answer))
-            return {"ok": True, "result": {"stubbed": args["program_id"]}}
-        if request["command"] == "execute_program":
-            for inputs, answer in self._stubs.get(str(args.get("program_id")), []):
-                if inputs is None or inputs == args.get("inputs"):
-                    return answer
+    def _host_stub(self, command: str, args: dict[str, Any]) -> dict[str, Any] | None:
+        """A stub registered here, or the stubbed answer to an ``execute_program``, as a Response map."""
+        if command == "stub_program":
+            with usage_errors():
+                program_id = self._stubs.add(self.session_id, args)
+            return {"ok": True, "result": {"stubbed": program_id}}
+        if command == "execute_program":
+            answer = self._stubs.answer(self.session_id, str(args.get("program_id")), args.get("inputs"))
+            if answer is None:
+                return None
+            if "error" in answer:
+                return {"ok": False, "error": answer["error"]}
+            return {"ok": True, "result": {"outputs": answer["outputs"], "usage": {}, "source": "stub"}}
         return None
 
     def _answer_on_host(self, request: dict[str, Any]) -> Future[Any] | None:
         """Answers that never reach a worker: host-side stubs, and in ``new_episodes`` what the
         cassette already has (only the rest runs on real workers)."""
-        answer = self._host_stub(request) if self.host_stubs else None
+        answer = self._host_stub(request["command"], request["args"]) if self.host_stubs else None
         source = "stub"
         if answer is None:
             lookup = getattr(self.recorder, "lookup", None)
@@ -116,24 +125,13 @@ class Bridge:
             source = "cassette"
         if answer is None:
             return None
-        from concurrent.futures import Future
-
         future: Future[Any] = Future()
         if request["command"] == "execute_program":
             self.outcomes[source] += 1
         if answer.get("ok", True):
             future.set_result(answer.get("result"))
         else:
-            error = answer.get("error") or {}
-            future.set_exception(
-                HandlerError(
-                    str(error.get("message", "recorded error")),
-                    type=str(error.get("type", "lm_error")),
-                    retryable=bool(error.get("retryable", False)),
-                    error_details=error.get("details") or {},
-                    session_id=self.session_id,
-                )
-            )
+            future.set_exception(handler_error(answer.get("error") or {}, session_id=self.session_id))
         return future
 
     def _observe(self, request: dict[str, Any], done: Future[Any]) -> None:
@@ -149,13 +147,7 @@ class Bridge:
         elif isinstance(error, HandlerError):
             if error.type == "cassette_miss":
                 self.outcomes["miss"] += 1
-            response_error = {
-                "type": error.type,
-                "message": error.message,
-                "retryable": error.retryable,
-                "details": error.error_details or None,
-            }
-            response = {"ok": False, "error": response_error}
+            response = {"ok": False, "error": error_info(error)}
         else:
             return  # crashes, timeouts, a closed pool: not an answer worth recording
         if self.recorder is not None:
@@ -170,13 +162,13 @@ class Bridge:
     async def arequest(self, command: str, args: dict[str, Any] | None = None) -> Any:
         return await asyncio.wrap_future(self._submit(command, dict(args or {})))
 
-    # -- conveniences -------------------------------------------------------------------------
+    # -- commands (arguments built once, in protocol._commands) -------------------------------
     def _lm_args(self, model: str | None, settings: dict[str, Any]) -> dict[str, Any]:
-        args = {**self.lm_defaults, **{k: v for k, v in settings.items() if v is not None}}
-        if model is not None:
-            args["model"] = model
-        args.setdefault("model", "gemini/gemini-2.5-flash")
-        return args
+        merged = {**self.lm_defaults, **{k: v for k, v in settings.items() if v is not None}}
+        chosen = model if model is not None else merged.pop("model", DEFAULT_MODEL)
+        merged.pop("model", None)
+        with usage_errors():
+            return commands.configure_lm_args(chosen, **merged)
 
     def configure_lm(self, model: str | None = None, **settings: Any) -> dict[str, Any]:
         """Configure this session's LM (in integration mode the plugin fills api_base/key/cache)."""
@@ -189,46 +181,60 @@ class Bridge:
 
     @staticmethod
     def _program_args(
-        signature: str | dict[str, Any], program_type: str, program_id: str | None, instructions: str | None
+        signature: str | dict[str, Any],
+        program_type: str,
+        program_id: str | None,
+        instructions: str | None,
+        legacy_id: str | None,
     ) -> dict[str, Any]:
-        args: dict[str, Any] = {"signature": signature, "program_type": program_type}
-        if program_id is not None:
-            args["id"] = program_id
-        if instructions is not None:
-            args["instructions"] = instructions
-        return args
+        if legacy_id is not None:
+            warnings.warn("Bridge.create_program(id=...) is deprecated; use program_id=", DeprecationWarning, 3)
+            program_id = program_id if program_id is not None else legacy_id
+        with usage_errors():
+            return commands.create_program_args(
+                signature, program_type=program_type, instructions=instructions, program_id=program_id
+            )
 
     def create_program(
         self,
         signature: str | dict[str, Any],
         program_type: str = "predict",
         *,
-        id: str | None = None,
+        program_id: str | None = None,
         instructions: str | None = None,
+        id: str | None = None,
     ) -> str:
-        """Create a program in this session; returns its deterministic id."""
-        result = self.request("create_program", self._program_args(signature, program_type, id, instructions))
-        return str(result["program_id"])
+        """Create a program in this session; returns its deterministic id (``id=`` is the old name)."""
+        args = self._program_args(signature, program_type, program_id, instructions, id)
+        return str(self.request("create_program", args)["program_id"])
 
     async def acreate_program(
         self,
         signature: str | dict[str, Any],
         program_type: str = "predict",
         *,
-        id: str | None = None,
+        program_id: str | None = None,
         instructions: str | None = None,
+        id: str | None = None,
     ) -> str:
-        result = await self.arequest("create_program", self._program_args(signature, program_type, id, instructions))
-        return str(result["program_id"])
+        args = self._program_args(signature, program_type, program_id, instructions, id)
+        return str((await self.arequest("create_program", args))["program_id"])
+
+    def delete_program(self, program_id: str) -> None:
+        with usage_errors():
+            args = commands.delete_program_args(program_id)
+        self.request("delete_program", args)
 
     def execute(self, program_id: str, /, **inputs: Any) -> dict[str, Any]:
         """Run a program; returns its outputs as a plain map."""
-        result = self.request("execute_program", {"program_id": program_id, "inputs": inputs})
-        return dict(result["outputs"])
+        with usage_errors():
+            args = commands.execute_args(program_id, inputs)
+        return dict(self.request("execute_program", args)["outputs"])
 
     async def aexecute(self, program_id: str, /, **inputs: Any) -> dict[str, Any]:
-        result = await self.arequest("execute_program", {"program_id": program_id, "inputs": inputs})
-        return dict(result["outputs"])
+        with usage_errors():
+            args = commands.execute_args(program_id, inputs)
+        return dict((await self.arequest("execute_program", args))["outputs"])
 
     def run(self, signature: str | dict[str, Any], program_type: str = "predict", /, **inputs: Any) -> dict[str, Any]:
         """Create (idempotently: ids are deterministic) and execute in one call."""
@@ -242,14 +248,10 @@ class Bridge:
         inputs: dict[str, Any] | None = None,
         error: dict[str, Any] | None = None,
     ) -> None:
-        """Mock workers only: answer ``program_id`` (for ``inputs``, or any) with ``outputs`` or ``error``."""
-        args: dict[str, Any] = {"program_id": program_id}
-        if outputs is not None:
-            args["outputs"] = outputs
-        if error is not None:
-            args["error"] = error
-        if inputs is not None:
-            args["inputs"] = inputs
+        """Answer ``program_id`` (for ``inputs``, or any) with ``outputs`` or ``error`` (mock workers, or
+        host-side while recording on real workers)."""
+        with usage_errors():
+            args = commands.stub_args(program_id, outputs, inputs=inputs, error=error)
         self.request("stub_program", args)
 
     def close(self) -> None:

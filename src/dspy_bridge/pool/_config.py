@@ -11,6 +11,7 @@ Every option is checked up front and each error names the option (pydantic does 
 from __future__ import annotations
 
 import enum
+import random
 from typing import Any, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -75,6 +76,9 @@ class PoolConfig(BaseModel):
     backoff: float = Field(0.05, ge=0, description="first retry delay in seconds (doubles, with jitter)")
     backoff_max: float = Field(2.0, ge=0, description="ceiling of a retry delay in seconds")
     stderr_tail_lines: int = Field(40, ge=1, description="lines of worker stderr kept for crash reports")
+    worker_id_prefix: str = Field(
+        "", pattern=r"^[A-Za-z0-9_.-]*$", description="prefix of worker ids, e.g. the xdist worker 'gw0-'"
+    )
 
     @model_validator(mode="after")
     def _check(self) -> PoolConfig:
@@ -88,3 +92,8 @@ class PoolConfig(BaseModel):
     def effective_max_in_flight(self) -> int:
         """``max_in_flight`` or its per-mode default."""
         return self.max_in_flight if self.max_in_flight is not None else DEFAULT_MAX_IN_FLIGHT[self.mode]
+
+    def backoff_delay(self, attempt: int) -> float:
+        """Exponential backoff with jitter: half the cap fixed, half random; never above ``backoff_max``."""
+        cap = min(self.backoff_max, self.backoff * (2.0 ** max(attempt - 1, 0)))
+        return cap / 2 + random.uniform(0, cap / 2)

@@ -2,21 +2,32 @@
 
 ``translate_pipe_errors`` turns what asyncio raises on a dead pipe into ``WorkerCrashed``;
 ``request_context`` stamps ``request_id``/``worker_pid``/``session_id`` onto any ``BridgeError``
-passing through; ``handler_error`` rebuilds an error Response as ``HandlerError`` with the remote
-traceback as its cause; ``describe_exit`` names an exit code or signal the way a person would.
+passing through; ``handler_error`` rebuilds an error Response (or a recorded or stubbed error) as
+``HandlerError`` with the remote traceback as its cause, and ``error_info`` is its inverse;
+``usage_errors`` turns a command builder's ``CommandError`` into ``UsageError``; ``describe_exit``
+names an exit code or signal the way a person would.
 """
 
 from __future__ import annotations
 
 import asyncio
 import signal
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
-from dspy_bridge._exceptions import BridgeError, HandlerError, RemoteTraceback, WorkerCrashed
+from dspy_bridge._exceptions import BridgeError, HandlerError, RemoteTraceback, UsageError, WorkerCrashed
+from dspy_bridge.protocol._commands import CommandError
 
-__all__ = ["ExitInfo", "describe_exit", "handler_error", "request_context", "translate_pipe_errors"]
+__all__ = [
+    "ExitInfo",
+    "describe_exit",
+    "error_info",
+    "handler_error",
+    "request_context",
+    "translate_pipe_errors",
+    "usage_errors",
+]
 
 _SIGNAL_HINTS = {
     signal.SIGKILL: "killed with SIGKILL (the OOM killer, a timeout kill by the pool, or kill -9)",
@@ -89,12 +100,19 @@ class request_context:
 
 
 def handler_error(error: Any, **context: Any) -> HandlerError:
-    """Build ``HandlerError`` from an ``ErrorInfo``; a remote traceback becomes its ``__cause__``."""
-    details: dict[str, Any] = dict(error.details or {})
+    """Build ``HandlerError`` from an ``ErrorInfo`` or its plain-map form (a cassette's or a stub's).
+
+    A remote traceback in the details becomes its ``__cause__``.
+    """
+    if isinstance(error, Mapping):
+        fields = error
+    else:
+        fields = {"type": error.type, "message": error.message, "retryable": error.retryable, "details": error.details}
+    details: dict[str, Any] = dict(fields.get("details") or {})
     exc = HandlerError(
-        error.message,
-        type=str(error.type),
-        retryable=bool(error.retryable),
+        str(fields.get("message", "error")),
+        type=str(fields.get("type", "lm_error")),
+        retryable=bool(fields.get("retryable", False)),
         error_details=details,
         **context,
     )
@@ -102,3 +120,22 @@ def handler_error(error: Any, **context: Any) -> HandlerError:
     if isinstance(traceback_text, str) and traceback_text:
         exc.__cause__ = RemoteTraceback(traceback_text)
     return exc
+
+
+def error_info(exc: HandlerError) -> dict[str, Any]:
+    """The plain-map form of an error Response (what cassettes store and observers compare)."""
+    return {
+        "type": exc.type,
+        "message": exc.message,
+        "retryable": exc.retryable,
+        "details": exc.error_details or None,
+    }
+
+
+@contextmanager
+def usage_errors() -> Iterator[None]:
+    """Arguments a command builder refused are the caller's mistake: ``UsageError``, naming the argument."""
+    try:
+        yield
+    except CommandError as exc:
+        raise UsageError(str(exc)) from None

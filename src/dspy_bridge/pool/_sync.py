@@ -17,6 +17,7 @@ import concurrent.futures
 import logging
 import threading
 import time
+import warnings
 import weakref
 from collections.abc import Callable, Coroutine
 from typing import Any, Self, TypeVar
@@ -40,7 +41,7 @@ class SyncPool:
 
         with SyncPool(PoolConfig(size=2)) as pool:
             program_id = pool.create_program("question -> answer", session_id="t1")
-            pool.stub_program(program_id, {"answer": "4"}, session_id="t1")
+            pool.stub(program_id, {"answer": "4"}, session_id="t1")
             pool.execute(program_id, {"question": "2+2?"}, session_id="t1")
 
     Listeners added with ``add_listener`` are called on the loop thread.
@@ -234,7 +235,7 @@ class SyncPool:
     def delete_program(self, program_id: str, *, session_id: str | None = None) -> None:
         self._call(self._pool.delete_program(program_id, session_id=session_id))
 
-    def stub_program(
+    def stub(
         self,
         program_id: str,
         outputs: dict[str, Any] | None = None,
@@ -243,7 +244,12 @@ class SyncPool:
         error: dict[str, Any] | None = None,
         session_id: str | None = None,
     ) -> None:
-        self._call(self._pool.stub_program(program_id, outputs, inputs=inputs, error=error, session_id=session_id))
+        self._call(self._pool.stub(program_id, outputs, inputs=inputs, error=error, session_id=session_id))
+
+    def stub_program(self, *args: Any, **kwargs: Any) -> None:
+        """Deprecated name of ``stub`` (one name on ``Pool``, ``SyncPool`` and ``Bridge``)."""
+        warnings.warn("SyncPool.stub_program() is deprecated; use SyncPool.stub()", DeprecationWarning, stacklevel=2)
+        self.stub(*args, **kwargs)
 
     def execute(
         self,

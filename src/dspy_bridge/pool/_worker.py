@@ -5,8 +5,10 @@
     │        └── races the reads against process exit: on exit it drains briefly, reaps, and fails
     │            exactly the requests this worker held (WorkerCrashed, or PoolClosed when we stopped it)
     ├── stderr task ── lines ──▶ ring buffer (the tail goes into crash reports)
-    └── pending {request id: future}   reserved slots   state SPAWNING → READY/BUSY → DRAINING → DEAD
+    └── pending {request id: future}   state SPAWNING → READY/BUSY → DRAINING → DEAD
 
+It knows its process and the requests it sent, nothing of the pool's bookkeeping: reservations
+belong to ``Slots``, timers and stop tasks to the ``Supervisor``, default state to ``Sessions``.
 Only the pool (or a zygote launcher) builds handles, through ``WorkerHandle._create``.
 """
 
@@ -135,16 +137,10 @@ class WorkerHandle:
         self.goodbye: Goodbye | None = None
         self.requests_served = 0
         self.failures = 0
-        self.reserved = 0
-        self.sessions: set[str] = set()
-        self.defaults_applied = 0
-        self.defaults_lock = asyncio.Lock()
+        self._sessions: set[str] = set()
         self.exit_info: ExitInfo | None = None
         self.crashed = False
         self.crash_error: BaseException | None = None
-        self.idle_timer: asyncio.TimerHandle | None = None
-        self.stop_task: asyncio.Task[None] | None = None
-        self.waiters: deque[asyncio.Future[Any]] = deque()  # requests of its sessions waiting for a slot
         self._outbox: list[bytes] = []  # frames sent after the first in this loop turn, written as one
         self._turn_open = False  # a frame was written in this loop turn already
         self.became_ready = False
@@ -167,13 +163,25 @@ class WorkerHandle:
     # -- state ------------------------------------------------------------------------------
     @property
     def state(self) -> WorkerState:
-        if self._state is WorkerState.READY and self.in_flight >= self.max_in_flight:
+        if self._state is WorkerState.READY and len(self._pending) >= self.max_in_flight:
             return WorkerState.BUSY
         return self._state
 
     @property
-    def in_flight(self) -> int:
-        return len(self._pending) + self.reserved
+    def pending_count(self) -> int:
+        """Requests sent to it and not yet answered (reservations are counted by ``Slots``)."""
+        return len(self._pending)
+
+    @property
+    def sessions(self) -> frozenset[str]:
+        """The sessions pinned to it (``Sessions`` pins and unpins them)."""
+        return frozenset(self._sessions)
+
+    def pin(self, session_id: str) -> None:
+        self._sessions.add(session_id)
+
+    def unpin(self, session_id: str) -> None:
+        self._sessions.discard(session_id)
 
     @property
     def alive(self) -> bool:
@@ -182,9 +190,6 @@ class WorkerHandle:
 
     def accepts_work(self) -> bool:
         return self._state is WorkerState.READY and not self._exit_task.done()
-
-    def has_capacity(self) -> bool:
-        return self.accepts_work() and self.in_flight < self.max_in_flight
 
     def mark_ready(self) -> None:
         if self._state is WorkerState.SPAWNING and self.alive:
@@ -213,17 +218,22 @@ class WorkerHandle:
     def stderr_tail(self) -> str:
         return "\n".join(self._stderr_tail)
 
-    def snapshot(self) -> WorkerStats:
+    def snapshot(self, reserved: int = 0) -> WorkerStats:
+        """Its stats; ``reserved`` is what ``Slots`` holds for it (it counts as in flight)."""
+        in_flight = len(self._pending) + reserved
+        state = self.state
+        if state is WorkerState.READY and in_flight >= self.max_in_flight:
+            state = WorkerState.BUSY
         return WorkerStats(
             worker_id=self.worker_id,
             pid=self.pid,
-            state=self.state.value,
+            state=state.value,
             overflow=self.overflow,
             start_ms=None if self.start_ms is None else round(self.start_ms, 3),
             requests_served=self.requests_served,
             failures=self.failures,
-            in_flight=self.in_flight,
-            sessions=len(self.sessions),
+            in_flight=in_flight,
+            sessions=len(self._sessions),
         )
 
     def __repr__(self) -> str:
@@ -231,7 +241,7 @@ class WorkerHandle:
         exited = f" {self.exit_info.text}" if self.exit_info is not None else ""
         return (
             f"<WorkerHandle {self.worker_id} pid={self.pid} {self.state.value}{exited} "
-            f"handlers={mode} in_flight={self.in_flight}>"
+            f"handlers={mode} pending={len(self._pending)}>"
         )
 
     # -- start ------------------------------------------------------------------------------
@@ -296,10 +306,6 @@ class WorkerHandle:
     def forget(self, request_id: int) -> None:
         """Stop tracking a request whose caller gave up (its worker is being killed)."""
         self._pending.pop(request_id, None)
-
-    def release_reservation(self) -> None:
-        self.reserved -= 1
-        self.owner.on_slot_free(self)
 
     # -- stopping ---------------------------------------------------------------------------
     def kill(self, reason: str) -> None:

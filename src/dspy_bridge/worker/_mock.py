@@ -13,6 +13,7 @@ if TYPE_CHECKING:
 
     from dspy_bridge.cassettes._library import CassetteLibrary
 
+from dspy_bridge.protocol._commands import CommandError, StubTable
 from dspy_bridge.protocol._programs import canonical_json
 from dspy_bridge.protocol._taxonomy import ErrorType
 from dspy_bridge.worker._base import BaseHandlers, HandlerFailure, Program, Session
@@ -28,29 +29,15 @@ class CassetteHandlers(BaseHandlers):
 
     def __init__(self, worker_id: str) -> None:
         super().__init__(worker_id)
-        # (session_id, program_id) -> list of (inputs-json or None for any, answer)
-        self.stubs: dict[tuple[str | None, str], list[tuple[str | None, dict[str, Any]]]] = {}
+        self.stubs = StubTable()  # the same table (and matching rule) a host-side Bridge uses
         self._cassettes: CassetteLibrary | None = None  # loaded on the first request naming a cassette
 
     def cmd_stub_program(self, args: dict[str, Any], session_id: str | None, context: dict[str, Any]) -> dict[str, Any]:
         """Register a canned answer: ``{program_id, inputs?, outputs | error}`` (inputs omitted = any)."""
-        program_id = args.get("program_id")
-        if not isinstance(program_id, str):
-            raise HandlerFailure(ErrorType.INVALID_REQUEST, "stub_program needs a string 'program_id'")
-        if not isinstance(args.get("outputs"), dict) and not isinstance(args.get("error"), dict):
-            raise HandlerFailure(ErrorType.INVALID_REQUEST, "stub_program needs 'outputs' (a map) or 'error' (a map)")
-        inputs = args.get("inputs")
-        key = canonical_json(inputs) if inputs is not None else None
-        answer = {"outputs": args["outputs"]} if isinstance(args.get("outputs"), dict) else {"error": args["error"]}
-        self.stubs.setdefault((session_id, program_id), []).insert(0, (key, answer))
-        return {"stubbed": program_id}
-
-    def _stub_answer(self, session_id: str | None, program: Program, inputs: dict[str, Any]) -> dict[str, Any] | None:
-        key = canonical_json(inputs)
-        for stub_key, answer in self.stubs.get((session_id, program.program_id), []):
-            if stub_key is None or stub_key == key:
-                return answer
-        return None
+        try:
+            return {"stubbed": self.stubs.add(session_id, args)}
+        except CommandError as exc:
+            raise HandlerFailure(ErrorType.INVALID_REQUEST, str(exc)) from None
 
     # -- execute_program: stub → cassette → synthetic → cassette_miss ----------------------
     def cmd_execute_program(
@@ -67,14 +54,12 @@ class CassetteHandlers(BaseHandlers):
         inputs: dict[str, Any],
         context: dict[str, Any],
     ) -> dict[str, Any]:
-        stub = self._stub_answer(session_id, program, inputs)
+        stub = self.stubs.answer(session_id, program.program_id, inputs)
         if stub is not None:
             if "error" in stub:
                 error = stub["error"]
                 raise HandlerFailure(
-                    ErrorType(error.get("type", "lm_error")),
-                    str(error.get("message", "stubbed error")),
-                    retryable=bool(error.get("retryable", False)),
+                    ErrorType(error["type"]), error["message"], retryable=error["retryable"], details=error["details"]
                 )
             return {"outputs": dict(stub["outputs"]), "usage": {}, "source": "stub"}
         if context.get("cassette") is not None:
@@ -165,14 +150,14 @@ class CassetteHandlers(BaseHandlers):
         result = super().cmd_cleanup_session(args, session_id, context)
         if self._cassettes is not None:
             self._cassettes.forget(result["session_id"])
-        self.stubs = {key: value for key, value in self.stubs.items() if key[0] != result["session_id"]}
+        self.stubs.forget(result["session_id"])
         return result
 
     def cmd_reset_state(self, args: dict[str, Any], session_id: str | None, context: dict[str, Any]) -> dict[str, Any]:
         result = super().cmd_reset_state(args, session_id, context)
         if self._cassettes is not None:
             self._cassettes.forget(everything=True)
-        self.stubs.clear()
+        self.stubs.forget(everything=True)
         return result
 
 
