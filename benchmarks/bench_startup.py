@@ -30,15 +30,16 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).parent))
 from _machine import machine_line
 
-import dspy_bridge.daemon as warm
+import dspy_bridge.pool._daemon as warm
 from dspy_bridge.pool._config import PoolConfig
+from dspy_bridge.pool._forked import ProcessMemory, process_memory
 from dspy_bridge.pool._launch import WORKER_ENTRY, Launcher, SpawnLauncher, WorkerProcess, worker_environment
 from dspy_bridge.pool._pool import Pool
-from dspy_bridge.pool._zygote import ProcessMemory, ZygoteLauncher, process_memory
+from dspy_bridge.pool._zygote import ZygoteLauncher
 from dspy_bridge.protocol._async_streams import AsyncFrameReader, AsyncFrameWriter
 from dspy_bridge.protocol._codec import get_codec
+from dspy_bridge.protocol._zygote import DEFAULT_PRELOAD
 from dspy_bridge.testing import FakeGemini
-from dspy_bridge.worker.zygote import DEFAULT_PRELOAD
 
 CODEC = get_codec("msgpack")
 KEY = "bench-" + "k" * 12

@@ -24,19 +24,10 @@ from typing import Any
 
 import pytest
 
-from dspy_bridge.daemon import (
-    RUNTIME_DIR_ENV,
-    connect_daemon,
-    daemon_start,
-    daemon_status,
-    daemon_stop,
-    environment_fingerprint,
-    fingerprint_mismatch,
-    peer_refusal,
-    runtime_dir,
-    socket_path,
-)
-from dspy_bridge.worker.zygote import decode_message, encode_message
+from dspy_bridge.pool._daemon import connect_daemon, daemon_start, daemon_status, daemon_stop
+from dspy_bridge.protocol._fingerprint import environment_fingerprint, fingerprint_mismatch
+from dspy_bridge.protocol._rendezvous import RUNTIME_DIR_ENV, peer_refusal, runtime_dir, socket_path
+from dspy_bridge.protocol._zygote import decode_message, encode_message
 from test_zygote import PROBE, Conn, wait_gone
 
 NOBODY = 65534  # the suite runs as root here, so a forked child can become another user
@@ -209,7 +200,7 @@ async def test_compatible_clients_get_forked_workers_and_incompatible_ones_hear_
 HOST_SCRIPT = textwrap.dedent(
     """
     import asyncio, json
-    from dspy_bridge.daemon import connect_daemon
+    from dspy_bridge.pool._daemon import connect_daemon
     from dspy_bridge.protocol._async_streams import AsyncFrameReader, AsyncFrameWriter
     from dspy_bridge.protocol._codec import get_codec
 

@@ -26,12 +26,13 @@ from typing import Any
 import pytest
 
 from dspy_bridge.pool._config import PoolConfig
+from dspy_bridge.pool._forked import ForkedProcess
 from dspy_bridge.pool._launch import Launcher, SpawnedProcess, SpawnLauncher, WorkerProcess, worker_environment
-from dspy_bridge.pool._zygote import ForkedProcess, ZygoteLauncher
+from dspy_bridge.pool._zygote import ZygoteLauncher
 from dspy_bridge.protocol._async_streams import AsyncFrameReader, AsyncFrameWriter
 from dspy_bridge.protocol._codec import get_codec
 from dspy_bridge.protocol._programs import program_id_for
-from dspy_bridge.worker.zygote import decode_message, encode_message
+from dspy_bridge.protocol._zygote import decode_message, encode_message
 
 HANG_GUARD = 60.0  # seconds: reached only when something is broken; nothing here measures time
 

@@ -69,20 +69,19 @@ __all__ = [
     "__version__",
 ]
 
-_LAZY = {
-    "Bridge": "dspy_bridge._client",
-    "Pool": "dspy_bridge.pool",
-    "PoolConfig": "dspy_bridge.pool",
-    "SyncPool": "dspy_bridge.pool",
-    "Cassette": "dspy_bridge.cassettes",
-    "RecordMode": "dspy_bridge.cassettes",
-}
-
 
 def __getattr__(name: str) -> Any:
-    module_name = _LAZY.get(name)
-    if module_name is None:
-        raise AttributeError(f"module 'dspy_bridge' has no attribute {name!r}")
-    import importlib
+    """The heavy names load on first use, each by a plain import (so the import graph sees it)."""
+    if name == "Bridge":
+        from dspy_bridge._client import Bridge
 
-    return getattr(importlib.import_module(module_name), name)
+        return Bridge
+    if name in ("Pool", "PoolConfig", "SyncPool"):
+        from dspy_bridge import pool
+
+        return getattr(pool, name)
+    if name in ("Cassette", "RecordMode"):
+        from dspy_bridge import cassettes
+
+        return getattr(cassettes, name)
+    raise AttributeError(f"module 'dspy_bridge' has no attribute {name!r}")

@@ -82,7 +82,7 @@ def verify(args: argparse.Namespace) -> int:
 
 
 def daemon(args: argparse.Namespace) -> int:
-    import dspy_bridge.daemon as warm_daemon
+    from dspy_bridge.pool import _daemon as warm_daemon
 
     try:
         if args.action == "start":

@@ -1,25 +1,24 @@
-"""How a worker process comes to exist: the command line, its environment, and the launcher.
+"""Which launcher a pool gets: ``make_launcher`` reads ``start_strategy`` and picks spawn or zygote.
 
-The pool talks to a ``Launcher`` and gets back a ``WorkerProcess``; it never calls ``subprocess``
-itself. ``SpawnLauncher`` starts a fresh interpreter per worker (asyncio subprocess, so starting
-never blocks the event loop); a zygote launcher may fork pre-imported children instead.
-
-Workers die with the host: the worker arms ``PR_SET_PDEATHSIG`` and checks its parent against
-``DSPY_BRIDGE_PARENT_PID``, and it exits on stdin EOF. PDEATHSIG fires when the *thread* that
-spawned the worker exits, so whoever runs the pool's event loop (``SyncPool``'s loop thread) must
-outlive its workers — ``aclose()`` reaps them all before that thread ends.
+Kept apart from both launchers so that neither imports the other's chooser: ``_spawn`` (the protocols and
+``SpawnLauncher``) ← ``_zygote`` (``ZygoteLauncher``, which falls back to spawning) ← this module. The names
+of ``_spawn`` are re-exported here, where the pool has always found them.
 """
 
 from __future__ import annotations
 
-import asyncio
-import importlib
-import os
-import signal
-import sys
-from typing import Protocol, runtime_checkable
-
 from dspy_bridge.pool._config import PoolConfig
+from dspy_bridge.pool._spawn import (
+    WORKER_ENTRY,
+    Launcher,
+    SpawnedProcess,
+    SpawnLauncher,
+    WorkerProcess,
+    build_worker_command,
+    default_command_prefix,
+    worker_environment,
+)
+from dspy_bridge.pool._zygote import ZygoteLauncher
 
 __all__ = [
     "WORKER_ENTRY",
@@ -33,181 +32,16 @@ __all__ = [
     "worker_environment",
 ]
 
-WORKER_ENTRY = "from dspy_bridge.worker._main import main; main()"
-
-
-@runtime_checkable
-class WorkerProcess(Protocol):
-    """One running worker, however it was started."""
-
-    @property
-    def pid(self) -> int: ...
-
-    @property
-    def stdin(self) -> asyncio.StreamWriter: ...
-
-    @property
-    def stdout(self) -> asyncio.StreamReader: ...
-
-    @property
-    def stderr(self) -> asyncio.StreamReader | None: ...
-
-    @property
-    def returncode(self) -> int | None: ...
-
-    async def wait(self) -> int:
-        """Wait for exit and reap; the return code (negative = killed by that signal)."""
-        ...
-
-    def send_signal(self, sig: int) -> None: ...
-
-    def kill(self) -> None: ...
-
-
-class Launcher(Protocol):
-    """Starts workers; ``env`` holds the variables to set on top of the launcher's own environment."""
-
-    async def launch(self, worker_id: str, mode: str, codec: str, env: dict[str, str]) -> WorkerProcess: ...
-
-    async def aclose(self) -> None: ...
-
-
-def default_command_prefix() -> list[str]:
-    """``python -S -c <entry>``: -S skips site/.pth processing (tens of ms); PYTHONPATH restores sys.path."""
-    return [sys.executable, "-S", "-c", WORKER_ENTRY]
-
-
-def build_worker_command(config: PoolConfig, worker_id: str) -> list[str]:
-    """The full argv of one worker: the prefix (default or ``worker_command``) plus the standard options."""
-    prefix = list(config.worker_command) if config.worker_command else default_command_prefix()
-    argv = [*prefix, "--mode", config.mode, "--codec", config.codec, "--worker-id", worker_id]
-    if config.worker_concurrency > 1:
-        argv += ["--max-concurrency", str(config.worker_concurrency)]
-    return argv
-
-
-def worker_environment(config: PoolConfig) -> dict[str, str]:
-    """Variables every worker needs: our sys.path (for -S), the host pid (die-with-parent), litellm offline."""
-    env = {
-        "PYTHONPATH": os.pathsep.join(entry for entry in sys.path if entry),
-        "DSPY_BRIDGE_PARENT_PID": str(os.getpid()),
-        "PYTHONUNBUFFERED": "1",  # stderr lines reach the crash report's tail before the worker dies
-    }
-    if config.mode == "real":
-        env["LITELLM_LOCAL_MODEL_COST_MAP"] = "True"
-    env.update(config.env)
-    return env
-
-
-class SpawnedProcess:
-    """An asyncio subprocess seen through the ``WorkerProcess`` protocol; signals go to its process group."""
-
-    def __init__(self, process: asyncio.subprocess.Process) -> None:
-        if process.stdin is None or process.stdout is None:
-            raise ValueError("a worker needs stdin and stdout pipes")
-        self._process = process
-        self._stdin = process.stdin
-        self._stdout = process.stdout
-
-    @property
-    def pid(self) -> int:
-        return self._process.pid
-
-    @property
-    def stdin(self) -> asyncio.StreamWriter:
-        return self._stdin
-
-    @property
-    def stdout(self) -> asyncio.StreamReader:
-        return self._stdout
-
-    @property
-    def stderr(self) -> asyncio.StreamReader | None:
-        return self._process.stderr
-
-    @property
-    def returncode(self) -> int | None:
-        return self._process.returncode
-
-    async def wait(self) -> int:
-        return await self._process.wait()
-
-    def send_signal(self, sig: int) -> None:
-        """Signal the worker's whole process group; a no-op once the worker has been reaped."""
-        if self._process.returncode is not None:
-            return  # reaped: its pid (and group id) may already belong to someone else
-        try:
-            os.killpg(self._process.pid, sig)
-        except (ProcessLookupError, PermissionError):
-            try:
-                self._process.send_signal(sig)
-            except ProcessLookupError:
-                pass
-
-    def kill(self) -> None:
-        self.send_signal(signal.SIGKILL)
-
-    def close(self) -> None:
-        """Close every pipe (call last, after the worker was reaped)."""
-        transport = getattr(self._process, "_transport", None)
-        if transport is not None:
-            transport.close()
-
-    def __repr__(self) -> str:
-        code = self._process.returncode
-        return f"<SpawnedProcess pid={self.pid} {'running' if code is None else f'exited {code}'}>"
-
-
-class SpawnLauncher:
-    """Starts each worker as a fresh interpreter in its own session (so signals reach its whole group)."""
-
-    def __init__(self, config: PoolConfig) -> None:
-        self._config = config
-
-    async def launch(self, worker_id: str, mode: str, codec: str, env: dict[str, str]) -> WorkerProcess:
-        config = self._config if (mode, codec) == (self._config.mode, self._config.codec) else None
-        if config is None:
-            config = self._config.model_copy(update={"mode": mode, "codec": codec})
-        argv = build_worker_command(config, worker_id)
-        process = await asyncio.create_subprocess_exec(
-            *argv,
-            stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-            env={**os.environ, **env},
-            start_new_session=True,
-            close_fds=True,
-        )
-        return SpawnedProcess(process)
-
-    async def aclose(self) -> None:
-        """Nothing to release: every process belongs to its handle."""
-
-    def __repr__(self) -> str:
-        return f"<SpawnLauncher mode={self._config.mode} codec={self._config.codec}>"
-
 
 def make_launcher(config: PoolConfig) -> Launcher:
     """Pick the launcher for ``start_strategy``.
 
-    ``spawn``: a fresh interpreter per worker. ``zygote``: forks from a pre-imported zygote (an error
-    if that module is missing). ``auto``: the zygote for real workers when available, else spawn
-    (mock workers start in tens of ms anyway). A custom ``worker_command`` always spawns.
+    ``spawn``: a fresh interpreter per worker. ``zygote``: forks from a pre-imported zygote.
+    ``auto``: the zygote for real workers (it falls back to spawning where forking is unsupported), else
+    spawn (mock workers start in tens of ms anyway). A custom ``worker_command`` always spawns.
     """
     if config.start_strategy == "spawn" or config.worker_command is not None:
         return SpawnLauncher(config)
-    wanted = config.start_strategy == "zygote" or config.mode == "real"
-    if wanted:
-        try:
-            module = importlib.import_module("dspy_bridge.pool._zygote")
-        except ImportError:
-            if config.start_strategy == "zygote":
-                raise ValueError(
-                    "start_strategy='zygote' needs dspy_bridge.pool._zygote, which is not available; "
-                    "use start_strategy='spawn'"
-                ) from None
-        else:
-            factory = module.ZygoteLauncher
-            launcher: Launcher = factory(config)
-            return launcher
+    if config.start_strategy == "zygote" or config.mode == "real":
+        return ZygoteLauncher(config)
     return SpawnLauncher(config)

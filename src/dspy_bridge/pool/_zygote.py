@@ -6,8 +6,11 @@
       ├─ pipe() ×3; spawn{…} + SCM_RIGHTS[stdin_r, stdout_w, stderr_w] ──▶ zygote forks
       ├─ ◀── spawned{pid} + SCM_RIGHTS[pidfd]
       └─ ForkedProcess(pid, stdin writer, stdout/stderr readers, exit future)
-    _Control (a loop reader on the control socket) routes spawned / spawn_failed / exit{pid, returncode};
-    EOF on it means the zygote is gone.
+
+ZygoteControl (``_zygote_control``, a loop reader on the control socket) routes spawned / spawn_failed /
+exit{pid, returncode}; EOF on it means the zygote is gone. The messages are
+``dspy_bridge.protocol._zygote``'s; the zygote itself is ``dspy_bridge.worker.zygote``, reached only through
+that protocol (as a subprocess or a daemon's socket), never imported.
 
 A zygote never fails a run: if it cannot start, refuses us, or dies, this launcher logs one warning saying
 why and hands every later launch to ``SpawnLauncher``. A forked worker's exit code comes from the zygote
@@ -24,25 +27,25 @@ import os
 import signal
 import socket
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 from dspy_bridge._exceptions import PoolClosed, WorkerStartupFailed
 from dspy_bridge.pool._config import PoolConfig
-from dspy_bridge.pool._launch import SpawnLauncher, WorkerProcess, worker_environment
-from dspy_bridge.worker.zygote import DEFAULT_PRELOAD, ZYGOTE_PROTOCOL, decode_message, encode_message
+from dspy_bridge.pool._forked import ForkedProcess
+from dspy_bridge.pool._spawn import SpawnLauncher, WorkerProcess, worker_environment
+from dspy_bridge.pool._zygote_control import SpawnFailed, ZygoteControl, ZygoteGone, connect_to_daemon
+from dspy_bridge.protocol._rendezvous import socket_path
+from dspy_bridge.protocol._zygote import DEFAULT_PRELOAD
 
 __all__ = [
     "DAEMON_ENV",
     "PRELOAD_ENV",
     "ZYGOTE_ENTRY",
-    "ForkedProcess",
-    "ProcessMemory",
     "ZygoteLauncher",
     "fork_supported",
-    "process_memory",
 ]
+
 
 ZYGOTE_ENTRY = "from dspy_bridge.worker.zygote import main; main()"
 PRELOAD_ENV = "DSPY_BRIDGE_ZYGOTE_PRELOAD"  # comma-separated modules, e.g. "dspy,dspy_bridge.worker._real,litellm"
@@ -52,276 +55,9 @@ DaemonUse = Literal["auto", "never", "require"]
 log = logging.getLogger("dspy_bridge.pool.zygote")
 
 
-@dataclass(frozen=True)
-class ProcessMemory:
-    """One process's memory in MiB. ``pss`` splits each shared page among its sharers: it is what a forked
-    worker really costs; ``uss`` (private pages) is what killing it would free."""
-
-    pid: int
-    rss: float
-    pss: float
-    uss: float
-
-
-def process_memory(pid: int) -> ProcessMemory:
-    """RSS, PSS and USS of ``pid`` from ``/proc/<pid>/smaps_rollup`` (Linux 4.14+)."""
-    fields: dict[str, int] = {}
-    with open(f"/proc/{pid}/smaps_rollup") as rollup:
-        for line in rollup:
-            name, _, rest = line.partition(":")
-            parts = rest.split()
-            if len(parts) == 2 and parts[1] == "kB":
-                fields[name] = int(parts[0])
-    private = fields.get("Private_Clean", 0) + fields.get("Private_Dirty", 0)
-    return ProcessMemory(pid, fields.get("Rss", 0) / 1024, fields.get("Pss", 0) / 1024, private / 1024)
-
-
 def fork_supported() -> bool:
     """Fork-without-exec is safe and SCM_RIGHTS over SOCK_SEQPACKET exists: Linux."""
     return sys.platform.startswith("linux") and hasattr(socket, "send_fds") and hasattr(socket, "SOCK_SEQPACKET")
-
-
-class _ZygoteGone(Exception):
-    """Control flow only: the zygote is unreachable; the launcher falls back to spawning."""
-
-
-class _SpawnFailed(Exception):
-    """Control flow only: the zygote declined this one fork (it said why); spawn this worker instead."""
-
-
-class _Control:
-    """The host end of one control connection, driven by a loop reader callback."""
-
-    def __init__(self, sock: socket.socket, description: str) -> None:
-        self._loop = asyncio.get_running_loop()
-        self.sock = sock
-        self.description = description
-        self.lost: str | None = None
-        self.ready_info: dict[str, Any] = {}
-        self.on_lost: list[Any] = []
-        self._next_req = 0
-        self._hello: asyncio.Future[dict[str, Any]] = self._loop.create_future()
-        self._spawns: dict[int, asyncio.Future[int]] = {}
-        self._exits: dict[int, asyncio.Future[int]] = {}
-        self._pidfds: dict[int, int] = {}
-        sock.setblocking(False)
-        self._loop.add_reader(sock.fileno(), self._on_readable)
-
-    # -- receiving --------------------------------------------------------------------------------
-    def _on_readable(self) -> None:
-        while self.lost is None:
-            try:
-                data, fds, _flags, _ = socket.recv_fds(self.sock, 65536, 2)
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError as exc:
-                self._lose(f"control socket failed: {exc}")
-                return
-            if not data:
-                self._lose("it closed the control socket (exited or was killed)")
-                return
-            try:
-                self._handle(decode_message(data), fds)
-            except (ValueError, KeyError, TypeError) as exc:
-                log.warning("ignoring a bad message from %s: %s", self.description, exc)
-                _close_all(fds)
-
-    def _handle(self, message: dict[str, Any], fds: list[int]) -> None:
-        op = message["op"]
-        if op in ("ready", "refused"):
-            _close_all(fds)
-            if not self._hello.done():
-                self._hello.set_result(message)
-        elif op == "spawned":
-            pid = int(message["pid"])
-            pidfd = fds.pop(0) if fds else None
-            _close_all(fds)
-            self._exits[pid] = self._loop.create_future()
-            if pidfd is not None:
-                self._pidfds[pid] = pidfd
-            waiter = self._spawns.pop(message["req"], None)
-            if waiter is None or waiter.done():  # the launch was cancelled meanwhile: nobody will use it
-                self.signal(pid, signal.SIGKILL)
-            else:
-                waiter.set_result(pid)
-        elif op == "spawn_failed":
-            _close_all(fds)
-            waiter = self._spawns.pop(message["req"], None)
-            if waiter is not None and not waiter.done():
-                waiter.set_exception(_SpawnFailed(str(message.get("error"))))
-        elif op == "exit":
-            _close_all(fds)
-            self._resolve_exit(int(message["pid"]), int(message["returncode"]))
-        else:
-            _close_all(fds)
-            log.warning("%s says: %s", self.description, message)
-
-    def _resolve_exit(self, pid: int, returncode: int) -> None:
-        future = self._exits.pop(pid, None)
-        if future is not None and not future.done():
-            future.set_result(returncode)
-        pidfd = self._pidfds.pop(pid, None)
-        if pidfd is not None:
-            with contextlib.suppress(ValueError, OSError):
-                self._loop.remove_reader(pidfd)
-            os.close(pidfd)
-
-    def _lose(self, reason: str) -> None:
-        """The zygote is gone (or we hung up): fail waiters; children die by PDEATHSIG or the zygote's hand."""
-        if self.lost is not None:
-            return
-        self.lost = reason
-        with contextlib.suppress(ValueError, OSError):
-            self._loop.remove_reader(self.sock.fileno())
-        self.sock.close()
-        if not self._hello.done():
-            self._hello.set_exception(_ZygoteGone(reason))
-        for waiter in self._spawns.values():
-            if not waiter.done():
-                waiter.set_exception(_ZygoteGone(reason))
-        self._spawns.clear()
-        for pid in list(self._exits):
-            pidfd = self._pidfds.get(pid)
-            if pidfd is None:
-                self._resolve_exit(pid, -signal.SIGKILL)  # no way to watch it: assume the usual fate
-            else:
-                self._loop.add_reader(pidfd, self._resolve_exit, pid, -signal.SIGKILL)
-        for callback in self.on_lost:
-            callback(reason)
-
-    # -- sending ----------------------------------------------------------------------------------
-    async def _send(self, message: dict[str, Any], fds: list[int] | None = None) -> None:
-        if self.lost is not None:
-            raise _ZygoteGone(self.lost)
-        data = encode_message(message)
-        while True:
-            try:
-                if fds:
-                    socket.send_fds(self.sock, [data], fds)
-                else:
-                    self.sock.send(data)
-                return
-            except (BlockingIOError, InterruptedError):
-                writable: asyncio.Future[None] = self._loop.create_future()
-                self._loop.add_writer(self.sock.fileno(), writable.set_result, None)
-                try:
-                    await writable
-                finally:
-                    self._loop.remove_writer(self.sock.fileno())
-            except OSError as exc:
-                self._on_readable()  # a refusal may be waiting behind the broken pipe: read it first
-                self._lose(f"control socket failed: {exc}")
-                raise _ZygoteGone(self.lost) from exc
-
-    async def hello(self, fingerprint: dict[str, str] | None) -> dict[str, Any]:
-        """Handshake; raises WorkerStartupFailed with the zygote's reason when it refuses us."""
-        with contextlib.suppress(_ZygoteGone):  # the answer (a refusal) may already be in
-            await self._send({"op": "hello", "protocol": ZYGOTE_PROTOCOL, "fingerprint": fingerprint})
-        reply = await self._hello
-        if reply["op"] == "refused":
-            self._lose("refused")
-            raise WorkerStartupFailed(f"{self.description} refused this client: {reply.get('reason')}")
-        self.ready_info = reply
-        return reply
-
-    async def spawn(self, request: dict[str, Any], fds: list[int], timeout: float | None) -> int:
-        req = self._next_req
-        self._next_req += 1
-        waiter: asyncio.Future[int] = self._loop.create_future()
-        self._spawns[req] = waiter
-        try:
-            await self._send({**request, "op": "spawn", "req": req}, fds)
-            return await asyncio.wait_for(asyncio.shield(waiter), timeout)
-        finally:
-            self._spawns.pop(req, None)
-
-    # -- children ---------------------------------------------------------------------------------
-    def exit_future(self, pid: int) -> asyncio.Future[int]:
-        future = self._exits.get(pid)
-        if future is None:  # already exited and reported: the exit message consumed it
-            raise KeyError(pid)
-        return future
-
-    def signal(self, pid: int, sig: int) -> None:
-        """Signal the worker's process group, after the pidfd proves the pid is still that worker."""
-        if pid not in self._exits:
-            return
-        pidfd = self._pidfds.get(pid)
-        if pidfd is not None:
-            try:
-                signal.pidfd_send_signal(pidfd, 0)
-            except ProcessLookupError:
-                return
-        try:
-            os.killpg(pid, sig)
-        except (ProcessLookupError, PermissionError):
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, sig)
-
-    def close(self) -> None:
-        self._lose("closed by the host")
-
-
-class ForkedProcess:
-    """A worker forked by a zygote, seen through the ``WorkerProcess`` protocol."""
-
-    def __init__(
-        self,
-        control: _Control,
-        pid: int,
-        stdin: asyncio.StreamWriter,
-        stdout: asyncio.StreamReader,
-        stderr: asyncio.StreamReader,
-        exited: asyncio.Future[int],
-        transports: list[asyncio.BaseTransport],
-    ) -> None:
-        self._control = control
-        self._pid = pid
-        self._stdin = stdin
-        self._stdout = stdout
-        self._stderr = stderr
-        self._exited = exited
-        self._transports = transports
-
-    @property
-    def pid(self) -> int:
-        return self._pid
-
-    @property
-    def stdin(self) -> asyncio.StreamWriter:
-        return self._stdin
-
-    @property
-    def stdout(self) -> asyncio.StreamReader:
-        return self._stdout
-
-    @property
-    def stderr(self) -> asyncio.StreamReader | None:
-        return self._stderr
-
-    @property
-    def returncode(self) -> int | None:
-        return self._exited.result() if self._exited.done() else None
-
-    async def wait(self) -> int:
-        return await asyncio.shield(self._exited)
-
-    def send_signal(self, sig: int) -> None:
-        """Signal the worker's group; a no-op once the zygote reported its exit (the pid may be reused)."""
-        if self.returncode is None:
-            self._control.signal(self._pid, sig)
-
-    def kill(self) -> None:
-        self.send_signal(signal.SIGKILL)
-
-    def close(self) -> None:
-        """Close the pipes (call last, after the worker was reaped)."""
-        for transport in self._transports:
-            transport.close()
-
-    def __repr__(self) -> str:
-        code = self.returncode
-        return f"<ForkedProcess pid={self._pid} {'running' if code is None else f'exited {code}'}>"
 
 
 class ZygoteLauncher:
@@ -353,9 +89,9 @@ class ZygoteLauncher:
         self._daemon: DaemonUse = daemon
         self._runtime_dir = runtime_dir
         self._python = python or sys.executable
-        self._control: _Control | None = None
+        self._control: ZygoteControl | None = None
         self._process: asyncio.subprocess.Process | None = None
-        self._starting: asyncio.Future[_Control | None] | None = None
+        self._starting: asyncio.Future[ZygoteControl | None] | None = None
         self._closed = False
         self.source: Literal["pending", "own", "daemon", "spawn"] = "pending"
         self.fallback_reason: str | None = None
@@ -375,9 +111,9 @@ class ZygoteLauncher:
     ) -> ZygoteLauncher:
         """A launcher bound to the daemon at ``path``; raises WorkerStartupFailed (refused) or OSError."""
         self = cls(config, daemon="require")
-        control = await _connect_daemon(os.fspath(path), fingerprint, timeout)
+        control = await connect_to_daemon(os.fspath(path), fingerprint, timeout)
         self._adopt(control, "daemon")
-        done: asyncio.Future[_Control | None] = asyncio.get_running_loop().create_future()
+        done: asyncio.Future[ZygoteControl | None] = asyncio.get_running_loop().create_future()
         done.set_result(control)
         self._starting = done
         return self
@@ -392,11 +128,11 @@ class ZygoteLauncher:
                 process = await self._fork(control, worker_id, mode, codec, env)
                 self.forked += 1
                 return process
-            except _ZygoteGone as exc:
+            except ZygoteGone as exc:
                 self._use_fallback(f"{control.description} is gone: {exc}")
             except TimeoutError:
                 self._use_fallback(f"{control.description} did not answer a spawn request in time")
-            except _SpawnFailed as exc:
+            except SpawnFailed as exc:
                 log.warning(
                     "%s could not fork worker %s (%s); spawning it instead", control.description, worker_id, exc
                 )
@@ -423,7 +159,7 @@ class ZygoteLauncher:
         await self._fallback.aclose()
 
     # -- start-up ---------------------------------------------------------------------------------
-    async def start(self) -> _Control | None:
+    async def start(self) -> ZygoteControl | None:
         """Reach a zygote once (concurrent callers share the attempt); None means: spawn instead."""
         if self.fallback_reason is not None:
             return None
@@ -432,7 +168,7 @@ class ZygoteLauncher:
         control = await asyncio.shield(self._starting)
         return None if self.fallback_reason is not None else control
 
-    async def _start(self) -> _Control | None:
+    async def _start(self) -> ZygoteControl | None:
         strict = self._config.start_strategy == "zygote"
         if not fork_supported():
             self._use_fallback(f"forking workers needs Linux (this is {sys.platform})", warn=strict)
@@ -445,14 +181,12 @@ class ZygoteLauncher:
                 return None
         try:
             control = await self._start_own()
-        except (_ZygoteGone, WorkerStartupFailed, OSError, TimeoutError) as exc:
+        except (ZygoteGone, WorkerStartupFailed, OSError, TimeoutError) as exc:
             self._use_fallback(f"could not start a zygote: {exc}")
             return None
         return control
 
-    async def _try_daemon(self) -> _Control | None:
-        from dspy_bridge.daemon import socket_path
-
+    async def _try_daemon(self) -> ZygoteControl | None:
         try:
             path = socket_path(self._runtime_dir)
         except PermissionError as exc:
@@ -463,8 +197,8 @@ class ZygoteLauncher:
                 self._use_fallback(f"no daemon running (no socket at {path})")
             return None
         try:
-            control = await _connect_daemon(os.fspath(path), None, 10.0)
-        except (WorkerStartupFailed, _ZygoteGone, OSError, TimeoutError) as exc:
+            control = await connect_to_daemon(os.fspath(path), None, 10.0)
+        except (WorkerStartupFailed, ZygoteGone, OSError, TimeoutError) as exc:
             reason = exc.message if isinstance(exc, WorkerStartupFailed) else f"daemon at {path} unreachable: {exc}"
             if self._daemon == "require":
                 self._use_fallback(reason)
@@ -474,7 +208,7 @@ class ZygoteLauncher:
         self._adopt(control, "daemon")
         return control
 
-    async def _start_own(self) -> _Control:
+    async def _start_own(self) -> ZygoteControl:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         argv = [self._python, "-S", "-c", ZYGOTE_ENTRY, "--fd", str(theirs.fileno())]
         argv += ["--parent-pid", str(os.getpid()), "--preload", ",".join(self.preload), "--log-level", "WARNING"]
@@ -492,20 +226,22 @@ class ZygoteLauncher:
             raise
         finally:
             theirs.close()
-        control = _Control(ours, f"zygote pid {self._process.pid}")
+        control = ZygoteControl(ours, f"zygote pid {self._process.pid}")
         try:
             info = await asyncio.wait_for(control.hello(None), self._config.start_timeout)
-        except (_ZygoteGone, TimeoutError) as exc:
+        except (ZygoteGone, TimeoutError) as exc:
             control.close()
             code = await _exit_code_soon(self._process)
-            raise _ZygoteGone(f"zygote pid {self._process.pid} never became ready ({exc}; exit code {code})") from exc
+            raise ZygoteGone(f"zygote pid {self._process.pid} never became ready ({exc}; exit code {code})") from exc
         except BaseException:  # cancelled (aclose during start): hang up; aclose reaps the process
             control.close()
             raise
         self._adopt(control, "own", info)
         return control
 
-    def _adopt(self, control: _Control, source: Literal["own", "daemon"], info: dict[str, Any] | None = None) -> None:
+    def _adopt(
+        self, control: ZygoteControl, source: Literal["own", "daemon"], info: dict[str, Any] | None = None
+    ) -> None:
         self._control = control
         self.source = source
         self.zygote_info = info or control.ready_info
@@ -529,7 +265,7 @@ class ZygoteLauncher:
 
     # -- forking ----------------------------------------------------------------------------------
     async def _fork(
-        self, control: _Control, worker_id: str, mode: str, codec: str, env: dict[str, str]
+        self, control: ZygoteControl, worker_id: str, mode: str, codec: str, env: dict[str, str]
     ) -> ForkedProcess:
         loop = asyncio.get_running_loop()
         request = {
@@ -588,28 +324,6 @@ class ZygoteLauncher:
         return f"<ZygoteLauncher source={self.source} zygote_pid={self.zygote_pid} forked={self.forked}>"
 
 
-async def _connect_daemon(path: str, fingerprint: dict[str, str] | None, timeout: float) -> _Control:
-    from dspy_bridge.daemon import environment_fingerprint
-
-    loop = asyncio.get_running_loop()
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-    sock.setblocking(False)
-    try:
-        await asyncio.wait_for(loop.sock_connect(sock, path), timeout)
-    except BaseException:
-        sock.close()
-        raise
-    control = _Control(sock, f"daemon at {path}")
-    try:
-        await asyncio.wait_for(
-            control.hello(fingerprint if fingerprint is not None else environment_fingerprint()), timeout
-        )
-    except BaseException:
-        control.close()
-        raise
-    return control
-
-
 async def _exit_code_soon(process: asyncio.subprocess.Process) -> int | None:
     """The zygote's exit code if it is exiting anyway (to explain a failed start), else kill it."""
     try:
@@ -618,9 +332,3 @@ async def _exit_code_soon(process: asyncio.subprocess.Process) -> int | None:
         with contextlib.suppress(ProcessLookupError):
             process.kill()
         return await process.wait()
-
-
-def _close_all(fds: list[int]) -> None:
-    for fd in fds:
-        with contextlib.suppress(OSError):
-            os.close(fd)

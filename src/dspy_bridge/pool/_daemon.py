@@ -1,218 +1,48 @@
-"""The warm daemon: one zygote kept alive between runs, so a second pytest run has real workers at once.
+"""The warm daemon, host side: start, stop and ask it (the CLI), and connect a pool to it.
 
     dspy-bridge daemon start ──▶ python -m dspy_bridge.worker.zygote --listen <dir>/zygote.sock --daemonize
                                    (imports dspy once; forks workers for every compatible client)
     pytest run 1 ─┐  connect, SO_PEERCRED uid check, hello{fingerprint} → ready | refused{why}
-    pytest run 2 ─┴▶ spawn … (as with an owned zygote; see dspy_bridge.worker.zygote)
+    pytest run 2 ─┴▶ spawn … (as with an owned zygote; see dspy_bridge.pool._zygote)
 
-Who may connect: the socket lives in a per-user runtime directory (``$XDG_RUNTIME_DIR/dspy-bridge``, else
-``/tmp/dspy-bridge-<uid>``; ``DSPY_BRIDGE_RUNTIME_DIR`` overrides) created with mode 0700, and the socket
-itself has mode 0600; the daemon also compares each peer's uid (``SO_PEERCRED``) with its own, which
-refuses even root. Which environment: a client must present the same *fingerprint* — Python executable
-and version, dspy-bridge version and source stamp, DSPy version, and a hash of the installed distributions
-(their ``name-version.dist-info`` directory names, what ``importlib.metadata`` reads) — otherwise it is told
-which fields differ and starts its own zygote. The daemon exits after an idle timeout (no clients, no
-workers), on ``daemon stop`` or on SIGTERM.
+The daemon *process* is the worker side's fork server (``dspy_bridge.worker.zygote`` with ``--listen``);
+this module only runs it and talks to it, over the zygote protocol (``dspy_bridge.protocol._zygote``).
+Where it listens and who may connect (a private 0700 runtime directory, a 0600 socket, same uid only) are
+``dspy_bridge.protocol._rendezvous``'s rules; which environment it serves (a client must present the same
+fingerprint, otherwise it is told which fields differ and starts its own zygote) is
+``dspy_bridge.protocol._fingerprint``'s. The daemon exits after an idle timeout (no clients, no workers),
+on ``daemon stop`` or on SIGTERM.
 
 The CLI wraps ``daemon_start``, ``daemon_stop`` and ``daemon_status`` (each returns a printable
-``DaemonInfo``); the pool uses ``connect_daemon``.
+``DaemonInfo``); ``connect_daemon`` gives a ``ZygoteLauncher`` bound to the running daemon.
 """
 
 from __future__ import annotations
 
 import contextlib
-import functools
-import hashlib
 import json
 import os
 import select
 import signal
 import socket
-import stat
-import struct
 import subprocess
 import sys
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    from dspy_bridge.pool._config import PoolConfig
-    from dspy_bridge.pool._zygote import ZygoteLauncher
+from dspy_bridge._exceptions import WorkerStartupFailed
+from dspy_bridge.pool._config import PoolConfig
+from dspy_bridge.pool._zygote import ZygoteLauncher
+from dspy_bridge.protocol._fingerprint import environment_fingerprint, fingerprint_mismatch
+from dspy_bridge.protocol._rendezvous import runtime_dir, socket_path
+from dspy_bridge.protocol._zygote import DEFAULT_PRELOAD
 
-__all__ = [
-    "DEFAULT_IDLE_TIMEOUT",
-    "RUNTIME_DIR_ENV",
-    "DaemonInfo",
-    "check_peer",
-    "connect_daemon",
-    "daemon_start",
-    "daemon_status",
-    "daemon_stop",
-    "environment_fingerprint",
-    "fingerprint_mismatch",
-    "listen",
-    "peer_refusal",
-    "runtime_dir",
-    "socket_path",
-]
+__all__ = ["DEFAULT_IDLE_TIMEOUT", "DaemonInfo", "connect_daemon", "daemon_start", "daemon_status", "daemon_stop"]
 
-RUNTIME_DIR_ENV = "DSPY_BRIDGE_RUNTIME_DIR"
 DEFAULT_IDLE_TIMEOUT = 3600.0
-SOCKET_NAME = "zygote.sock"
-_FIELDS = {
-    "python": "Python executable",
-    "prefix": "Python environment (sys.prefix)",
-    "python_version": "Python version",
-    "dspy_bridge": "dspy-bridge version",
-    "dspy_bridge_source": "dspy-bridge source stamp (edited files since the daemon started?)",
-    "dspy": "DSPy version",
-    "distributions": "installed-distribution hash (packages installed, removed or upgraded?)",
-}
-
-
-# -- where: a private per-user directory ---------------------------------------------------------------
-
-
-def runtime_dir(create: bool = True) -> Path:
-    """The per-user directory holding the socket, lock and log; refused if anyone else could enter it."""
-    explicit = os.environ.get(RUNTIME_DIR_ENV)
-    if explicit:
-        path = Path(explicit)
-    elif os.environ.get("XDG_RUNTIME_DIR"):
-        path = Path(os.environ["XDG_RUNTIME_DIR"]) / "dspy-bridge"
-    else:
-        path = Path("/tmp") / f"dspy-bridge-{os.geteuid()}"
-    if create:
-        with contextlib.suppress(FileExistsError):
-            path.mkdir(mode=0o700, parents=False)
-    if create or os.path.lexists(path):
-        _check_private_dir(path)
-    return path
-
-
-def _check_private_dir(path: Path) -> None:
-    info = os.lstat(path)
-    if not stat.S_ISDIR(info.st_mode):
-        raise PermissionError(f"{path} is not a directory (a symlink or file squats the daemon's runtime dir)")
-    if info.st_uid != os.geteuid():
-        raise PermissionError(f"{path} belongs to uid {info.st_uid}, not to you (uid {os.geteuid()}); refusing it")
-    if info.st_mode & 0o077:
-        raise PermissionError(
-            f"{path} has mode {stat.S_IMODE(info.st_mode):04o}; the daemon's directory must be 0700 "
-            f"(fix with: chmod 700 {path})"
-        )
-
-
-def socket_path(directory: Path | None = None) -> Path:
-    """Where the daemon listens; looking it up never creates the runtime directory (starting does)."""
-    return (directory or runtime_dir(create=False)) / SOCKET_NAME
-
-
-def listen(path: str | os.PathLike[str]) -> socket.socket:
-    """A listening SOCK_SEQPACKET socket at ``path`` with mode 0600, replacing a stale socket file."""
-    path = os.fspath(path)
-    with contextlib.suppress(FileNotFoundError):
-        if stat.S_ISSOCK(os.lstat(path).st_mode):
-            os.unlink(path)
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-    old_umask = os.umask(0o177)  # never visible to others, not even between bind and chmod
-    try:
-        sock.bind(path)
-    finally:
-        os.umask(old_umask)
-    os.chmod(path, 0o600)
-    sock.listen(64)
-    return sock
-
-
-# -- who: same user only ---------------------------------------------------------------------------------
-
-
-def peer_refusal(peer_uid: int, own_uid: int) -> str | None:
-    """Why a peer of uid ``peer_uid`` may not use a daemon run by ``own_uid`` (None: it may)."""
-    if peer_uid == own_uid:
-        return None
-    return (
-        f"permission denied: the dspy-bridge daemon belongs to uid {own_uid} and serves no other user "
-        f"(you are uid {peer_uid}); start your own with `dspy-bridge daemon start`"
-    )
-
-
-def check_peer(sock: socket.socket) -> tuple[str | None, int | None]:
-    """(refusal or None, peer pid) from the kernel's record of who connected (SO_PEERCRED)."""
-    creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
-    pid, uid, _gid = struct.unpack("3i", creds)
-    return peer_refusal(uid, os.geteuid()), pid
-
-
-# -- which environment ---------------------------------------------------------------------------------
-
-
-@functools.cache
-def environment_fingerprint() -> dict[str, str]:
-    """What must match between a daemon and a client for forked workers to behave like spawned ones."""
-    from importlib.metadata import PackageNotFoundError, version
-
-    def dist_version(name: str) -> str:
-        try:
-            return version(name)
-        except PackageNotFoundError:
-            return "not installed"
-
-    return {
-        "python": os.path.realpath(sys.executable),  # python, python3, python3.11: one interpreter
-        "prefix": sys.prefix,  # which environment: venvs share the real interpreter but not their packages
-        "python_version": sys.version.split()[0],
-        "dspy_bridge": dist_version("dspy-bridge"),
-        "dspy_bridge_source": _source_stamp(),
-        "dspy": dist_version("dspy"),
-        "distributions": _distributions_hash(sys.path),
-    }
-
-
-def _distributions_hash(entries: Iterable[str]) -> str:
-    """Hash of the ``name-version.dist-info`` names in the site directories (~1 ms, no metadata parsing)."""
-    names: set[str] = set()
-    for entry in entries:
-        if os.path.basename(entry.rstrip(os.sep)) not in ("site-packages", "dist-packages"):
-            continue
-        with contextlib.suppress(OSError), os.scandir(entry) as scan:
-            names.update(e.name for e in scan if e.name.endswith((".dist-info", ".egg-info")))
-    return hashlib.sha256("\n".join(sorted(names)).encode()).hexdigest()[:16]
-
-
-def _source_stamp() -> str:
-    """Sizes and mtimes of our own modules: an editable install changes code without changing version."""
-    root = Path(__file__).parent
-    digest = hashlib.sha256()
-    for path in sorted(root.rglob("*.py")):
-        info = path.stat()
-        digest.update(f"{path.relative_to(root)}:{info.st_size}:{info.st_mtime_ns}\n".encode())
-    return digest.hexdigest()[:16]
-
-
-def fingerprint_mismatch(ours: dict[str, str], theirs: object) -> str | None:
-    """None when compatible, else a sentence naming every field that differs, with both values."""
-    if not isinstance(theirs, dict):
-        return "the client sent no environment fingerprint"
-    differences = [
-        f"{_FIELDS.get(key, key)}: daemon {ours.get(key)!r}, client {theirs.get(key)!r}"
-        for key in sorted(set(ours) | set(theirs))
-        if ours.get(key) != theirs.get(key)
-    ]
-    if not differences:
-        return None
-    return (
-        "incompatible environment: "
-        + "; ".join(differences)
-        + " — restart the daemon from this environment (`dspy-bridge daemon stop && dspy-bridge daemon start`)"
-    )
-
-
-# -- the CLI's view ---------------------------------------------------------------------------------
 
 
 @dataclass
@@ -320,8 +150,6 @@ def daemon_start(
     An incompatible daemon is left alone and reported: stop it first (it may serve another checkout).
     """
     from filelock import FileLock
-
-    from dspy_bridge.worker.zygote import DEFAULT_PRELOAD
 
     directory = directory or runtime_dir()
     path = socket_path(directory)
@@ -435,9 +263,6 @@ async def connect_daemon(
 
     ``fingerprint`` replaces ours (tests use it to present an incompatible environment).
     """
-    from dspy_bridge._exceptions import WorkerStartupFailed
-    from dspy_bridge.pool._zygote import ZygoteLauncher
-
     try:
         path = socket_path(directory)
     except PermissionError as exc:
