@@ -33,8 +33,8 @@ from _machine import machine_line
 import dspy_bridge.pool._daemon as warm
 from dspy_bridge.pool._config import PoolConfig
 from dspy_bridge.pool._forked import ProcessMemory, process_memory
-from dspy_bridge.pool._launch import WORKER_ENTRY, Launcher, SpawnLauncher, WorkerProcess, worker_environment
 from dspy_bridge.pool._pool import Pool
+from dspy_bridge.pool._spawn import WORKER_ENTRY, Launcher, SpawnLauncher, WorkerProcess, worker_environment
 from dspy_bridge.pool._zygote import ZygoteLauncher
 from dspy_bridge.protocol._async_streams import AsyncFrameReader, AsyncFrameWriter
 from dspy_bridge.protocol._codec import get_codec

@@ -27,7 +27,7 @@ import pytest
 
 from dspy_bridge.pool._config import PoolConfig
 from dspy_bridge.pool._forked import ForkedProcess
-from dspy_bridge.pool._launch import Launcher, SpawnedProcess, SpawnLauncher, WorkerProcess, worker_environment
+from dspy_bridge.pool._spawn import Launcher, SpawnedProcess, SpawnLauncher, WorkerProcess, worker_environment
 from dspy_bridge.pool._zygote import ZygoteLauncher
 from dspy_bridge.protocol._async_streams import AsyncFrameReader, AsyncFrameWriter
 from dspy_bridge.protocol._codec import get_codec
@@ -334,7 +334,7 @@ HOST_SCRIPT = textwrap.dedent(
     """
     import asyncio, json, sys
     from dspy_bridge.pool._config import PoolConfig
-    from dspy_bridge.pool._launch import worker_environment
+    from dspy_bridge.pool._spawn import worker_environment
     from dspy_bridge.pool._zygote import ZygoteLauncher
     from dspy_bridge.protocol._async_streams import AsyncFrameReader, AsyncFrameWriter
     from dspy_bridge.protocol._codec import get_codec

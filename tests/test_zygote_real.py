@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from dspy_bridge.pool._config import PoolConfig
-from dspy_bridge.pool._launch import Launcher, SpawnLauncher
 from dspy_bridge.pool._pool import Pool
+from dspy_bridge.pool._spawn import Launcher, SpawnLauncher
 from dspy_bridge.pool._zygote import ZygoteLauncher
 from dspy_bridge.testing import FakeGemini, Reply
 

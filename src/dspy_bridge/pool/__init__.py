@@ -7,7 +7,8 @@ from __future__ import annotations
 
 from dspy_bridge.pool._breaker import BreakerState, CircuitBreaker
 from dspy_bridge.pool._config import UNSET, PoolConfig, Unset
-from dspy_bridge.pool._launch import (
+from dspy_bridge.pool._pool import Pool, PoolState
+from dspy_bridge.pool._spawn import (
     Launcher,
     SpawnLauncher,
     WorkerProcess,
@@ -15,7 +16,6 @@ from dspy_bridge.pool._launch import (
     default_command_prefix,
     worker_environment,
 )
-from dspy_bridge.pool._pool import Pool, PoolState
 from dspy_bridge.pool._stats import EVENT_KINDS, PoolEvent, PoolStats, WorkerStats
 from dspy_bridge.pool._sync import SyncPool
 from dspy_bridge.pool._worker import WorkerHandle, WorkerState

@@ -1,36 +1,16 @@
 """Which launcher a pool gets: ``make_launcher`` reads ``start_strategy`` and picks spawn or zygote.
 
 Kept apart from both launchers so that neither imports the other's chooser: ``_spawn`` (the protocols and
-``SpawnLauncher``) ← ``_zygote`` (``ZygoteLauncher``, which falls back to spawning) ← this module. The names
-of ``_spawn`` are re-exported here, where the pool has always found them.
+``SpawnLauncher``) ← ``_zygote`` (``ZygoteLauncher``, which falls back to spawning) ← this module.
 """
 
 from __future__ import annotations
 
 from dspy_bridge.pool._config import PoolConfig
-from dspy_bridge.pool._spawn import (
-    WORKER_ENTRY,
-    Launcher,
-    SpawnedProcess,
-    SpawnLauncher,
-    WorkerProcess,
-    build_worker_command,
-    default_command_prefix,
-    worker_environment,
-)
+from dspy_bridge.pool._spawn import Launcher, SpawnLauncher
 from dspy_bridge.pool._zygote import ZygoteLauncher
 
-__all__ = [
-    "WORKER_ENTRY",
-    "Launcher",
-    "SpawnLauncher",
-    "SpawnedProcess",
-    "WorkerProcess",
-    "build_worker_command",
-    "default_command_prefix",
-    "make_launcher",
-    "worker_environment",
-]
+__all__ = ["make_launcher"]
 
 
 def make_launcher(config: PoolConfig) -> Launcher:

@@ -40,9 +40,10 @@ from dspy_bridge._exceptions import HandlerError, PoolClosed, PoolError, Request
 from dspy_bridge.pool._breaker import BreakerState, CircuitBreaker
 from dspy_bridge.pool._config import UNSET, PoolConfig, Unset
 from dspy_bridge.pool._errors import handler_error, request_context, usage_errors
-from dspy_bridge.pool._launch import Launcher, make_launcher, worker_environment
+from dspy_bridge.pool._launch import make_launcher
 from dspy_bridge.pool._sessions import Sessions
 from dspy_bridge.pool._slots import Slots
+from dspy_bridge.pool._spawn import Launcher, worker_environment
 from dspy_bridge.pool._stats import Counters, PoolEvent, PoolStats
 from dspy_bridge.pool._supervisor import Supervisor
 from dspy_bridge.pool._worker import WorkerHandle, WorkerState

@@ -24,7 +24,7 @@ from typing import Any, Protocol, TypeVar
 from dspy_bridge._exceptions import BridgeError, ProtocolError, WorkerStartupFailed
 from dspy_bridge.pool._breaker import BreakerState, CircuitBreaker
 from dspy_bridge.pool._config import PoolConfig
-from dspy_bridge.pool._launch import Launcher, SpawnLauncher
+from dspy_bridge.pool._spawn import Launcher, SpawnLauncher
 from dspy_bridge.pool._stats import Counters
 from dspy_bridge.pool._worker import WorkerHandle, WorkerOwner, WorkerState
 

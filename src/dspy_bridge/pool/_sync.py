@@ -24,8 +24,8 @@ from typing import Any, Self, TypeVar
 
 from dspy_bridge._exceptions import PoolClosed, UsageError
 from dspy_bridge.pool._config import UNSET, PoolConfig, Unset
-from dspy_bridge.pool._launch import Launcher
 from dspy_bridge.pool._pool import Pool
+from dspy_bridge.pool._spawn import Launcher
 from dspy_bridge.pool._stats import PoolEvent, PoolStats
 
 __all__ = ["SyncPool"]

@@ -33,7 +33,7 @@ from dspy_bridge._exceptions import (
     WorkerStartupFailed,
 )
 from dspy_bridge.pool._errors import ExitInfo, describe_exit
-from dspy_bridge.pool._launch import WorkerProcess
+from dspy_bridge.pool._spawn import WorkerProcess
 from dspy_bridge.pool._stats import WorkerStats
 from dspy_bridge.protocol import PROTOCOL_VERSION, FrameDecoder, encode_frame, get_codec
 from dspy_bridge.protocol._messages import Goodbye, Hello, Response, parse_worker_message
