@@ -30,6 +30,7 @@ from dspy_bridge._exceptions import (
     WorkerError,
     WorkerStartupFailed,
 )
+from dspy_bridge._version import __version__
 
 if TYPE_CHECKING:
     from typing import Any
@@ -37,8 +38,6 @@ if TYPE_CHECKING:
     from dspy_bridge._client import Bridge
     from dspy_bridge.cassettes import Cassette, RecordMode
     from dspy_bridge.pool import Pool, PoolConfig, SyncPool
-
-__version__ = "0.1.0"
 
 __all__ = [
     "Bridge",

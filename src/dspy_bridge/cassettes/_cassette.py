@@ -9,8 +9,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import dspy_bridge.cassettes._cache as _cache
 from dspy_bridge._exceptions import CassetteError
-from dspy_bridge.cassettes import _cache
+from dspy_bridge._version import __version__
 from dspy_bridge.cassettes._format import CassetteDocument, corrupt, dump_document, parse_document
 from dspy_bridge.cassettes._match import REPLAYED_COMMANDS, Matcher
 from dspy_bridge.cassettes._modes import RecordMode
@@ -38,8 +39,6 @@ def _dspy_version() -> str | None:
 
 def current_versions() -> dict[str, Any]:
     """The versions a recording made now would be made with."""
-    from dspy_bridge import __version__
-
     return {"dspy_bridge_version": __version__, "dspy_version": _dspy_version()}
 
 
