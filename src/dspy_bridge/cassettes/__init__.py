@@ -10,8 +10,9 @@ The format, matching rules and record modes are documented in ``docs/cassettes.m
 
 from __future__ import annotations
 
-from dspy_bridge.cassettes._cassette import Cassette, Interaction
+from dspy_bridge.cassettes._cassette import Cassette
 from dspy_bridge.cassettes._format import FORMAT_VERSION
+from dspy_bridge.cassettes._interaction import Interaction
 from dspy_bridge.cassettes._match import DEFAULT_MATCH_ON, Matcher
 from dspy_bridge.cassettes._modes import RECORD_MODES, RecordMode
 from dspy_bridge.cassettes._record import Recorder, error_response
