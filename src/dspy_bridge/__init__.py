@@ -36,7 +36,8 @@ if TYPE_CHECKING:
     from typing import Any
 
     from dspy_bridge._client import Bridge
-    from dspy_bridge.cassettes import Cassette, RecordMode
+    from dspy_bridge._modes import RecordMode
+    from dspy_bridge.cassettes import Cassette
     from dspy_bridge.pool import Pool, PoolConfig, SyncPool
 
 __all__ = [
@@ -74,7 +75,7 @@ _LAZY = {
     "PoolConfig": "dspy_bridge.pool",
     "SyncPool": "dspy_bridge.pool",
     "Cassette": "dspy_bridge.cassettes",
-    "RecordMode": "dspy_bridge.cassettes",
+    "RecordMode": "dspy_bridge._modes",
 }
 
 

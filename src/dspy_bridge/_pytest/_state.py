@@ -15,6 +15,7 @@ from dspy_bridge._exceptions import CassetteMiss, HandlerError
 from dspy_bridge._pytest._plan import TestPlan
 from dspy_bridge._pytest._pools import BridgePools
 from dspy_bridge._pytest._settings import run_level
+from dspy_bridge._secrets import api_key_from_env, key_env_hint
 
 if TYPE_CHECKING:
     from dspy_bridge._client import Bridge
@@ -22,8 +23,6 @@ if TYPE_CHECKING:
     from dspy_bridge.pool import SyncPool
 
 __all__ = ["STATE_KEY", "BridgeState"]
-
-KEY_ENV_VARS = ("GEMINI_API_KEY", "GOOGLE_API_KEY")
 
 
 class BridgeState:
@@ -79,16 +78,13 @@ class BridgeState:
 
     @staticmethod
     def api_key() -> str | None:
-        for name in KEY_ENV_VARS:
-            if os.environ.get(name):
-                return os.environ[name]
-        return None
+        return api_key_from_env(os.environ)
 
     def _check_real_preconditions(self, plan: TestPlan) -> None:
         if plan.records and self.upstream == "gemini" and self.api_key() is None:
             raise CassetteMiss(
-                f"{plan.nodeid} would record against real Gemini, but no key is set. Export GEMINI_API_KEY "
-                f"(or GOOGLE_API_KEY) and run: {plan.record_command(plan.record)} — or record against the "
+                f"{plan.nodeid} would record against real Gemini, but no key is set. Export {key_env_hint()} "
+                f"and run: {plan.record_command(plan.record)} — or record against the "
                 "bundled fake with --bridge-upstream=fake"
             )
         # A mock test moved onto real workers (drift check) may never have called an LM: no HTTP cassette

@@ -15,11 +15,11 @@ from typing import Any
 
 import dspy_bridge.cassettes._cache as _cache
 from dspy_bridge._exceptions import CassetteError
+from dspy_bridge._modes import RecordMode
 from dspy_bridge._version import __version__
 from dspy_bridge.cassettes._format import CassetteDocument, corrupt, dump_document, parse_document
 from dspy_bridge.cassettes._interaction import Interaction
 from dspy_bridge.cassettes._match import Matcher
-from dspy_bridge.cassettes._modes import RecordMode
 from dspy_bridge.cassettes._replay import Replay
 from dspy_bridge.cassettes._storage import cassette_lock, remove_stale_temps, write_atomic
 

@@ -24,10 +24,10 @@ from types import TracebackType
 from typing import Any, Self
 
 from dspy_bridge._exceptions import CassetteCorrupt, HandlerError, UsageError
+from dspy_bridge._modes import RecordMode
 from dspy_bridge.cassettes._cassette import Cassette, current_versions, default_meta
 from dspy_bridge.cassettes._format import CassetteDocument, dump_document
 from dspy_bridge.cassettes._match import REPLAYED_COMMANDS, Matcher, canonical_response, plain_keep_order
-from dspy_bridge.cassettes._modes import RecordMode
 from dspy_bridge.cassettes._replay import Replay, make_request
 from dspy_bridge.cassettes._scrub import scrub_interaction
 from dspy_bridge.cassettes._storage import cassette_lock, remove_stale_temps, write_atomic
