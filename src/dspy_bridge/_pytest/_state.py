@@ -15,6 +15,7 @@ from dspy_bridge._exceptions import CassetteMiss, HandlerError
 from dspy_bridge._pytest._plan import TestPlan
 from dspy_bridge._pytest._pools import BridgePools
 from dspy_bridge._pytest._settings import run_level
+from dspy_bridge._pytest._xdist import xdist_identity
 from dspy_bridge._secrets import api_key_from_env, key_env_hint
 
 if TYPE_CHECKING:
@@ -42,13 +43,16 @@ class BridgeState:
         self.drift_compared = 0
         self._pools: BridgePools | None = None
         self._route: LMRoute | None = None
-        self.worker_label = os.environ.get("PYTEST_XDIST_WORKER", "main")
+        self.xdist = xdist_identity(config)
+        self.worker_label = self.xdist.label
 
     # -- pools ----------------------------------------------------------------------------
     @property
     def pools(self) -> BridgePools:
         if self._pools is None:
-            self._pools = BridgePools(self.workers, self.strategy, self.pool_env)
+            self._pools = BridgePools(
+                self.workers, self.strategy, self.pool_env, worker_id_prefix=self.xdist.worker_id_prefix
+            )
         return self._pools
 
     def warm_real_pool(self) -> None:
@@ -156,7 +160,9 @@ class BridgeState:
         from dspy_bridge.cassettes import Recorder
 
         recorded_against = "fake-gemini" if self.upstream == "fake" else "gemini"
-        return Recorder(plan.bridge_cassette, plan.record, meta={"recorded_against": recorded_against})
+        return Recorder(
+            plan.bridge_cassette, plan.record, meta={"recorded_against": recorded_against}, run_id=self.xdist.run_id
+        )
 
     @staticmethod
     def missing_reason(exc: BaseException) -> str | None:

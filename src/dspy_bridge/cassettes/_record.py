@@ -16,7 +16,6 @@ learnt from the ``create_program`` and ``configure_lm`` requests the recorder sa
 
 from __future__ import annotations
 
-import os
 import threading
 import uuid
 from pathlib import Path
@@ -47,8 +46,8 @@ def _is_loopback(url: object) -> bool:
 
 
 def default_run_id() -> str:
-    """One id per test run: xdist's run uid (shared by its workers), else one per process."""
-    return os.environ.get("PYTEST_XDIST_TESTRUNUID") or _PROCESS_RUN_ID
+    """The run id of a ``Recorder`` given none: one per process (the pytest plugin passes xdist's run uid)."""
+    return _PROCESS_RUN_ID
 
 
 def error_response(exc: HandlerError) -> dict[str, Any]:
