@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from dspy_bridge.cassettes import synthetic_answer
 from dspy_bridge.protocol._programs import canonical_program
-from dspy_bridge.worker._signature import parse_signature
+from dspy_bridge.protocol._signature import parse_signature
 
 HYPOTHESIS = settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 SIGNATURE = (

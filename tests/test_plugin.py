@@ -189,3 +189,21 @@ def test_a_failing_test_leaves_no_worker_behind(pytester: pytest.Pytester) -> No
     assert len(pids) == 2
     for pid in pids:
         assert not os.path.exists(f"/proc/{pid}"), f"worker {pid} outlived the pytest run"
+
+
+def test_the_configure_hook_gets_a_typed_setup_and_its_changes_reach_the_pool(pytester: pytest.Pytester) -> None:
+    pytester.makeconftest(
+        """
+        from dspy_bridge.pytest_plugin import BridgeSetup
+
+        def pytest_dspy_bridge_configure(config, state):
+            assert isinstance(state, BridgeSetup) and state.worker_label == "main"
+            assert not hasattr(state, "plans")  # the plugin's internals stay internal
+            state.workers = 3
+            state.pool_env["PROBE_FLAG"] = "on"
+        """
+    )
+    pytester.makepyfile(MOCK_STUB_TEST)
+    result = _run(pytester)
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines(["pool mock * 3 workers, ready in *"])

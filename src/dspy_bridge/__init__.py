@@ -30,15 +30,15 @@ from dspy_bridge._exceptions import (
     WorkerError,
     WorkerStartupFailed,
 )
+from dspy_bridge._version import __version__
 
 if TYPE_CHECKING:
     from typing import Any
 
     from dspy_bridge._client import Bridge
-    from dspy_bridge.cassettes import Cassette, RecordMode
+    from dspy_bridge._modes import RecordMode
+    from dspy_bridge.cassettes import Cassette
     from dspy_bridge.pool import Pool, PoolConfig, SyncPool
-
-__version__ = "0.1.0"
 
 __all__ = [
     "Bridge",
@@ -80,8 +80,12 @@ def __getattr__(name: str) -> Any:
         from dspy_bridge import pool
 
         return getattr(pool, name)
-    if name in ("Cassette", "RecordMode"):
-        from dspy_bridge import cassettes
+    if name == "Cassette":
+        from dspy_bridge.cassettes import Cassette
 
-        return getattr(cassettes, name)
+        return Cassette
+    if name == "RecordMode":
+        from dspy_bridge._modes import RecordMode  # a leaf: no pydantic for the plugin's sake
+
+        return RecordMode
     raise AttributeError(f"module 'dspy_bridge' has no attribute {name!r}")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["GEMINI_ERRORS", "gemini_error_body"]
+__all__ = ["GEMINI_ERRORS", "gemini_error_body", "retry_headers"]
 
 GEMINI_ERRORS: dict[int, tuple[str, str]] = {
     400: ("INVALID_ARGUMENT", "Request contains an invalid argument."),
@@ -44,14 +44,26 @@ def gemini_error_body(
     *,
     grpc_status: str | None = None,
     details: list[dict[str, Any]] | None = None,
+    retry_after: float | None = None,
 ) -> dict[str, Any]:
-    """The JSON body Gemini sends with an HTTP error ``status``."""
+    """The JSON body Gemini sends with an HTTP error ``status``.
+
+    ``retry_after`` appends the RetryInfo detail real Gemini sends with a 429 (see ``retry_headers``).
+    """
     default_status, default_message = GEMINI_ERRORS.get(status, ("UNKNOWN", "Unknown error."))
     error: dict[str, Any] = {
         "code": status,
         "message": message or default_message,
         "status": grpc_status or default_status,
     }
+    details = list(details or ())
+    if retry_after is not None:
+        details.append({"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": f"{retry_after:g}s"})
     if details:
         error["details"] = details
     return {"error": error}
+
+
+def retry_headers(retry_after: float | None) -> dict[str, str]:
+    """A ``Retry-After`` header for an error answer (real Gemini sends none, but DSPy honours it)."""
+    return {} if retry_after is None else {"Retry-After": f"{retry_after:g}"}

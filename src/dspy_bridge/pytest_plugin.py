@@ -8,6 +8,8 @@
 Marks: ``mock`` and ``integration`` (keywords: cassette, record, synthetic, allow_repeats, match_on).
 Options (each also an ini key and an env var; precedence documented in docs/pytest-plugin.md):
 ``--bridge-mode``, ``--bridge-record``, ``--bridge-workers``, ``--bridge-cassette-dir``, and a few more.
+Hook: ``pytest_dspy_bridge_configure(config, state)`` gets a ``BridgeSetup`` (workers, pool_env,
+lm_defaults) before any pool starts.
 Fixtures: ``bridge`` (per test: fresh session, this test's cassette), ``bridge_pool`` (the shared pool
 of this test's kind), ``bridge_cassette`` (this test's cassette paths and replay settings).
 Heavy imports (pool, cassettes, proxy) happen inside fixtures, never at plugin load.
@@ -23,13 +25,14 @@ import pytest
 
 from dspy_bridge._pytest._plan import TestPlan, plan_for
 from dspy_bridge._pytest._settings import add_options
+from dspy_bridge._pytest._setup import BridgeSetup
 from dspy_bridge._pytest._state import STATE_KEY, BridgeState
 
 if TYPE_CHECKING:
     from dspy_bridge._client import Bridge
     from dspy_bridge.pool import SyncPool
 
-__all__ = ["bridge", "bridge_cassette", "bridge_pool", "bridge_proxy"]
+__all__ = ["BridgeSetup", "bridge", "bridge_cassette", "bridge_pool", "bridge_proxy"]
 
 _FIXTURES = {"bridge", "bridge_pool", "bridge_cassette", "bridge_proxy"}
 
@@ -57,7 +60,7 @@ def pytest_configure(config: pytest.Config) -> None:
     )
     state = BridgeState(config)
     config.stash[STATE_KEY] = state
-    config.hook.pytest_dspy_bridge_configure(config=config, state=state)
+    config.hook.pytest_dspy_bridge_configure(config=config, state=BridgeSetup(state))
 
 
 def _uses_bridge(item: pytest.Item) -> bool:

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from dspy_bridge._modes import RecordMode
 from dspy_bridge.protocol._programs import canonical_json
 
 __all__ = ["Drift", "DriftCheck"]
@@ -42,7 +43,7 @@ class DriftCheck:
     """Observes one test's exchanges and collects answers that differ from its bridge cassette."""
 
     def __init__(self, nodeid: str, cassette: Path) -> None:
-        from dspy_bridge.cassettes import Recorder, RecordMode
+        from dspy_bridge.cassettes import Recorder
 
         self.nodeid = nodeid
         self.cassette = cassette

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import pytest
+
+from dspy_bridge._pytest._setup import BridgeSetup
 
 
 @pytest.hookspec
-def pytest_dspy_bridge_configure(config: pytest.Config, state: Any) -> None:
-    """Called once per process after the plugin set up its state: adjust ``state.pool_env``,
-    ``state.lm_defaults`` or ``state.workers`` before any pool starts."""
+def pytest_dspy_bridge_configure(config: pytest.Config, state: BridgeSetup) -> None:
+    """Called once per pytest process after the plugin read its settings, before any pool starts.
+
+    ``state`` is a ``BridgeSetup`` (``dspy_bridge.pytest_plugin.BridgeSetup``): adjust
+    ``state.workers``, ``state.pool_env`` or ``state.lm_defaults``; ``state.worker_label`` names
+    the process under pytest-xdist. See docs/pytest-plugin.md, "Configuring from a conftest".
+    """

@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from dspy_bridge._modes import RecordMode
 from dspy_bridge._pytest._names import cassette_paths
 from dspy_bridge._pytest._settings import run_level, validate_mark
 
@@ -37,12 +38,8 @@ class TestPlan:
     @property
     def records(self) -> bool:
         """True when this run writes cassettes (and therefore runs on real workers)."""
-        if self.record in ("all", "rewrite", "new_episodes"):
-            return True
-        if self.record == "once":
-            needed = [self.bridge_cassette] if self.kind == "mock" else [self.bridge_cassette, self.http_cassette]
-            return not all(path.exists() for path in needed)
-        return False
+        needed = [self.bridge_cassette] if self.kind == "mock" else [self.bridge_cassette, self.http_cassette]
+        return RecordMode.parse(self.record).records(*needed)
 
     @property
     def real(self) -> bool:

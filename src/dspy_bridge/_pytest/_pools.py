@@ -40,10 +40,13 @@ class PoolRecord:
 
 
 class BridgePools:
-    def __init__(self, workers: int, strategy: str, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, workers: int, strategy: str, env: dict[str, str] | None = None, *, worker_id_prefix: str = ""
+    ) -> None:
         self.workers = workers
         self.strategy = strategy
         self.env = dict(env or {})
+        self.worker_id_prefix = worker_id_prefix  # "gw0-" under xdist: worker ids unique across processes
         self.records: dict[str, PoolRecord] = {}
         self._pools: dict[str, SyncPool] = {}
         self._ready: dict[str, threading.Event] = {}
@@ -54,6 +57,8 @@ class BridgePools:
         from dspy_bridge.pool import PoolConfig
 
         options: dict[str, Any] = {"size": self.workers, "mode": _POOL_MODE[kind], "env": self.env}
+        if self.worker_id_prefix:
+            options["worker_id_prefix"] = self.worker_id_prefix
         if kind == "integration":
             options["start_strategy"] = self.strategy
         else:

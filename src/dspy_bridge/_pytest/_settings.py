@@ -14,9 +14,10 @@ from typing import Any
 
 import pytest
 
+from dspy_bridge._modes import RECORD_MODES
+
 __all__ = ["RECORD_MODES", "SETTINGS", "Setting", "add_options", "run_level", "validate_mark"]
 
-RECORD_MODES = ("none", "once", "new_episodes", "all", "rewrite")
 MODES = ("auto", "mock", "integration")
 
 

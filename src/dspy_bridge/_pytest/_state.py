@@ -15,6 +15,8 @@ from dspy_bridge._exceptions import CassetteMiss, HandlerError
 from dspy_bridge._pytest._plan import TestPlan
 from dspy_bridge._pytest._pools import BridgePools
 from dspy_bridge._pytest._settings import run_level
+from dspy_bridge._pytest._xdist import xdist_identity
+from dspy_bridge._secrets import api_key_from_env, key_env_hint
 
 if TYPE_CHECKING:
     from dspy_bridge._client import Bridge
@@ -22,8 +24,6 @@ if TYPE_CHECKING:
     from dspy_bridge.pool import SyncPool
 
 __all__ = ["STATE_KEY", "BridgeState"]
-
-KEY_ENV_VARS = ("GEMINI_API_KEY", "GOOGLE_API_KEY")
 
 
 class BridgeState:
@@ -43,13 +43,16 @@ class BridgeState:
         self.drift_compared = 0
         self._pools: BridgePools | None = None
         self._route: LMRoute | None = None
-        self.worker_label = os.environ.get("PYTEST_XDIST_WORKER", "main")
+        self.xdist = xdist_identity(config)
+        self.worker_label = self.xdist.label
 
     # -- pools ----------------------------------------------------------------------------
     @property
     def pools(self) -> BridgePools:
         if self._pools is None:
-            self._pools = BridgePools(self.workers, self.strategy, self.pool_env)
+            self._pools = BridgePools(
+                self.workers, self.strategy, self.pool_env, worker_id_prefix=self.xdist.worker_id_prefix
+            )
         return self._pools
 
     def warm_real_pool(self) -> None:
@@ -79,16 +82,13 @@ class BridgeState:
 
     @staticmethod
     def api_key() -> str | None:
-        for name in KEY_ENV_VARS:
-            if os.environ.get(name):
-                return os.environ[name]
-        return None
+        return api_key_from_env(os.environ)
 
     def _check_real_preconditions(self, plan: TestPlan) -> None:
         if plan.records and self.upstream == "gemini" and self.api_key() is None:
             raise CassetteMiss(
-                f"{plan.nodeid} would record against real Gemini, but no key is set. Export GEMINI_API_KEY "
-                f"(or GOOGLE_API_KEY) and run: {plan.record_command(plan.record)} — or record against the "
+                f"{plan.nodeid} would record against real Gemini, but no key is set. Export {key_env_hint()} "
+                f"and run: {plan.record_command(plan.record)} — or record against the "
                 "bundled fake with --bridge-upstream=fake"
             )
         # A mock test moved onto real workers (drift check) may never have called an LM: no HTTP cassette
@@ -160,7 +160,9 @@ class BridgeState:
         from dspy_bridge.cassettes import Recorder
 
         recorded_against = "fake-gemini" if self.upstream == "fake" else "gemini"
-        return Recorder(plan.bridge_cassette, plan.record, meta={"recorded_against": recorded_against})
+        return Recorder(
+            plan.bridge_cassette, plan.record, meta={"recorded_against": recorded_against}, run_id=self.xdist.run_id
+        )
 
     @staticmethod
     def missing_reason(exc: BaseException) -> str | None:

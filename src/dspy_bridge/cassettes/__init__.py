@@ -10,10 +10,11 @@ The format, matching rules and record modes are documented in ``docs/cassettes.m
 
 from __future__ import annotations
 
-from dspy_bridge.cassettes._cassette import Cassette, Interaction
+from dspy_bridge._modes import RECORD_MODES, RecordMode  # a leaf: the plugin and the proxy share it
+from dspy_bridge.cassettes._cassette import Cassette
 from dspy_bridge.cassettes._format import FORMAT_VERSION
+from dspy_bridge.cassettes._interaction import Interaction
 from dspy_bridge.cassettes._match import DEFAULT_MATCH_ON, Matcher
-from dspy_bridge.cassettes._modes import RECORD_MODES, RecordMode
 from dspy_bridge.cassettes._record import Recorder, error_response
 from dspy_bridge.cassettes._replay import Replay, make_request
 from dspy_bridge.cassettes._scrub import redact_text, scrub, verify
@@ -39,6 +40,6 @@ __all__ = [
 
 for _name in __all__:
     _obj = globals()[_name]
-    if isinstance(_obj, type):
+    if isinstance(_obj, type) and _obj.__module__.startswith("dspy_bridge.cassettes."):
         _obj.__module__ = "dspy_bridge.cassettes"
 del _name, _obj

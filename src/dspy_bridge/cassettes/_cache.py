@@ -20,6 +20,8 @@ from typing import Any
 
 import msgpack
 
+from dspy_bridge._version import __version__
+
 __all__ = ["MIN_BYTES", "cache_dir", "read", "write"]
 
 MIN_BYTES = 256 * 1024
@@ -38,8 +40,6 @@ def cache_dir() -> Path | None:
 
 
 def _entry(digest: str) -> Path | None:
-    from dspy_bridge import __version__
-
     directory = cache_dir()
     return None if directory is None else directory / f"{digest}-{__version__}.msgpack"
 

@@ -1,4 +1,8 @@
-"""``Cassette``: one bridge cassette file in memory, its lookup index, reports and pruning."""
+"""``Cassette``: one bridge cassette file in memory, its lookup index, reports and pruning.
+
+Imports flow one way: ``_cassette`` → ``_replay`` → ``_interaction``. ``Replay`` only needs what it
+reads from a cassette (``ReplaySource``), so it never imports this module.
+"""
 
 from __future__ import annotations
 
@@ -7,19 +11,19 @@ import hashlib
 from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+import dspy_bridge.cassettes._cache as _cache
 from dspy_bridge._exceptions import CassetteError
-from dspy_bridge.cassettes import _cache
+from dspy_bridge._modes import RecordMode
+from dspy_bridge._version import __version__
 from dspy_bridge.cassettes._format import CassetteDocument, corrupt, dump_document, parse_document
-from dspy_bridge.cassettes._match import REPLAYED_COMMANDS, Matcher
-from dspy_bridge.cassettes._modes import RecordMode
+from dspy_bridge.cassettes._interaction import Interaction
+from dspy_bridge.cassettes._match import Matcher
+from dspy_bridge.cassettes._replay import Replay
 from dspy_bridge.cassettes._storage import cassette_lock, remove_stale_temps, write_atomic
 
-if TYPE_CHECKING:
-    from dspy_bridge.cassettes._replay import Replay
-
-__all__ = ["Cassette", "Interaction", "current_versions", "default_meta"]
+__all__ = ["Cassette", "current_versions", "default_meta"]
 
 
 def _now() -> str:
@@ -38,8 +42,6 @@ def _dspy_version() -> str | None:
 
 def current_versions() -> dict[str, Any]:
     """The versions a recording made now would be made with."""
-    from dspy_bridge import __version__
-
     return {"dspy_bridge_version": __version__, "dspy_version": _dspy_version()}
 
 
@@ -48,32 +50,6 @@ def default_meta(**overrides: Any) -> dict[str, Any]:
     meta: dict[str, Any] = {"created": _now(), **current_versions(), "model": None, "recorded_against": "unknown"}
     meta.update({key: value for key, value in overrides.items() if value is not None})
     return meta
-
-
-class Interaction:
-    """One recorded request and its response, with its position in the file."""
-
-    __slots__ = ("index", "request", "response")
-
-    def __init__(self, index: int, request: dict[str, Any], response: dict[str, Any]) -> None:
-        self.index = index
-        self.request = request
-        self.response = response
-
-    @property
-    def command(self) -> str:
-        return str(self.request["command"])
-
-    @property
-    def replayable(self) -> bool:
-        """Mock workers answer this command from cassettes (the rest they handle themselves)."""
-        return self.command in REPLAYED_COMMANDS
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"request": self.request, "response": self.response}
-
-    def __repr__(self) -> str:
-        return f"<Interaction #{self.index} {self.command} session={self.request.get('session')!r}>"
 
 
 class Cassette:
@@ -159,8 +135,6 @@ class Cassette:
         allow_repeats: bool = False,
     ) -> Replay:
         """Fresh replay state (which recordings were played) over this cassette."""
-        from dspy_bridge.cassettes._replay import Replay
-
         return Replay(self, Matcher(match_on, ignore), allow_repeats=allow_repeats)
 
     # -- reports and pruning -------------------------------------------------------------------

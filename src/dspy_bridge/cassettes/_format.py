@@ -20,6 +20,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from dspy_bridge._exceptions import CassetteCorrupt
+from dspy_bridge._version import __version__
 from dspy_bridge.protocol._taxonomy import ErrorType
 
 __all__ = [
@@ -261,8 +262,6 @@ def parse_document(text: str, path: Path) -> CassetteDocument:
         node = _node_at(yaml.compose(text, Loader=SafeLoader), ("version",))
         line = node.start_mark.line + 1 if node else None
         column = node.start_mark.column + 1 if node else None
-        from dspy_bridge import __version__
-
         raise corrupt(
             path,
             line,

@@ -16,7 +16,6 @@ learnt from the ``create_program`` and ``configure_lm`` requests the recorder sa
 
 from __future__ import annotations
 
-import os
 import threading
 import uuid
 from pathlib import Path
@@ -24,10 +23,10 @@ from types import TracebackType
 from typing import Any, Self
 
 from dspy_bridge._exceptions import CassetteCorrupt, HandlerError, UsageError
+from dspy_bridge._modes import RecordMode
 from dspy_bridge.cassettes._cassette import Cassette, current_versions, default_meta
 from dspy_bridge.cassettes._format import CassetteDocument, dump_document
 from dspy_bridge.cassettes._match import REPLAYED_COMMANDS, Matcher, canonical_response, plain_keep_order
-from dspy_bridge.cassettes._modes import RecordMode
 from dspy_bridge.cassettes._replay import Replay, make_request
 from dspy_bridge.cassettes._scrub import scrub_interaction
 from dspy_bridge.cassettes._storage import cassette_lock, remove_stale_temps, write_atomic
@@ -47,8 +46,8 @@ def _is_loopback(url: object) -> bool:
 
 
 def default_run_id() -> str:
-    """One id per test run: xdist's run uid (shared by its workers), else one per process."""
-    return os.environ.get("PYTEST_XDIST_TESTRUNUID") or _PROCESS_RUN_ID
+    """The run id of a ``Recorder`` given none: one per process (the pytest plugin passes xdist's run uid)."""
+    return _PROCESS_RUN_ID
 
 
 def error_response(exc: HandlerError) -> dict[str, Any]:

@@ -9,15 +9,27 @@ from __future__ import annotations
 
 import shlex
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from dspy_bridge._exceptions import CassetteMiss
-from dspy_bridge.cassettes._cassette import Cassette, Interaction
+from dspy_bridge.cassettes._interaction import Interaction
 from dspy_bridge.cassettes._match import VOLATILE_ARGS, Matcher, canonical_args, closest, short
 from dspy_bridge.cassettes._scrub import scrub
 from dspy_bridge.protocol._programs import canonical_program
 
-__all__ = ["Replay", "default_record_hint", "make_request", "missing_file_miss"]
+__all__ = ["Replay", "ReplaySource", "default_record_hint", "make_request", "missing_file_miss"]
+
+
+class ReplaySource(Protocol):
+    """What a replay reads from a cassette (``Cassette`` is one; ``Replay`` never imports it)."""
+
+    @property
+    def path(self) -> Path: ...
+
+    @property
+    def interactions(self) -> list[Interaction]: ...
+
+    def index(self, matcher: Matcher) -> dict[str, list[int]]: ...
 
 
 def make_request(
@@ -89,7 +101,7 @@ def missing_file_miss(path: Path, request: dict[str, Any], hint: str) -> Cassett
 class Replay:
     """Which interactions of one cassette were played, for one test; ``play`` answers or misses."""
 
-    def __init__(self, cassette: Cassette, matcher: Matcher, *, allow_repeats: bool = False) -> None:
+    def __init__(self, cassette: ReplaySource, matcher: Matcher, *, allow_repeats: bool = False) -> None:
         self.cassette = cassette
         self.matcher = matcher
         self.allow_repeats = allow_repeats
@@ -185,7 +197,9 @@ class Replay:
         """Played and never-played replayable interactions (for reports and ``Cassette.prune``)."""
         return {
             "cassette": str(self.cassette.path),
-            "interactions": len(self.cassette),
+            "interactions": len(self.cassette.interactions),
             "played": sorted(self.played),
-            "unused": [item.index for item in self.cassette.unused(self)],
+            "unused": [
+                item.index for item in self.cassette.interactions if item.replayable and item.index not in self.played
+            ],
         }

@@ -13,7 +13,7 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 
 from dspy_bridge.protocol._programs import canonical_json
-from dspy_bridge.worker._signature import literal_choices
+from dspy_bridge.protocol._signature import literal_choices
 
 __all__ = ["synthetic_answer", "synthetic_value"]
 

@@ -1,4 +1,4 @@
-"""The wire contract between a host and its workers: frames, codecs, messages, program ids.
+"""The wire contract between a host and its workers: frames, codecs, messages, program ids, signatures.
 
 Imports nothing else of ours but the leaf ``dspy_bridge._exceptions``. The pydantic message
 models load lazily, so the worker can use frames and codecs without paying for pydantic.

@@ -7,7 +7,6 @@ __all__ = [
     "DEFAULT_MATCH_ON",
     "DEFAULT_UPSTREAM",
     "ERROR_HEADER",
-    "KEY_ENV_VARS",
     "PLACEHOLDER_KEY",
     "TOKEN_HEADER",
 ]
@@ -18,9 +17,6 @@ DEFAULT_UPSTREAM = "https://generativelanguage.googleapis.com"
 #: The key workers are given. The proxy drops whatever key a worker sends and adds the real one
 #: only on the upstream call, so a worker never holds a secret.
 PLACEHOLDER_KEY = "dspy-bridge-placeholder-key"
-
-#: Host environment variables the real key is read from, first non-empty wins.
-KEY_ENV_VARS = ("GEMINI_API_KEY", "GOOGLE_API_KEY")
 
 #: Control endpoints live on the same server under this reserved prefix.
 CONTROL_PREFIX = "/__bridge__/"

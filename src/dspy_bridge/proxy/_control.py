@@ -30,11 +30,12 @@ from pathlib import Path
 from typing import IO, Any, Self
 
 from dspy_bridge._exceptions import BridgeError, CassetteCorrupt, UsageError
+from dspy_bridge._modes import RecordMode
+from dspy_bridge._secrets import KEY_ENV_VARS, api_key_from_env
 from dspy_bridge.proxy._constants import (
     CONTROL_PREFIX,
     DEFAULT_MATCH_ON,
     DEFAULT_UPSTREAM,
-    KEY_ENV_VARS,
     PLACEHOLDER_KEY,
     TOKEN_HEADER,
 )
@@ -97,10 +98,6 @@ class _State(enum.Enum):
     CLOSED = "closed"  # stopped; cannot be restarted
 
 
-def _host_key() -> str | None:
-    return next((os.environ[name] for name in KEY_ENV_VARS if os.environ.get(name)), None)
-
-
 class ProxyProcess:
     """One cassette proxy process, owned by this (host) process. Thread-safe; use as a context manager."""
 
@@ -115,7 +112,7 @@ class ProxyProcess:
         verbose: bool = False,
     ) -> None:
         self.upstream = upstream
-        self._api_key = _host_key() if api_key is UNSET else api_key
+        self._api_key = api_key_from_env(os.environ) if api_key is UNSET else api_key
         self._upstream_timeout = upstream_timeout
         self._start_timeout = start_timeout
         self._control_timeout = control_timeout
@@ -286,7 +283,7 @@ class ProxyProcess:
         self,
         path: str | os.PathLike[str],
         *,
-        record_mode: str = "none",
+        record_mode: str | RecordMode = RecordMode.NONE,
         match_on: tuple[str, ...] | list[str] = DEFAULT_MATCH_ON,
         ignore_body_fields: tuple[str, ...] | list[str] = (),
         allow_playback_repeats: bool = False,
@@ -300,7 +297,7 @@ class ProxyProcess:
         Raises ``CassetteCorrupt`` for an unreadable file, ``UsageError`` for bad options or when a
         cassette is already in use.
         """
-        mode = str(getattr(record_mode, "value", record_mode))
+        mode = RecordMode.parse(record_mode).value  # a misspelling fails here, listing the modes
         payload = {
             "path": str(Path(path).absolute()),
             "record_mode": mode,

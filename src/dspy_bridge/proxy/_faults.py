@@ -1,8 +1,9 @@
-"""Faults the host can ask the proxy to serve instead of the next N answers, and Gemini's error bodies.
+"""Faults the host can ask the proxy to serve instead of the next N answers.
 
 A ``Fault`` optionally waits (``delay``), then either drops the connection (``drop``), answers
 with an HTTP error in Gemini's shape (``status``), or, with neither, lets the request through
-as usual. Faults are served before any cassette is consulted and are never recorded.
+as usual. Faults are served before any cassette is consulted and are never recorded; the error
+bodies are Gemini's (``dspy_bridge._gemini``).
 """
 
 from __future__ import annotations
@@ -12,19 +13,7 @@ from collections import deque
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from dspy_bridge._gemini import gemini_error_body as _gemini_body
-
-__all__ = ["Fault", "FaultQueue", "gemini_error_body"]
-
-
-def gemini_error_body(
-    status: int, message: str | None = None, *, grpc_status: str | None = None, retry_after: float | None = None
-) -> dict[str, Any]:
-    """Gemini's error body, with a RetryInfo detail when ``retry_after`` is given."""
-    details = None
-    if retry_after is not None:
-        details = [{"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": f"{retry_after:g}s"}]
-    return _gemini_body(status, message, grpc_status=grpc_status, details=details)
+__all__ = ["Fault", "FaultQueue"]
 
 
 @dataclass(frozen=True, slots=True)

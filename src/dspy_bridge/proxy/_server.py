@@ -19,24 +19,23 @@ import hmac
 import json
 import os
 import signal
-import socket
 import sys
 import threading
 from collections import Counter
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, cast
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
 from dspy_bridge._exceptions import CassetteCorrupt, UsageError
-from dspy_bridge._http import read_request_body
+from dspy_bridge._gemini import retry_headers
+from dspy_bridge._http import LoopbackHandler, LoopbackServer, stop_on_signals, watch_stdin_eof
 from dspy_bridge.proxy._constants import (
     CONTROL_PREFIX,
     DEFAULT_UPSTREAM,
     ERROR_HEADER,
     TOKEN_HEADER,
 )
-from dspy_bridge.proxy._faults import Fault, FaultQueue, gemini_error_body
+from dspy_bridge.proxy._faults import Fault, FaultQueue
 from dspy_bridge.proxy._scrub import CREDENTIAL_HEADERS, CREDENTIAL_QUERY_PARAMS
 from dspy_bridge.proxy._session import CassetteOptions, CassetteSession, Exchange, Upstream
 from dspy_bridge.proxy._sse import is_event_stream, split_events
@@ -135,15 +134,13 @@ class _Conflict(Exception):
     """A control request that does not fit the current state (answered with 409)."""
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
+class _Server(LoopbackServer):
     block_on_close = False
     request_queue_size = 128  # a pool's workers may all connect at once
 
     def __init__(self, address: tuple[str, int], state: ProxyState, verbose: bool) -> None:
         self.state = state
-        self.verbose = verbose
-        super().__init__(address, _Handler)
+        super().__init__(address, _Handler, verbose=verbose)
 
 
 class _ChunkedRelay:
@@ -155,93 +152,47 @@ class _ChunkedRelay:
         self.gone = False  # the worker hung up; keep reading upstream so the recording is whole
 
     def head(self, status: int, reason: str, headers: list[tuple[str, str]]) -> None:
-        handler = self._handler
-        handler.send_response_only(status, reason)
-        for name, value in headers:
-            if name.lower() not in _HOP_BY_HOP:
-                handler.send_header(name, value)
-        handler.send_header("Transfer-Encoding", "chunked")
-        handler.end_headers()
+        kept = [(name, value) for name, value in headers if name.lower() not in _HOP_BY_HOP]
+        self._handler.start_chunks(status, kept, reason, bare=True)
         self.started = True
 
     def chunk(self, data: bytes) -> None:
-        if self.gone or not data:
+        if self.gone:
             return
         try:
-            self._handler.wfile.write(b"%X\r\n%s\r\n" % (len(data), data))
+            self._handler.write_chunk(data)
         except OSError:
             self.gone = True
 
     def finish(self) -> None:
         if not self.gone:
             try:
-                self._handler.wfile.write(b"0\r\n\r\n")
+                self._handler.end_chunks()
             except OSError:
                 self.gone = True
         if self.gone:
             self._handler.close_connection = True
 
 
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
+class _Handler(LoopbackHandler):
     disable_nagle_algorithm = True  # head and body are separate writes: no 40 ms delayed-ACK stall
     server_version = "dspy-bridge-proxy"
-    sys_version = ""
     timeout = 300  # idle keep-alive connections end on their own
 
     @property
     def state(self) -> ProxyState:
         return cast(_Server, self.server).state
 
-    def log_message(self, format: str, *args: Any) -> None:
-        if cast(_Server, self.server).verbose:
-            super().log_message(format, *args)
-
-    def do_GET(self) -> None:
-        self._dispatch()
-
-    def do_POST(self) -> None:
-        self._dispatch()
-
-    def do_PUT(self) -> None:
-        self._dispatch()
-
-    def do_DELETE(self) -> None:
-        self._dispatch()
-
-    def do_PATCH(self) -> None:
-        self._dispatch()
-
-    # -- plumbing ----------------------------------------------------------------------------
-
-    def _dispatch(self) -> None:
-        body = read_request_body(self)
+    def dispatch(self, body: bytes) -> None:
         if urlsplit(self.path).path.startswith(CONTROL_PREFIX):
             self._control(body)
         else:
             self._proxy(body)
 
-    def _send_json(self, status: int, payload: Any, headers: dict[str, str] | None = None) -> None:
-        data = json.dumps(payload, indent=2).encode() + b"\n"
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json; charset=UTF-8")
-        for name, value in (headers or {}).items():
-            self.send_header(name, value)
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
     def _send_made_up_error(self, status: int, grpc_status: str, message: str, kind: str) -> None:
         """An answer the proxy makes up itself, in Gemini's error shape, marked by ``ERROR_HEADER``."""
-        body = gemini_error_body(status, f"dspy-bridge cassette proxy: {message}", grpc_status=grpc_status)
-        self._send_json(status, body, {ERROR_HEADER: kind})
-
-    def _abort(self) -> None:
-        self.close_connection = True
-        try:
-            self.connection.shutdown(socket.SHUT_RDWR)
-        except OSError:  # the client already went away
-            pass
+        message = f"dspy-bridge cassette proxy: {message}"
+        self.send_gemini_error(status, message, grpc_status=grpc_status, headers={ERROR_HEADER: kind})
 
     # -- proxying ----------------------------------------------------------------------------
 
@@ -286,17 +237,14 @@ class _Handler(BaseHTTPRequestHandler):
     def _serve_fault(self, fault: Fault) -> bool:
         """Serve the fault; False when it was only a delay and the request proceeds."""
         if fault.delay and self.state.closing.wait(fault.delay):
-            self._abort()
+            self.abort()
             return True
         if fault.drop:
-            self._abort()
+            self.abort()
             return True
         if fault.status is not None:
-            body = gemini_error_body(fault.status, fault.message, retry_after=fault.retry_after)
-            headers = {ERROR_HEADER: "fault"}
-            if fault.retry_after is not None:
-                headers["Retry-After"] = f"{fault.retry_after:g}"
-            self._send_json(fault.status, body, headers)
+            headers = {ERROR_HEADER: "fault", **retry_headers(fault.retry_after)}
+            self.send_gemini_error(fault.status, fault.message, retry_after=fault.retry_after, headers=headers)
             return True
         return False
 
@@ -317,24 +265,21 @@ class _Handler(BaseHTTPRequestHandler):
         else:
             state.count("upstream_errors")
             if exchange.streamed:  # the head is out: all we can do is cut the stream
-                self._abort()
+                self.abort()
             else:
                 self._send_made_up_error(502, "UNAVAILABLE", exchange.message, "upstream-unreachable")
 
     def _send_recorded(self, exchange: Exchange) -> None:
         """Send an answer vcrpy returned; an event stream goes out one chunk per event."""
         headers = [(n, v) for n, v in exchange.headers if n.lower() not in _HOP_BY_HOP]
-        self.send_response_only(exchange.status, exchange.reason)
-        for name, value in headers:
-            self.send_header(name, value)
         if is_event_stream(headers):
-            self.send_header("Transfer-Encoding", "chunked")
-            self.end_headers()
+            self.start_chunks(exchange.status, headers, exchange.reason, bare=True)
             events, rest = split_events(exchange.body)
             for event in [*events, rest] if rest else events:
-                self.wfile.write(b"%X\r\n%s\r\n" % (len(event), event))
-            self.wfile.write(b"0\r\n\r\n")
+                self.write_chunk(event)
+            self.end_chunks()
             return
+        self.send_head(exchange.status, headers, exchange.reason, bare=True)
         self.send_header("Content-Length", str(len(exchange.body)))
         self.end_headers()
         self.wfile.write(exchange.body)
@@ -344,7 +289,7 @@ class _Handler(BaseHTTPRequestHandler):
     def _control(self, raw: bytes) -> None:
         token = self.headers.get(TOKEN_HEADER, "")
         if not hmac.compare_digest(token.encode(), self.state.config.control_token.encode()):
-            self._send_json(403, {"error": {"type": "Forbidden", "message": "missing or wrong control token"}})
+            self.send_json(403, {"error": {"type": "Forbidden", "message": "missing or wrong control token"}})
             return
         split = urlsplit(self.path)
         route = (self.command, split.path.removeprefix(CONTROL_PREFIX).strip("/"))
@@ -367,21 +312,21 @@ class _Handler(BaseHTTPRequestHandler):
             elif route == ("GET", "stats"):
                 out = state.snapshot()
             else:
-                self._send_json(404, {"error": {"type": "NotFound", "message": f"no control endpoint {route}"}})
+                self.send_json(404, {"error": {"type": "NotFound", "message": f"no control endpoint {route}"}})
                 return
         except CassetteCorrupt as exc:
-            self._send_json(422, {"error": {"type": "CassetteCorrupt", "message": exc.message}})
+            self.send_json(422, {"error": {"type": "CassetteCorrupt", "message": exc.message}})
             return
         except _Conflict as exc:
-            self._send_json(409, {"error": {"type": "UsageError", "message": str(exc)}})
+            self.send_json(409, {"error": {"type": "UsageError", "message": str(exc)}})
             return
         except (UsageError, ValueError, KeyError, TypeError) as exc:
-            self._send_json(400, {"error": {"type": "UsageError", "message": str(exc)}})
+            self.send_json(400, {"error": {"type": "UsageError", "message": str(exc)}})
             return
         except Exception as exc:  # a proxy bug must reach the host as an answer, not a dropped connection
-            self._send_json(500, {"error": {"type": "Internal", "message": f"{type(exc).__name__}: {exc}"}})
+            self.send_json(500, {"error": {"type": "Internal", "message": f"{type(exc).__name__}: {exc}"}})
             raise
-        self._send_json(200, out)
+        self.send_json(200, out)
 
 
 # -- process -----------------------------------------------------------------------------------
@@ -395,17 +340,6 @@ def _die_with_parent(parent_pid: int | None) -> None:
         ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM, 0, 0, 0)  # 1 = PR_SET_PDEATHSIG
     if parent_pid is not None and os.getppid() != parent_pid:
         os._exit(1)
-
-
-def _watch_stdin(stop: threading.Event) -> None:
-    """The host holds our stdin; EOF means it closed us or died."""
-    fd = sys.stdin.fileno()
-    try:
-        while os.read(fd, 65536):
-            pass
-    except OSError:
-        pass
-    stop.set()
 
 
 _VCR_IMPORTED = threading.Event()
@@ -439,13 +373,12 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     _die_with_parent(config.parent_pid)
     stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    stop_on_signals(stop)
 
     state = ProxyState(config)
     server = _Server((args.host, args.port), state, args.verbose)
     threading.Thread(target=server.serve_forever, name="proxy-server", daemon=True).start()
-    threading.Thread(target=_watch_stdin, args=(stop,), name="stdin-watch", daemon=True).start()
+    threading.Thread(target=watch_stdin_eof, args=(stop,), name="stdin-watch", daemon=True).start()
     port = server.server_port
     ready = {"port": port, "base_url": f"http://{args.host}:{port}/v1beta", "pid": os.getpid()}
     print(json.dumps(ready), flush=True)

@@ -25,23 +25,24 @@ from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 from dspy_bridge._exceptions import UsageError
+from dspy_bridge._modes import RecordMode
+from dspy_bridge._secrets import key_env_hint
 from dspy_bridge.proxy._constants import DEFAULT_MATCH_ON
 from dspy_bridge.proxy._persister import AtomicPersister
 from dspy_bridge.proxy._scrub import Scrubber, vcr_filter_options
 from dspy_bridge.proxy._serializer import ReadableYaml
 from dspy_bridge.proxy._sse import EventFramer, events_to_storage, is_event_stream, storage_to_body
 
-__all__ = ["RECORD_MODES", "CassetteOptions", "CassetteSession", "Exchange", "Relay", "Upstream"]
+__all__ = ["CassetteOptions", "CassetteSession", "Exchange", "Relay", "Upstream"]
 
 #: Our record mode → (vcrpy record mode, drop_unused_requests).
-_VCR_MODES: dict[str, tuple[str, bool]] = {
-    "none": ("none", False),
-    "once": ("once", False),
-    "new_episodes": ("new_episodes", False),
-    "all": ("all", False),
-    "rewrite": ("all", True),
+_VCR_MODES: dict[RecordMode, tuple[str, bool]] = {
+    RecordMode.NONE: ("none", False),
+    RecordMode.ONCE: ("once", False),
+    RecordMode.NEW_EPISODES: ("new_episodes", False),
+    RecordMode.ALL: ("all", False),
+    RecordMode.REWRITE: ("all", True),
 }
-RECORD_MODES: tuple[str, ...] = tuple(_VCR_MODES)
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,8 +58,7 @@ class CassetteOptions:
     def __post_init__(self) -> None:
         if not self.path:
             raise UsageError("a cassette path is required")
-        if self.record_mode not in _VCR_MODES:
-            raise UsageError(f"unknown record mode {self.record_mode!r}; choose one of: {', '.join(RECORD_MODES)}")
+        object.__setattr__(self, "record_mode", RecordMode.parse(self.record_mode).value)  # UsageError lists them
         import vcr
 
         known = sorted(vcr.VCR().matchers)
@@ -276,7 +276,7 @@ class CassetteSession:
         import vcr
         from vcr.patch import PATCHER_NAMES
 
-        mode, drop_unused = _VCR_MODES[self.options.record_mode]
+        mode, drop_unused = _VCR_MODES[RecordMode(self.options.record_mode)]
         recorder = vcr.VCR(
             record_mode=mode,
             match_on=self.options.match_on,
@@ -344,7 +344,7 @@ class CassetteSession:
                 return Exchange(
                     "no-key",
                     message=f"{method} {target} is not in {self.options.path} and would be recorded, but the proxy "
-                    "has no API key. Export GEMINI_API_KEY (or GOOGLE_API_KEY) in the host to record.",
+                    f"has no API key. Export {key_env_hint()} in the host to record.",
                 )
             played_before = cassette.play_count
             connection = self._upstream.connect(self._timeout)

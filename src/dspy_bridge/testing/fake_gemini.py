@@ -27,6 +27,11 @@ Usage::
         lm = dspy.LM("gemini/gemini-2.5-flash", api_key=key, api_base=fake.base_url, cache=False)
         ...
         assert fake.requests[-1].api_key == key
+
+This module is the server and its lifecycle; the pieces live beside it: ``_script`` (script items,
+recorded requests), ``_gemini_wire`` (route, request checks, response chunks), ``_gemini_answers``
+(answers in the layout DSPy's prompt asked for), and the HTTP plumbing shared with the cassette
+proxy in ``dspy_bridge._http``.
 """
 
 from __future__ import annotations
@@ -35,23 +40,37 @@ import argparse
 import enum
 import json
 import os
-import re
 import secrets
-import signal
-import socket
 import stat
 import sys
 import threading
 from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Literal, Self, cast
 from urllib.parse import parse_qsl, unquote, urlencode, urlsplit
 
-from dspy_bridge._gemini import gemini_error_body
-from dspy_bridge._http import read_request_body
+from dspy_bridge._gemini import retry_headers
+from dspy_bridge._http import LoopbackHandler, LoopbackServer, stop_on_signals, watch_stdin_eof
 from dspy_bridge.testing._gemini_answers import read_prompt, render_answer
+from dspy_bridge.testing._gemini_wire import (
+    BAD_KEY,
+    MISSING_KEY,
+    ROUTE,
+    bad_key_details,
+    body_problem,
+    chunk_payloads,
+)
+from dspy_bridge.testing._script import (
+    Delay,
+    Drop,
+    Fail,
+    RecordedRequest,
+    Reply,
+    ScriptInput,
+    ScriptItem,
+    as_item,
+    item_from_json,
+)
 
 __all__ = [
     "Delay",
@@ -64,160 +83,6 @@ __all__ = [
     "main",
 ]
 
-# ─── Script items ───────────────────────────────────────────────────────────
-
-
-@dataclass(frozen=True, slots=True)
-class Reply:
-    """Answer the next call with these field values (others generated) or with this exact text.
-
-    ``Reply({"answer": "42"})`` fills ``answer`` and generates the rest in the
-    layout the prompt asked for; ``Reply(text="...")`` is sent verbatim.
-    ``finish_reason`` other than ``"STOP"`` (``"MAX_TOKENS"``, ``"SAFETY"``)
-    exercises DSPy's truncation and in-band error paths.
-    """
-
-    fields: Mapping[str, Any] | None = None
-    text: str | None = None
-    finish_reason: str = "STOP"
-
-
-@dataclass(frozen=True, slots=True)
-class Fail:
-    """Answer the next call with HTTP ``status`` and Gemini's error body for it.
-
-    ``retry_after`` adds the RetryInfo detail real Gemini sends on 429 and a
-    ``Retry-After`` header, which real Gemini does not send but DSPy honours
-    (it is how a test keeps DSPy's retry back-off at zero seconds).
-    """
-
-    status: int
-    message: str | None = None
-    retry_after: float | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class Drop:
-    """Close the connection without an answer; ``partial`` sends half of it first."""
-
-    partial: bool = False
-
-
-@dataclass(frozen=True, slots=True)
-class Delay:
-    """Wait ``seconds`` before answering, then do ``then`` (default: the normal answer)."""
-
-    seconds: float
-    then: Reply | Fail | Drop | None = None
-
-
-ScriptItem = Reply | Fail | Delay | Drop
-ScriptInput = ScriptItem | Mapping[str, Any] | str
-
-
-def _as_item(item: ScriptInput) -> ScriptItem:
-    if isinstance(item, Reply | Fail | Delay | Drop):
-        return item
-    if isinstance(item, str):
-        return Reply(text=item)
-    if isinstance(item, Mapping):
-        return Reply(fields=dict(item))
-    raise TypeError(f"cannot script {type(item).__name__!r}: pass a Reply, Fail, Delay, Drop, dict or str")
-
-
-def _item_to_json(item: ScriptItem) -> dict[str, Any]:
-    if isinstance(item, Reply):
-        return {"kind": "reply", "fields": item.fields, "text": item.text, "finish_reason": item.finish_reason}
-    if isinstance(item, Fail):
-        return {"kind": "fail", "status": item.status, "message": item.message, "retry_after": item.retry_after}
-    if isinstance(item, Drop):
-        return {"kind": "drop", "partial": item.partial}
-    then = _item_to_json(item.then) if item.then is not None else None
-    return {"kind": "delay", "seconds": item.seconds, "then": then}
-
-
-def _item_from_json(data: Mapping[str, Any]) -> ScriptItem:
-    kind = data.get("kind")
-    if kind == "reply":
-        return Reply(data.get("fields"), data.get("text"), str(data.get("finish_reason") or "STOP"))
-    if kind == "fail":
-        return Fail(int(data["status"]), data.get("message"), data.get("retry_after"))
-    if kind == "drop":
-        return Drop(bool(data.get("partial", False)))
-    if kind == "delay":
-        then = data.get("then")
-        nested = _item_from_json(then) if isinstance(then, Mapping) else None
-        if isinstance(nested, Delay):
-            raise ValueError("a Delay cannot be followed by another Delay")
-        return Delay(float(data["seconds"]), nested)
-    raise ValueError(f"unknown script item kind {kind!r}; expected reply, fail, drop or delay")
-
-
-# ─── Requests as recorded ───────────────────────────────────────────────────
-
-
-@dataclass(frozen=True, slots=True)
-class RecordedRequest:
-    """One request as the fake saw it; the API key is kept apart from headers and query."""
-
-    method: str
-    path: str
-    query: dict[str, str]
-    headers: dict[str, str]
-    body: Any
-    api_key: str | None
-    key_source: Literal["header", "query"] | None
-    model: str | None = None
-    action: str | None = None  # "generateContent" or "streamGenerateContent"
-    sse: bool = False
-
-    @property
-    def stream(self) -> bool:
-        """True for ``streamGenerateContent``, SSE or not."""
-        return self.action == "streamGenerateContent"
-
-    def to_json(self) -> dict[str, Any]:
-        """A JSON-ready dict, as the control API serves it."""
-        return {
-            "method": self.method,
-            "path": self.path,
-            "query": self.query,
-            "headers": self.headers,
-            "body": self.body,
-            "api_key": self.api_key,
-            "key_source": self.key_source,
-            "model": self.model,
-            "action": self.action,
-            "sse": self.sse,
-        }
-
-
-# ─── Gemini's error bodies ──────────────────────────────────────────────────
-
-_MISSING_KEY = (
-    "Method doesn't allow unregistered callers (callers without established identity). "
-    "Please use API Key or other form of API consumer identity to call this API."
-)
-_BAD_KEY = "API key not valid. Please pass a valid API key."
-_KNOWN_FIELDS = frozenset(
-    {
-        "contents", "systemInstruction", "system_instruction", "generationConfig", "generation_config",
-        "safetySettings", "safety_settings", "tools", "toolConfig", "tool_config", "cachedContent",
-        "cached_content", "model", "labels", "store", "serviceTier", "service_tier",
-    }
-)  # fmt: skip
-_ROUTE = re.compile(
-    r"^/v1beta/(?P<model>(?:models|tunedModels)/[^/:]+):(?P<action>generateContent|streamGenerateContent)$"
-)
-
-
-def _error_body(status: int, message: str | None, details: list[dict[str, Any]] | None = None) -> dict[str, Any]:
-    return gemini_error_body(status, message, details=details)
-
-
-def _tokens(text: str) -> int:
-    return max(1, (len(text) + 3) // 4)
-
 
 class _State(enum.Enum):
     NEW = "new"  # constructed, socket not bound
@@ -228,36 +93,14 @@ class _State(enum.Enum):
 # ─── The server ─────────────────────────────────────────────────────────────
 
 
-class _Server(ThreadingHTTPServer):
-    """ThreadingHTTPServer that knows its fake and every open connection, to cut them on close."""
+class _Server(LoopbackServer):
+    """The loopback server, knowing its fake; closing it cuts open connections (``LoopbackServer``)."""
 
-    daemon_threads = True
     block_on_close = True  # server_close joins handler threads (they end once sockets are cut)
 
     def __init__(self, address: tuple[str, int], fake: FakeGemini) -> None:
         self.fake = fake
-        self.connections: set[socket.socket] = set()
-        self.connections_lock = threading.Lock()
         super().__init__(address, _Handler)
-
-    def process_request(self, request: Any, client_address: Any) -> None:
-        with self.connections_lock:
-            self.connections.add(request)
-        super().process_request(request, client_address)
-
-    def shutdown_request(self, request: Any) -> None:
-        with self.connections_lock:
-            self.connections.discard(request)
-        super().shutdown_request(request)
-
-    def cut_connections(self) -> None:
-        with self.connections_lock:
-            open_now = list(self.connections)
-        for conn in open_now:
-            try:
-                conn.shutdown(socket.SHUT_RDWR)
-            except OSError:  # already closed by the peer or by its handler
-                pass
 
 
 class FakeGemini:
@@ -360,14 +203,14 @@ class FakeGemini:
         """
         if times < 0:
             raise ValueError("times must be >= 0")
-        parsed = [_as_item(i) for i in items]
+        parsed = [as_item(i) for i in items]
         with self._lock:
             for _ in range(times):
                 self._queue.extend(parsed)
 
     def script(self, *items: ScriptInput) -> None:
         """Replace whatever is still queued with exactly these items, in order."""
-        parsed = [_as_item(i) for i in items]
+        parsed = [as_item(i) for i in items]
         with self._lock:
             self._queue.clear()
             self._queue.extend(parsed)
@@ -412,38 +255,18 @@ class FakeGemini:
         return render_answer(read_prompt(body), reply.fields if reply else None, seed=self.seed)
 
 
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
+class _Handler(LoopbackHandler):
     server_version = "scaffolding on HTTPServer2"  # what Google's front end calls itself
-    sys_version = ""
+    default_headers = {"Vary": "Origin, X-Origin, Referer"}
     timeout = 120  # idle keep-alive connections end on their own
-
-    def log_message(self, format: str, *args: Any) -> None:
-        """Quiet: tests read ``fake.requests``, not stderr."""
 
     @property
     def fake(self) -> FakeGemini:
         return cast(_Server, self.server).fake
 
-    def do_GET(self) -> None:
-        self._dispatch()
-
-    def do_POST(self) -> None:
-        self._dispatch()
-
-    def do_PUT(self) -> None:
-        self._dispatch()
-
-    def do_DELETE(self) -> None:
-        self._dispatch()
-
-    def do_PATCH(self) -> None:
-        self._dispatch()
-
     # request handling
 
-    def _dispatch(self) -> None:
-        raw = read_request_body(self)
+    def dispatch(self, raw: bytes) -> None:
         split = urlsplit(self.path)
         path = unquote(split.path)
         if path.startswith("/__fake__/"):
@@ -460,7 +283,7 @@ class _Handler(BaseHTTPRequestHandler):
             body_error = None
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             body, body_error = None, f"Invalid JSON payload received. {exc.msg if hasattr(exc, 'msg') else exc}."
-        route = _ROUTE.match(path)
+        route = ROUTE.match(path)
         model = route.group("model").split("/", 1)[1] if route else None
         self.fake._record(
             RecordedRequest(
@@ -477,25 +300,25 @@ class _Handler(BaseHTTPRequestHandler):
             )
         )
         if route is None or self.command != "POST" or model is None:
-            self._send_error(404, f"Method not found: {self.command} {split.path}")
+            self.send_gemini_error(404, f"Method not found: {self.command} {split.path}")
             return
         if not api_key:
-            self._send_error(403, _MISSING_KEY)
+            self.send_gemini_error(403, MISSING_KEY)
             return
         if self.fake.expected_key is not None and api_key != self.fake.expected_key:
-            self._send_error(400, _BAD_KEY, details=_bad_key_details())
+            self.send_gemini_error(400, BAD_KEY, details=bad_key_details())
             return
         if self.fake.models is not None and model not in self.fake.models:
-            self._send_error(
+            self.send_gemini_error(
                 404,
                 f"models/{model} is not found for API version v1beta, or is not supported for "
                 f"{route.group('action')}. Call ListModels to see the list of available models and their "
                 "supported methods.",
             )
             return
-        problem = body_error or _body_problem(body)
+        problem = body_error or body_problem(body)
         if problem:
-            self._send_error(400, problem)
+            self.send_gemini_error(400, problem)
             return
         self._perform(self.fake._take(), cast(dict[str, Any], body), model, route.group("action"), query)
 
@@ -504,7 +327,7 @@ class _Handler(BaseHTTPRequestHandler):
     ) -> None:
         if isinstance(item, Delay):
             if self.fake._closing.wait(item.seconds):
-                self._abort()
+                self.abort()
                 return
             item = item.then
         if isinstance(item, Fail):
@@ -515,72 +338,34 @@ class _Handler(BaseHTTPRequestHandler):
         finish = reply.finish_reason if reply else "STOP"
         partial = isinstance(item, Drop) and item.partial
         if isinstance(item, Drop) and not partial:
-            self._abort()
+            self.abort()
             return
         response_id = secrets.token_urlsafe(16)[:22]
-        chunks = _chunk_payloads(body, text, model, finish, response_id, self.fake.stream_chunk_chars)
+        chunks = chunk_payloads(body, text, model, finish, response_id, self.fake.stream_chunk_chars)
         if action == "streamGenerateContent" and query.get("alt") == "sse":
             self._send_sse(chunks, partial=partial)
         elif action == "streamGenerateContent":
             array = "[" + ",\r\n".join(json.dumps(c, indent=2, ensure_ascii=False) for c in chunks) + "]"
-            self._send_json(200, array.encode(), partial=partial)
+            self.send_body(200, array.encode(), partial=partial)
         else:
-            whole = _chunk_payloads(body, text, model, finish, response_id, max(1, len(text)))[0]
-            self._send_json(200, json.dumps(whole, indent=2, ensure_ascii=False).encode(), partial=partial)
+            whole = chunk_payloads(body, text, model, finish, response_id, max(1, len(text)))[0]
+            self.send_body(200, json.dumps(whole, indent=2, ensure_ascii=False).encode(), partial=partial)
 
     # responses
 
-    def _send_json(
-        self, status: int, payload: bytes, *, partial: bool = False, headers: Mapping[str, str] | None = None
-    ) -> None:
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json; charset=UTF-8")
-        self.send_header("Vary", "Origin, X-Origin, Referer")
-        for name, value in (headers or {}).items():
-            self.send_header(name, value)
-        self.send_header("Content-Length", str(len(payload)))
-        self.end_headers()
-        if partial:
-            self.wfile.write(payload[: len(payload) // 2])
-            self._abort()
-            return
-        self.wfile.write(payload)
-
-    def _send_error(self, status: int, message: str | None = None, **kw: Any) -> None:
-        body = _error_body(status, message, kw.get("details"))
-        self._send_json(status, (json.dumps(body, indent=2) + "\n").encode(), headers=kw.get("headers"))
-
     def _send_fail(self, fail: Fail) -> None:
-        headers: dict[str, str] = {}
-        details: list[dict[str, Any]] = []
-        if fail.retry_after is not None:
-            headers["Retry-After"] = f"{fail.retry_after:g}"
-            details.append(
-                {"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": f"{fail.retry_after:g}s"}
-            )
-        self._send_error(fail.status, fail.message, details=details, headers=headers)
+        self.send_gemini_error(
+            fail.status, fail.message, retry_after=fail.retry_after, headers=retry_headers(fail.retry_after)
+        )
 
     def _send_sse(self, chunks: Sequence[dict[str, Any]], *, partial: bool) -> None:
-        self.send_response(200)
-        self.send_header("Content-Type", "text/event-stream")
-        self.send_header("Content-Disposition", "attachment")
-        self.send_header("Vary", "Origin, X-Origin, Referer")
-        self.send_header("Transfer-Encoding", "chunked")
-        self.end_headers()
+        self.start_chunks(200, {"Content-Type": "text/event-stream", "Content-Disposition": "attachment"})
         for payload in chunks:
-            event = f"data: {json.dumps(payload, ensure_ascii=False, separators=(',', ':'))}\r\n\r\n".encode()
-            self.wfile.write(f"{len(event):X}\r\n".encode() + event + b"\r\n")
+            self.write_chunk(f"data: {json.dumps(payload, ensure_ascii=False, separators=(',', ':'))}\r\n\r\n".encode())
             if partial:  # one event, then the connection goes away mid-stream
-                self._abort()
+                self.abort()
                 return
-        self.wfile.write(b"0\r\n\r\n")
-
-    def _abort(self) -> None:
-        self.close_connection = True
-        try:
-            self.connection.shutdown(socket.SHUT_RDWR)
-        except OSError:  # the client already went away
-            pass
+        self.end_chunks()
 
     # control API
 
@@ -597,71 +382,19 @@ class _Handler(BaseHTTPRequestHandler):
                 fake.reset()
                 out = {"pending": 0}
             elif path == "/__fake__/enqueue" and self.command == "POST":
-                items = [_item_from_json(i) for i in data.get("items", [])]
+                items = [item_from_json(i) for i in data.get("items", [])]
                 if data.get("replace"):
                     fake.script(*items)
                 else:
                     fake.enqueue(*items, times=int(data.get("times", 1)))
                 out = {"pending": fake.pending}
             else:
-                self._send_error(404, f"Unknown control endpoint: {self.command} {path}")
+                self.send_gemini_error(404, f"Unknown control endpoint: {self.command} {path}")
                 return
         except (ValueError, KeyError, TypeError) as exc:
-            self._send_error(400, f"Bad control request: {exc}")
+            self.send_gemini_error(400, f"Bad control request: {exc}")
             return
-        self._send_json(200, json.dumps(out).encode())
-
-
-def _bad_key_details() -> list[dict[str, Any]]:
-    return [
-        {
-            "@type": "type.googleapis.com/google.rpc.ErrorInfo",
-            "reason": "API_KEY_INVALID",
-            "domain": "googleapis.com",
-            "metadata": {"service": "generativelanguage.googleapis.com"},
-        },
-        {"@type": "type.googleapis.com/google.rpc.LocalizedMessage", "locale": "en-US", "message": _BAD_KEY},
-    ]
-
-
-def _body_problem(body: Any) -> str | None:
-    """Gemini's 400 message for a body it would refuse, or None."""
-    if not isinstance(body, dict):
-        return "Invalid JSON payload received. Expected an object."
-    unknown = sorted(k for k in body if k not in _KNOWN_FIELDS)
-    if unknown:
-        return f'Invalid JSON payload received. Unknown name "{unknown[0]}": Cannot find field.'
-    if not body.get("contents"):
-        return "* GenerateContentRequest.contents: contents is not specified\n"
-    return None
-
-
-def _chunk_payloads(
-    body: Mapping[str, Any], text: str, model: str, finish: str, response_id: str, size: int
-) -> list[dict[str, Any]]:
-    """The response split into chunks of ``size`` characters; the last carries finishReason."""
-    prompt = json.dumps([body.get("contents"), body.get("systemInstruction") or body.get("system_instruction")])
-    prompt_tokens = _tokens(prompt)
-    pieces = [text[i : i + size] for i in range(0, len(text), size)] or [""]
-    out: list[dict[str, Any]] = []
-    sent = ""
-    for i, piece in enumerate(pieces):
-        sent += piece
-        candidate: dict[str, Any] = {"content": {"parts": [{"text": piece}], "role": "model"}}
-        if i == len(pieces) - 1:
-            candidate["finishReason"] = finish
-        candidate["index"] = 0
-        out_tokens = _tokens(sent)
-        usage = {
-            "promptTokenCount": prompt_tokens,
-            "candidatesTokenCount": out_tokens,
-            "totalTokenCount": prompt_tokens + out_tokens,
-            "promptTokensDetails": [{"modality": "TEXT", "tokenCount": prompt_tokens}],
-        }
-        out.append(
-            {"candidates": [candidate], "usageMetadata": usage, "modelVersion": model, "responseId": response_id}
-        )
-    return out
+        self.send_body(200, json.dumps(out).encode())
 
 
 # ─── Standalone process ─────────────────────────────────────────────────────
@@ -695,8 +428,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"environment variable {args.expected_key_env} is empty or unset")
 
     stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    stop_on_signals(stop)
     fake = FakeGemini(
         expected_key=expected,
         host=args.host,
@@ -707,18 +439,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     with fake:
         if not args.no_stdin_watch and _stdin_is_pipe():
-            threading.Thread(target=_wait_for_eof, args=(stop,), name="stdin-watch", daemon=True).start()
+            threading.Thread(target=watch_stdin_eof, args=(stop,), name="stdin-watch", daemon=True).start()
         print(json.dumps({"base_url": fake.base_url, "port": fake.port, "pid": os.getpid()}), flush=True)
         stop.wait()
     return 0
-
-
-def _wait_for_eof(stop: threading.Event) -> None:
-    """The parent holds our stdin pipe; EOF means it is gone, so we go too."""
-    fd = sys.stdin.fileno()
-    while os.read(fd, 65536):
-        pass
-    stop.set()
 
 
 if __name__ == "__main__":

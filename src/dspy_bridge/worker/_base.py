@@ -18,8 +18,8 @@ if TYPE_CHECKING:
     from typing import Any
 
 from dspy_bridge.protocol._programs import PROGRAM_TYPES, canonical_program, program_id_for
+from dspy_bridge.protocol._signature import SignatureError, SignatureSpec, parse_signature
 from dspy_bridge.protocol._taxonomy import RETRYABLE_BY_DEFAULT, ErrorType
-from dspy_bridge.worker._signature import SignatureError, SignatureSpec, parse_signature
 
 __all__ = ["BaseHandlers", "HandlerFailure", "Program", "Session", "ShutdownRequested"]
 

@@ -40,9 +40,9 @@ from datetime import date, datetime, time
 from enum import Enum
 from typing import Any, Literal
 
+from dspy_bridge.protocol._signature import FieldSpec, literal_choices
 from dspy_bridge.protocol._taxonomy import ErrorType
 from dspy_bridge.worker._base import BaseHandlers, HandlerFailure, Program, Session
-from dspy_bridge.worker._signature import FieldSpec, literal_choices
 
 __all__ = ["DSPyHandlers", "plain", "python_type"]
 

@@ -1,8 +1,11 @@
-"""Parse a program's signature into plain field specs (no DSPy needed).
+"""Parse a program's signature into plain field specs (no DSPy, no pydantic, no typing at import).
 
-Both handler sets need the fields: the real one to build a DSPy signature with descriptions, the
-mock one to check inputs and to type synthetic answers. Types are kept as their source text
-(``str``, ``int``, ``float``, ``bool``, ``list[str]``, ``Literal['a', 'b']``).
+A signature is part of the wire contract (``create_program`` carries it), so its parser lives in
+``protocol/``: the real worker builds a DSPy signature with descriptions from the fields, the mock
+worker checks inputs against them, and ``cassettes/_synthetic`` types its stand-in answers with
+them, all without importing DSPy. Types are kept as their source text (``str``, ``int``,
+``float``, ``bool``, ``list[str]``, ``Literal['a', 'b']``). It must stay cheap: the mock worker
+imports it at start.
 """
 
 from __future__ import annotations
@@ -95,7 +98,7 @@ def _check_type(type_text: str, where: str) -> str:
     if text in SUPPORTED_TYPES or literal_choices(text) is not None:
         return text
     raise SignatureError(
-        f"{where}: unsupported type {type_text!r}; use one of {', '.join(SUPPORTED_TYPES)} or Literal[...]"
+        f"{where}: unsupported type {type_text.strip()!r}; use one of {', '.join(SUPPORTED_TYPES)} or Literal[...]"
     )
 
 

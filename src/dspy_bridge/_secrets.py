@@ -1,0 +1,81 @@
+"""Which environment variables hold secrets, and where the host's Gemini key is read from.
+
+A leaf (stdlib only) so that the pytest plugin, the proxy's host-side client and, later, the pool
+(which strips keys from worker environments) share one definition:
+
+* ``KEY_ENV_VARS``: where the host's Gemini key comes from, in order (first non-empty wins);
+  ``api_key_from_env`` is that lookup.
+* ``PROVIDER_KEY_ENV_VARS``: the other providers' credentials DSPy (through LiteLLM) reads.
+* ``is_secret_env_name``: any of those, or any name ending ``_API_KEY``. Deliberately no wider
+  (not every ``*_TOKEN`` is a secret a worker must lose).
+"""
+
+from __future__ import annotations
+
+TYPE_CHECKING = False  # typing stays off the start-up path of everything that imports this
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+__all__ = [
+    "KEY_ENV_VARS",
+    "PROVIDER_KEY_ENV_VARS",
+    "api_key_from_env",
+    "is_secret_env_name",
+    "key_env_hint",
+]
+
+#: Host environment variables the Gemini key is read from, first non-empty wins.
+KEY_ENV_VARS: tuple[str, ...] = ("GEMINI_API_KEY", "GOOGLE_API_KEY")
+
+#: Other providers' credentials LiteLLM reads (those not ending ``_API_KEY`` matter most here).
+PROVIDER_KEY_ENV_VARS: tuple[str, ...] = (
+    "OPENAI_API_KEY",
+    "ANTHROPIC_API_KEY",
+    "AZURE_API_KEY",
+    "AZURE_OPENAI_API_KEY",
+    "AZURE_AD_TOKEN",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+    "AWS_BEARER_TOKEN_BEDROCK",
+    "COHERE_API_KEY",
+    "CO_API_KEY",
+    "MISTRAL_API_KEY",
+    "GROQ_API_KEY",
+    "TOGETHERAI_API_KEY",
+    "TOGETHER_AI_TOKEN",
+    "FIREWORKS_AI_API_KEY",
+    "FIREWORKS_AI_TOKEN",
+    "DEEPSEEK_API_KEY",
+    "XAI_API_KEY",
+    "OPENROUTER_API_KEY",
+    "PERPLEXITYAI_API_KEY",
+    "HUGGINGFACE_API_KEY",
+    "HF_TOKEN",
+    "HUGGING_FACE_HUB_TOKEN",
+    "REPLICATE_API_TOKEN",
+    "DATABRICKS_API_KEY",
+    "DATABRICKS_TOKEN",
+    "WATSONX_APIKEY",
+    "WATSONX_TOKEN",
+    "CEREBRAS_API_KEY",
+    "VOYAGE_API_KEY",
+)
+
+_NAMED = frozenset(KEY_ENV_VARS + PROVIDER_KEY_ENV_VARS)
+
+
+def api_key_from_env(environ: Mapping[str, str]) -> str | None:
+    """The host's Gemini key: the first non-empty ``KEY_ENV_VARS`` entry of ``environ``, else ``None``."""
+    return next((environ[name] for name in KEY_ENV_VARS if environ.get(name)), None)
+
+
+def is_secret_env_name(name: str) -> bool:
+    """Does an environment variable of this name hold a provider credential (never given to workers)?"""
+    upper = name.upper()
+    return upper in _NAMED or upper.endswith("_API_KEY")
+
+
+def key_env_hint() -> str:
+    """How messages name the variables the key is read from: ``GEMINI_API_KEY (or GOOGLE_API_KEY)``."""
+    first, *others = KEY_ENV_VARS
+    return f"{first} (or {', '.join(others)})" if others else first
