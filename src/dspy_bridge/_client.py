@@ -24,7 +24,7 @@ from collections import Counter
 from concurrent.futures import Future
 from typing import TYPE_CHECKING, Any, Protocol
 
-from dspy_bridge._exceptions import HandlerError
+from dspy_bridge._exceptions import HandlerError, UsageError
 from dspy_bridge.pool._errors import error_info, handler_error, usage_errors
 from dspy_bridge.protocol import _commands as commands
 
@@ -69,6 +69,8 @@ class Bridge:
         mode: str = "mock",
         host_stubs: bool = False,
         observer: Callable[[dict[str, Any], dict[str, Any]], None] | None = None,
+        pinned_lm: dict[str, Any] | None = None,
+        pinned_reason: str = "",
     ) -> None:
         self.pool = pool
         self.session_id = session_id or f"s-{uuid.uuid4().hex[:12]}"
@@ -82,6 +84,10 @@ class Bridge:
         # same while it records on real workers.
         self.host_stubs = host_stubs
         self.observer = observer  # sees every (request, response) pair, e.g. the drift check
+        # LM settings this session may not change (the plugin pins an integration test's route through the
+        # cassette proxy); a configure_lm that differs is refused with ``pinned_reason``, never overridden.
+        self.pinned_lm: dict[str, Any] = dict(pinned_lm or {})
+        self.pinned_reason = pinned_reason
         self._stubs = commands.StubTable()
         self.outcomes: Counter[str] = Counter()  # where execute answers came from: cassette, stub, miss, …
 
@@ -90,6 +96,8 @@ class Bridge:
 
     # -- the one path every request takes ---------------------------------------------------
     def _submit(self, command: str, args: dict[str, Any]) -> Future[Any]:
+        if command == "configure_lm" and self.pinned_lm:
+            self._check_pinned(args)
         self.requests += 1
         request = {"command": command, "args": args, "session_id": self.session_id}
         replayed = self._answer_on_host(request)
@@ -98,6 +106,12 @@ class Bridge:
         future = self.pool.submit(command, args, session_id=self.session_id, context=self.context)
         future.add_done_callback(lambda done: self._observe(request, done))
         return future
+
+    def _check_pinned(self, args: dict[str, Any]) -> None:
+        changed = sorted(name for name, value in self.pinned_lm.items() if name in args and args[name] != value)
+        if changed:  # names only: a value may be a key
+            given = ", ".join(f"{name}=…" for name in changed)
+            raise UsageError(f"configure_lm({given}) refused: {self.pinned_reason}")
 
     def _host_stub(self, command: str, args: dict[str, Any]) -> dict[str, Any] | None:
         """A stub registered here, or the stubbed answer to an ``execute_program``, as a Response map."""

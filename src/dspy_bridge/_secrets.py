@@ -8,20 +8,26 @@ A leaf (stdlib only) so that the pytest plugin, the proxy's host-side client and
 * ``PROVIDER_KEY_ENV_VARS``: the other providers' credentials DSPy (through LiteLLM) reads.
 * ``is_secret_env_name``: any of those, or any name ending ``_API_KEY``. Deliberately no wider
   (not every ``*_TOKEN`` is a secret a worker must lose).
+* ``secret_values`` / ``redact_values``: the values themselves, removed by exact match from everything
+  the host writes (cassettes, test reports), whatever their shape.
 """
 
 from __future__ import annotations
 
 TYPE_CHECKING = False  # typing stays off the start-up path of everything that imports this
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Iterable, Mapping
 
 __all__ = [
     "KEY_ENV_VARS",
+    "MIN_SECRET_LENGTH",
     "PROVIDER_KEY_ENV_VARS",
+    "SECRET_MARK",
     "api_key_from_env",
     "is_secret_env_name",
     "key_env_hint",
+    "redact_values",
+    "secret_values",
 ]
 
 #: Host environment variables the Gemini key is read from, first non-empty wins.
@@ -79,3 +85,31 @@ def key_env_hint() -> str:
     """How messages name the variables the key is read from: ``GEMINI_API_KEY (or GOOGLE_API_KEY)``."""
     first, *others = KEY_ENV_VARS
     return f"{first} (or {', '.join(others)})" if others else first
+
+
+#: Shorter values are not treated as secrets: replacing them would mangle ordinary text.
+MIN_SECRET_LENGTH = 8
+SECRET_MARK = "<REDACTED:secret>"
+
+
+def secret_values(environ: Mapping[str, str], extra_names: Iterable[str] = ()) -> tuple[str, ...]:
+    """The values of every secret-named variable in ``environ`` (and of ``extra_names``), longest first.
+
+    These are removed by exact match wherever they could be written — cassettes, test reports — whatever
+    their shape, so a key that matches no known pattern is still caught.
+    """
+    extra = {name.upper() for name in extra_names}
+    found = {
+        value
+        for name, value in environ.items()
+        if (is_secret_env_name(name) or name.upper() in extra) and len(value) >= MIN_SECRET_LENGTH
+    }
+    return tuple(sorted(found, key=len, reverse=True))
+
+
+def redact_values(text: str, secrets: Iterable[str], mark: str = SECRET_MARK) -> str:
+    """``text`` with every exact occurrence of a secret replaced by ``mark`` (longest secrets first)."""
+    for secret in secrets:
+        if secret and secret in text:
+            text = text.replace(secret, mark)
+    return text

@@ -55,8 +55,9 @@ def pytest_configure(config: pytest.Config) -> None:
     )
     config.addinivalue_line(
         "markers",
-        "integration(cassette=None, record=None): run on real DSPy workers; LM calls go through the "
-        "cassette proxy (offline replay of the test's HTTP cassette unless recording)",
+        "integration(cassette=None, record=None, live=False): run on real DSPy workers; LM calls go through the "
+        "cassette proxy (offline replay of the test's HTTP cassette unless recording); live=True: the test "
+        "configures its own endpoint and is never replayed or recorded",
     )
     state = BridgeState(config)
     config.stash[STATE_KEY] = state
@@ -84,6 +85,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     outcome = yield
     state: BridgeState = item.config.stash[STATE_KEY]
     report = outcome.get_result()
+    state.redact_report(report)
     if call.excinfo is not None and report.failed:
         reason = state.missing_reason(call.excinfo.value)
         if reason is not None and state.on_missing == "skip":

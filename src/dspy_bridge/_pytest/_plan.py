@@ -34,17 +34,20 @@ class TestPlan:
     synthetic: bool
     allow_repeats: bool
     match_on: tuple[str, ...] | None
+    live: bool = False  # @pytest.mark.integration(live=True): its own LM endpoint; never replayed or recorded
 
     @property
     def records(self) -> bool:
         """True when this run writes cassettes (and therefore runs on real workers)."""
+        if self.live:
+            return False
         needed = [self.bridge_cassette] if self.kind == "mock" else [self.bridge_cassette, self.http_cassette]
         return RecordMode.parse(self.record).records(*needed)
 
     @property
     def real(self) -> bool:
         """Runs on real DSPy workers: integration tests, and any test that records."""
-        return self.kind == "integration" or self.records
+        return self.kind == "integration" or self.live or self.records
 
     @property
     def pool_kind(self) -> str:
@@ -107,4 +110,5 @@ def plan_for(item: pytest.Item) -> TestPlan:
         synthetic=synthetic,
         allow_repeats=bool(options.get("allow_repeats", False)),
         match_on=tuple(match_on) if match_on is not None else None,
+        live=_truthy(options.get("live", False)),
     )

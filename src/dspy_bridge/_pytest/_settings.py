@@ -119,7 +119,7 @@ def run_level(config: pytest.Config, name: str) -> tuple[Any, str]:
     return setting.default, "default"
 
 
-MARK_KEYS = {"cassette", "record", "synthetic", "workers", "allow_repeats", "match_on"}
+MARK_KEYS = {"cassette", "record", "synthetic", "workers", "allow_repeats", "match_on", "live"}
 
 
 def validate_mark(mark: pytest.Mark, nodeid: str) -> dict[str, Any]:
@@ -130,6 +130,10 @@ def validate_mark(mark: pytest.Mark, nodeid: str) -> dict[str, Any]:
     if unknown:
         raise pytest.UsageError(
             f"{nodeid}: @pytest.mark.{mark.name} got unknown keywords {unknown}; known: {sorted(MARK_KEYS)}"
+        )
+    if "live" in mark.kwargs and mark.name != "integration":
+        raise pytest.UsageError(
+            f"{nodeid}: live=True belongs on @pytest.mark.integration (a mock test never reaches an LM)"
         )
     if "record" in mark.kwargs and mark.kwargs["record"] not in RECORD_MODES:
         raise pytest.UsageError(f"{nodeid}: record={mark.kwargs['record']!r} is not one of {', '.join(RECORD_MODES)}")

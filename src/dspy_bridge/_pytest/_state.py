@@ -16,7 +16,7 @@ from dspy_bridge._pytest._plan import TestPlan
 from dspy_bridge._pytest._pools import BridgePools
 from dspy_bridge._pytest._settings import run_level
 from dspy_bridge._pytest._xdist import xdist_identity
-from dspy_bridge._secrets import api_key_from_env, key_env_hint
+from dspy_bridge._secrets import api_key_from_env, key_env_hint, redact_values, secret_values
 
 if TYPE_CHECKING:
     from dspy_bridge._client import Bridge
@@ -45,6 +45,8 @@ class BridgeState:
         self._route: LMRoute | None = None
         self.xdist = xdist_identity(config)
         self.worker_label = self.xdist.label
+        # Every secret of the host's environment, removed by exact match from test reports and cassettes.
+        self.secrets = secret_values(os.environ)
 
     # -- pools ----------------------------------------------------------------------------
     @property
@@ -77,7 +79,7 @@ class BridgeState:
         if self._route is None:
             from dspy_bridge._pytest._lm_route import LMRoute
 
-            self._route = LMRoute(self.upstream, self.api_key())
+            self._route = LMRoute(self.upstream, self.api_key(), self.secrets)
         return self._route
 
     @staticmethod
@@ -110,14 +112,19 @@ class BridgeState:
         context: dict[str, Any] = {"test_id": plan.nodeid}
         route = None
         drift = None
+        pinned: dict[str, Any] = {}
         if plan.real and plan.marked == "mock" and not plan.records:
             from dspy_bridge._pytest._drift import DriftCheck
 
             drift = DriftCheck(plan.nodeid, plan.bridge_cassette)
-        if plan.real:
+        if plan.live:
+            context["live"] = True  # its own endpoint, on purpose: no proxy, no cassette, no connect guard
+        elif plan.real:
             self._check_real_preconditions(plan)
             route = self.route()
-            lm_defaults.update(route.activate(plan))
+            pinned = route.activate(plan)
+            lm_defaults.update(pinned)
+            pinned.pop("cache", None)  # a test may turn DSPy's cache on; it may not leave the proxy
             if plan.records:
                 candidate = self._recorder(plan)
                 recorder = candidate if candidate.recording else None  # e.g. once: only the HTTP level is new
@@ -131,6 +138,8 @@ class BridgeState:
             mode=plan.kind,
             host_stubs=plan.real,
             observer=drift.observe if drift is not None else None,
+            pinned_lm=pinned,
+            pinned_reason=_pinned_reason(plan),
         )
         try:
             yield client
@@ -146,6 +155,7 @@ class BridgeState:
                 self.drift_compared += drift.compared
             counts = self.counts[plan.kind]
             counts["tests"] += 1
+            counts["live"] += plan.live
             counts["requests"] += client.requests
             counts.update(client.outcomes)
             if report is not None and report.misses:
@@ -161,8 +171,25 @@ class BridgeState:
 
         recorded_against = "fake-gemini" if self.upstream == "fake" else "gemini"
         return Recorder(
-            plan.bridge_cassette, plan.record, meta={"recorded_against": recorded_against}, run_id=self.xdist.run_id
+            plan.bridge_cassette,
+            plan.record,
+            meta={"recorded_against": recorded_against},
+            run_id=self.xdist.run_id,
+            secrets=self.secrets,
         )
+
+    def redact_report(self, report: pytest.TestReport) -> None:
+        """A failing test's report (traceback, locals, captured output) loses every secret of the host.
+
+        A test may well hold the key in a local or an input; the terminal, ``-l`` and CI logs must not show it.
+        """
+        if not self.secrets:
+            return
+        if report.longrepr is not None:
+            text = str(report.longrepr)
+            if any(secret in text for secret in self.secrets):
+                report.longrepr = redact_values(text, self.secrets)
+        report.sections = [(title, redact_values(body, self.secrets)) for title, body in report.sections]
 
     @staticmethod
     def missing_reason(exc: BaseException) -> str | None:
@@ -204,8 +231,9 @@ class BridgeState:
             )
         for kind, counts in self.counts.items():
             if counts["tests"]:
+                live = f" ({counts['live']} live: own endpoint, not replayed)" if counts["live"] else ""
                 reporter.write_line(
-                    f"{kind:<11} tests {counts['tests']}, requests {counts['requests']}, LM answers {counts['lm']}, cassette hits "
+                    f"{kind:<11} tests {counts['tests']}{live}, requests {counts['requests']}, LM answers {counts['lm']}, cassette hits "
                     f"{counts['cassette']}, stubs {counts['stub']}, synthetic {counts['synthetic']}, misses "
                     f"{counts['miss']}, new recordings {counts['recorded']}"
                 )
@@ -222,6 +250,15 @@ class BridgeState:
             f"in bridge tests {self.test_seconds:.2f} s, the rest (collection, other tests) "
             f"{max(wall - blocked - self.test_seconds, 0.0):.2f} s"
         )
+
+
+def _pinned_reason(plan: TestPlan) -> str:
+    return (
+        f"{plan.nodeid} is an integration test, so its LM calls go through the cassette proxy (offline replay, "
+        "recording, keys kept out of workers and cassettes); the plugin sets api_base and api_key. Leave them out "
+        "of configure_lm, or mark the test @pytest.mark.integration(live=True) to call your own endpoint on "
+        "purpose (a live test is never replayed or recorded)."
+    )
 
 
 STATE_KEY = pytest.StashKey[BridgeState]()

@@ -16,14 +16,17 @@ learnt from the ``create_program`` and ``configure_lm`` requests the recorder sa
 
 from __future__ import annotations
 
+import os
 import threading
 import uuid
+from collections.abc import Iterable
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
 from dspy_bridge._exceptions import CassetteCorrupt, HandlerError, UsageError
 from dspy_bridge._modes import RecordMode
+from dspy_bridge._secrets import secret_values
 from dspy_bridge.cassettes._cassette import Cassette, current_versions, default_meta
 from dspy_bridge.cassettes._format import CassetteDocument, dump_document
 from dspy_bridge.cassettes._match import REPLAYED_COMMANDS, Matcher, canonical_response, plain_keep_order
@@ -85,8 +88,11 @@ class Recorder:
         run_id: str | None = None,
         match_on: list[str] | tuple[str, ...] | None = None,
         ignore: list[str] | tuple[str, ...] = (),
+        secrets: Iterable[str] | None = None,
     ) -> None:
         self.path = Path(path)
+        # Exact values removed before writing, whatever their shape (default: every secret in the environment).
+        self._secrets = tuple(secret_values(os.environ) if secrets is None else secrets)
         self.mode = RecordMode.parse(mode)
         #: Whether this test runs on real workers and records (decided once, at construction).
         self.recording = self.mode.records(self.path)
@@ -187,7 +193,9 @@ class Recorder:
         if isinstance(configured, dict) and _is_loopback(configured.get("api_base")):
             stored_response["result"]["configured"] = {**configured, "api_base": "<loopback proxy>"}
         self._learn(command, dict(request.get("args") or {}), session_id, stored_response)
-        interaction = scrub_interaction({"request": self._recorded_request(request), "response": stored_response})
+        interaction = scrub_interaction(
+            {"request": self._recorded_request(request), "response": stored_response}, self._secrets
+        )
         recorded = interaction["request"]
         if command in REPLAYED_COMMANDS:
             self._rerecorded.add(self._matcher.key(recorded))

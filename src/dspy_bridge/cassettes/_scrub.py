@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from dspy_bridge._exceptions import SecretLeak
+from dspy_bridge._secrets import redact_values
 
 __all__ = [
     "REDACTED",
@@ -90,31 +91,34 @@ def redact_text(text: str) -> str:
     return _ANY.sub(_replacement, text)
 
 
-def scrub(value: Any) -> Any:
-    """A copy of plain data with credentials redacted (maps, lists and strings, recursively)."""
+def scrub(value: Any, secrets: tuple[str, ...] = ()) -> Any:
+    """A copy of plain data with credentials redacted (maps, lists and strings, recursively).
+
+    ``secrets`` are exact values (e.g. the host's key) removed too, whatever their shape.
+    """
     if isinstance(value, str):
-        return redact_text(value)
+        return redact_text(redact_values(value, secrets) if secrets else value)
     if isinstance(value, dict):
         out: dict[Any, Any] = {}
         for key, item in value.items():
-            new_key = redact_text(key) if isinstance(key, str) else key
+            new_key = scrub(key, secrets) if isinstance(key, str) else key
             if isinstance(key, str) and _field_is_sensitive(key) and item not in (None, ""):
                 out[new_key] = REDACTED
             else:
-                out[new_key] = scrub(item)
+                out[new_key] = scrub(item, secrets)
         return out
     if isinstance(value, list | tuple):
-        return [scrub(item) for item in value]
+        return [scrub(item, secrets) for item in value]
     return value
 
 
-def scrub_interaction(interaction: dict[str, Any]) -> dict[str, Any]:
+def scrub_interaction(interaction: dict[str, Any], secrets: tuple[str, ...] = ()) -> dict[str, Any]:
     """Scrub one recorded ``{request, response}``; request args lose ``api_key`` entirely."""
     request = dict(interaction["request"])
     args = request.get("args")
     if isinstance(args, dict) and any(name in args for name in _DROPPED_ARGS):
         request["args"] = {key: value for key, value in args.items() if key not in _DROPPED_ARGS}
-    return {"request": scrub(request), "response": scrub(interaction["response"])}
+    return {"request": scrub(request, secrets), "response": scrub(interaction["response"], secrets)}
 
 
 # -- verify ------------------------------------------------------------------------------------

@@ -24,6 +24,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+from collections.abc import Iterable
 from dataclasses import dataclass, fields
 from http.client import HTTPConnection, HTTPException
 from pathlib import Path
@@ -31,7 +32,7 @@ from typing import IO, Any, Self
 
 from dspy_bridge._exceptions import BridgeError, CassetteCorrupt, UsageError
 from dspy_bridge._modes import RecordMode
-from dspy_bridge._secrets import KEY_ENV_VARS, api_key_from_env
+from dspy_bridge._secrets import KEY_ENV_VARS, api_key_from_env, secret_values
 from dspy_bridge.proxy._constants import (
     CONTROL_PREFIX,
     DEFAULT_MATCH_ON,
@@ -110,9 +111,12 @@ class ProxyProcess:
         start_timeout: float = 30.0,
         control_timeout: float = 130.0,
         verbose: bool = False,
+        extra_secrets: Iterable[str] | None = None,
     ) -> None:
         self.upstream = upstream
         self._api_key = api_key_from_env(os.environ) if api_key is UNSET else api_key
+        # Exact values scrubbed from every HTTP cassette besides the key (default: every secret in the env).
+        self._secrets = list(secret_values(os.environ) if extra_secrets is None else extra_secrets)
         self._upstream_timeout = upstream_timeout
         self._start_timeout = start_timeout
         self._control_timeout = control_timeout
@@ -149,6 +153,7 @@ class ProxyProcess:
                     "control_token": self._token,
                     "upstream": self.upstream,
                     "api_key": self._api_key,
+                    "secrets": self._secrets,
                     "upstream_timeout": self._upstream_timeout,
                     "parent_pid": os.getpid(),
                 }

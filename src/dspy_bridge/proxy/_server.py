@@ -57,6 +57,7 @@ class ProxyConfig:
     control_token: str
     upstream: str = DEFAULT_UPSTREAM
     api_key: str | None = None
+    secrets: tuple[str, ...] = ()  # exact values scrubbed besides the key (the host's other secrets)
     upstream_timeout: float = 120.0
     parent_pid: int | None = None
 
@@ -69,6 +70,7 @@ class ProxyConfig:
             control_token=str(token),
             upstream=str(data.get("upstream") or DEFAULT_UPSTREAM),
             api_key=data.get("api_key") or None,
+            secrets=tuple(str(secret) for secret in data.get("secrets") or ()),
             upstream_timeout=float(data.get("upstream_timeout", 120.0)),
             parent_pid=data.get("parent_pid"),
         )
@@ -101,7 +103,11 @@ class ProxyState:
                     f"cassette {self._session.options.path} is still in use; eject it before using {options.path}"
                 )
             session = CassetteSession(
-                options, upstream=self.upstream, api_key=self.config.api_key, timeout=self.config.upstream_timeout
+                options,
+                upstream=self.upstream,
+                api_key=self.config.api_key,
+                timeout=self.config.upstream_timeout,
+                secrets=self.config.secrets,
             )
             session.open()
             self._session = session

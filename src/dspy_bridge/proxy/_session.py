@@ -258,12 +258,20 @@ def body_matcher(ignore_fields: Sequence[str]) -> Callable[[Any, Any], None]:
 class CassetteSession:
     """An open vcrpy cassette plus the lock that serialises calls through it."""
 
-    def __init__(self, options: CassetteOptions, *, upstream: Upstream, api_key: str | None, timeout: float) -> None:
+    def __init__(
+        self,
+        options: CassetteOptions,
+        *,
+        upstream: Upstream,
+        api_key: str | None,
+        timeout: float,
+        secrets: tuple[str, ...] = (),
+    ) -> None:
         self.options = options
         self._upstream = upstream
         self._api_key = api_key
         self._timeout = timeout
-        self._scrubber = Scrubber([api_key] if api_key else [])
+        self._scrubber = Scrubber([api_key, *secrets])
         self._lock = threading.Lock()
         self._context: Any = None
         self._cassette: Any = None
