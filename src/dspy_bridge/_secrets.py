@@ -8,18 +8,23 @@ A leaf (stdlib only) so that the pytest plugin, the proxy's host-side client and
 * ``PROVIDER_KEY_ENV_VARS``: the other providers' credentials DSPy (through LiteLLM) reads.
 * ``is_secret_env_name``: any of those, or any name ending ``_API_KEY``. Deliberately no wider
   (not every ``*_TOKEN`` is a secret a worker must lose).
+* ``child_environment``: the one builder of a child's *complete* environment (every worker, the zygote,
+  the daemon, the proxy): the host's environment minus every secret name (those above plus the user's
+  ``secret_env``), plus our own variables, plus what the user set explicitly (which wins, keys included).
+  Children never get ``{**os.environ, ...}``.
 """
 
 from __future__ import annotations
 
 TYPE_CHECKING = False  # typing stays off the start-up path of everything that imports this
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Iterable, Mapping
 
 __all__ = [
     "KEY_ENV_VARS",
     "PROVIDER_KEY_ENV_VARS",
     "api_key_from_env",
+    "child_environment",
     "is_secret_env_name",
     "key_env_hint",
 ]
@@ -79,3 +84,25 @@ def key_env_hint() -> str:
     """How messages name the variables the key is read from: ``GEMINI_API_KEY (or GOOGLE_API_KEY)``."""
     first, *others = KEY_ENV_VARS
     return f"{first} (or {', '.join(others)})" if others else first
+
+
+def child_environment(
+    environ: Mapping[str, str],
+    *,
+    secret_env: Iterable[str] = (),
+    ours: Mapping[str, str] | None = None,
+    explicit: Mapping[str, str] | None = None,
+) -> dict[str, str]:
+    """The complete environment of a child process: never the host's as it is.
+
+    ``environ`` (the host's) minus every ``is_secret_env_name`` and every name in ``secret_env``
+    (compared case-insensitively: dropping too much beats leaking), then ``ours`` (the variables the
+    child needs from us), then ``explicit`` (what the user asked for by name: it wins, even a key).
+    """
+    dropped = {name.upper() for name in secret_env}
+    env = {
+        name: value for name, value in environ.items() if not is_secret_env_name(name) and name.upper() not in dropped
+    }
+    env.update(ours or {})
+    env.update(explicit or {})
+    return env

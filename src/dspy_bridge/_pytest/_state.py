@@ -51,7 +51,11 @@ class BridgeState:
     def pools(self) -> BridgePools:
         if self._pools is None:
             self._pools = BridgePools(
-                self.workers, self.strategy, self.pool_env, worker_id_prefix=self.xdist.worker_id_prefix
+                self.workers,
+                self.strategy,
+                self.pool_env,
+                worker_id_prefix=self.xdist.worker_id_prefix,
+                secret_env=run_level(self.config, "secret_env")[0],
             )
         return self._pools
 
@@ -77,7 +81,7 @@ class BridgeState:
         if self._route is None:
             from dspy_bridge._pytest._lm_route import LMRoute
 
-            self._route = LMRoute(self.upstream, self.api_key())
+            self._route = LMRoute(self.upstream, self.api_key(), run_level(self.config, "secret_env")[0])
         return self._route
 
     @staticmethod
