@@ -24,7 +24,9 @@ from typing import Any
 
 import pytest
 
+from dspy_bridge.pool._config import PoolConfig
 from dspy_bridge.pool._daemon import connect_daemon, daemon_start, daemon_status, daemon_stop
+from dspy_bridge.pool._spawn import worker_environment
 from dspy_bridge.protocol._fingerprint import environment_fingerprint, fingerprint_mismatch
 from dspy_bridge.protocol._rendezvous import RUNTIME_DIR_ENV, peer_refusal, runtime_dir, socket_path
 from dspy_bridge.protocol._zygote import decode_message, encode_message
@@ -181,7 +183,8 @@ async def test_compatible_clients_get_forked_workers_and_incompatible_ones_hear_
     launcher, reason = await connect_daemon()
     assert launcher is not None, reason
     try:
-        process = await launcher.launch("w-d1", "mock", "msgpack", {"PROBE_VAR": "client-env"})
+        env = {**worker_environment(PoolConfig(mode="mock")), "PROBE_VAR": "client-env"}  # the complete env
+        process = await launcher.launch("w-d1", "mock", "msgpack", env)
         conn = Conn(process)
         assert (await conn.hello())["worker_id"] == "w-d1"
         probe = await conn.call("probe")
@@ -200,14 +203,16 @@ async def test_compatible_clients_get_forked_workers_and_incompatible_ones_hear_
 HOST_SCRIPT = textwrap.dedent(
     """
     import asyncio, json
+    from dspy_bridge.pool._config import PoolConfig
     from dspy_bridge.pool._daemon import connect_daemon
+    from dspy_bridge.pool._spawn import worker_environment
     from dspy_bridge.protocol._async_streams import AsyncFrameReader, AsyncFrameWriter
     from dspy_bridge.protocol._codec import get_codec
 
     async def main():
         launcher, reason = await connect_daemon()
         assert launcher is not None, reason
-        worker = await launcher.launch("w-busy", "mock", "msgpack", {})
+        worker = await launcher.launch("w-busy", "mock", "msgpack", worker_environment(PoolConfig(mode="mock")))
         codec = get_codec("msgpack")
         await AsyncFrameReader(worker.stdout, codec).read()  # hello
         await AsyncFrameWriter(worker.stdin, codec).write(

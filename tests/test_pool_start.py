@@ -178,7 +178,7 @@ def test_options_are_validated_and_errors_name_the_option() -> None:
     assert "api_key" not in repr(PoolConfig(lm={"model": "gemini/x", "api_key": "secret-value"}))
 
 
-def test_worker_command_and_environment() -> None:
+def test_worker_command_and_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     config = PoolConfig(mode="mock", codec="json")
     argv = build_worker_command(config, "w7")
     assert argv[:3] == [sys.executable, "-S", "-c"]
@@ -202,4 +202,12 @@ def test_worker_command_and_environment() -> None:
     assert env["LITELLM_LOCAL_MODEL_COST_MAP"] == "True"
     assert env["EXTRA"] == "1"
     assert all(entry in env["PYTHONPATH"].split(os.pathsep) for entry in sys.path if entry)
-    assert "LITELLM_LOCAL_MODEL_COST_MAP" not in worker_environment(PoolConfig(mode="mock"))
+    monkeypatch.delenv("LITELLM_LOCAL_MODEL_COST_MAP", raising=False)
+    monkeypatch.setenv("GEMINI_API_KEY", "host-key")
+    monkeypatch.setenv("HOST_ONLY", "kept")
+    monkeypatch.setenv("MY_SECRET", "dropped")
+    mock = worker_environment(PoolConfig(mode="mock", secret_env=["my_secret"]))
+    assert "LITELLM_LOCAL_MODEL_COST_MAP" not in mock
+    assert mock["HOST_ONLY"] == "kept" and "GEMINI_API_KEY" not in mock and "MY_SECRET" not in mock
+    explicit = worker_environment(PoolConfig(mode="mock", env={"GEMINI_API_KEY": "chosen"}))
+    assert explicit["GEMINI_API_KEY"] == "chosen"  # PoolConfig.env is explicit: it wins

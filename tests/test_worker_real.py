@@ -363,6 +363,8 @@ def test_no_key_anywhere_is_lm_auth_without_a_request(worker: WorkerProc, fake: 
     error = _execute_error(worker, session, program_id, question="q")
     assert (error["type"], error["retryable"]) == ("lm_auth", False)
     assert "GEMINI_API_KEY" in error["message"]
+    # Workers never get a key from the environment: the message names the two ways to give one.
+    assert "api_key=" in error["message"] and "PoolConfig.env" in error["message"]
     assert fake.request_count == 0
 
 

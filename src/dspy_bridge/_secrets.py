@@ -8,6 +8,10 @@ A leaf (stdlib only) so that the pytest plugin, the proxy's host-side client and
 * ``PROVIDER_KEY_ENV_VARS``: the other providers' credentials DSPy (through LiteLLM) reads.
 * ``is_secret_env_name``: any of those, or any name ending ``_API_KEY``. Deliberately no wider
   (not every ``*_TOKEN`` is a secret a worker must lose).
+* ``child_environment``: the one builder of a child's *complete* environment (every worker, the zygote,
+  the daemon, the proxy): the host's environment minus every secret name (those above plus the user's
+  ``secret_env``), plus our own variables, plus what the user set explicitly (which wins, keys included).
+  Children never get ``{**os.environ, ...}``.
 * ``secret_values`` / ``redact_values``: the values themselves, removed by exact match from everything
   the host writes (cassettes, test reports), whatever their shape.
 """
@@ -24,6 +28,7 @@ __all__ = [
     "PROVIDER_KEY_ENV_VARS",
     "SECRET_MARK",
     "api_key_from_env",
+    "child_environment",
     "is_secret_env_name",
     "key_env_hint",
     "redact_values",
@@ -113,3 +118,25 @@ def redact_values(text: str, secrets: Iterable[str], mark: str = SECRET_MARK) ->
         if secret and secret in text:
             text = text.replace(secret, mark)
     return text
+
+
+def child_environment(
+    environ: Mapping[str, str],
+    *,
+    secret_env: Iterable[str] = (),
+    ours: Mapping[str, str] | None = None,
+    explicit: Mapping[str, str] | None = None,
+) -> dict[str, str]:
+    """The complete environment of a child process: never the host's as it is.
+
+    ``environ`` (the host's) minus every ``is_secret_env_name`` and every name in ``secret_env``
+    (compared case-insensitively: dropping too much beats leaking), then ``ours`` (the variables the
+    child needs from us), then ``explicit`` (what the user asked for by name: it wins, even a key).
+    """
+    dropped = {name.upper() for name in secret_env}
+    env = {
+        name: value for name, value in environ.items() if not is_secret_env_name(name) and name.upper() not in dropped
+    }
+    env.update(ours or {})
+    env.update(explicit or {})
+    return env

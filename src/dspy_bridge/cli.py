@@ -86,7 +86,9 @@ def daemon(args: argparse.Namespace) -> int:
 
     try:
         if args.action == "start":
-            info = warm_daemon.daemon_start(idle_timeout=args.idle_timeout, extra_preload=args.preload)
+            info = warm_daemon.daemon_start(
+                idle_timeout=args.idle_timeout, extra_preload=args.preload, secret_env=args.secret_env
+            )
         elif args.action == "stop":
             info = warm_daemon.daemon_stop()
         else:
@@ -125,6 +127,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("action", choices=("start", "stop", "status"))
     p.add_argument("--idle-timeout", type=float, default=1800.0)
     p.add_argument("--preload", action="append", default=[], help="extra module to import once (e.g. litellm)")
+    p.add_argument(
+        "--secret-env",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="start: one more variable the daemon must not inherit (keys such as GEMINI_API_KEY never are)",
+    )
     p.set_defaults(func=daemon)
     p = commands.add_parser("fake-gemini", help="serve the bundled fake Gemini until stdin closes")
     p.add_argument("--port", type=int, default=0)

@@ -20,7 +20,14 @@ _FAKE_UPSTREAM_KEY = "fake-upstream-key"  # the bundled fake accepts any key; ne
 
 
 class LMRoute:
-    def __init__(self, upstream: str, api_key: str | None, secrets: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self,
+        upstream: str,
+        api_key: str | None,
+        secret_env: str | tuple[str, ...] | None = None,
+        secrets: tuple[str, ...] = (),
+    ) -> None:
+        from dspy_bridge._pytest._pools import env_names
         from dspy_bridge.proxy import DEFAULT_UPSTREAM, ProxyProcess
 
         self.fake: FakeGemini | None = None
@@ -31,7 +38,9 @@ class LMRoute:
             target, key = f"http://127.0.0.1:{self.fake.port}", _FAKE_UPSTREAM_KEY
         else:
             target, key = DEFAULT_UPSTREAM, api_key  # type: ignore[assignment]
-        self.proxy: ProxyProcess = ProxyProcess(upstream=target, api_key=key, extra_secrets=secrets).start()
+        self.proxy: ProxyProcess = ProxyProcess(
+            upstream=target, api_key=key, secret_env=env_names(secret_env), extra_secrets=secrets
+        ).start()
         self.reports: list[Any] = []
 
     def activate(self, plan: TestPlan) -> dict[str, Any]:

@@ -17,11 +17,19 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from dspy_bridge.pool import SyncPool
 
-__all__ = ["BridgePools", "PoolRecord"]
+__all__ = ["BridgePools", "PoolRecord", "env_names"]
 
 log = logging.getLogger("dspy_bridge.pytest")
 
 _POOL_MODE = {"mock": "mock", "integration": "real"}
+
+
+def env_names(setting: str | tuple[str, ...] | list[str] | None) -> tuple[str, ...]:
+    """The ``secret_env`` setting (``"A, B"`` or ``A B`` from ini/env/CLI) as a tuple of names."""
+    if setting is None:
+        return ()
+    parts = setting.replace(",", " ").split() if isinstance(setting, str) else setting
+    return tuple(name.strip() for name in parts if name.strip())
 
 
 @dataclass
@@ -41,11 +49,18 @@ class PoolRecord:
 
 class BridgePools:
     def __init__(
-        self, workers: int, strategy: str, env: dict[str, str] | None = None, *, worker_id_prefix: str = ""
+        self,
+        workers: int,
+        strategy: str,
+        env: dict[str, str] | None = None,
+        *,
+        worker_id_prefix: str = "",
+        secret_env: str | tuple[str, ...] | list[str] | None = None,
     ) -> None:
         self.workers = workers
         self.strategy = strategy
         self.env = dict(env or {})
+        self.secret_env = env_names(secret_env)  # ini bridge_secret_env: more names workers never inherit
         self.worker_id_prefix = worker_id_prefix  # "gw0-" under xdist: worker ids unique across processes
         self.records: dict[str, PoolRecord] = {}
         self._pools: dict[str, SyncPool] = {}
@@ -56,7 +71,12 @@ class BridgePools:
     def _config(self, kind: str) -> Any:
         from dspy_bridge.pool import PoolConfig
 
-        options: dict[str, Any] = {"size": self.workers, "mode": _POOL_MODE[kind], "env": self.env}
+        options: dict[str, Any] = {
+            "size": self.workers,
+            "mode": _POOL_MODE[kind],
+            "env": self.env,
+            "secret_env": self.secret_env,
+        }
         if self.worker_id_prefix:
             options["worker_id_prefix"] = self.worker_id_prefix
         if kind == "integration":

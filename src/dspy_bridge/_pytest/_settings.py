@@ -81,6 +81,7 @@ SETTINGS: dict[str, Setting] = {
             "gemini",
             ("gemini", "fake"),
         ),
+        Setting("secret_env", "more variable names never given to workers or the proxy (comma-separated)", ""),
         Setting(
             "synthetic",
             "allow synthetic answers for unrecorded mock requests",

@@ -13,7 +13,7 @@ import pytest
 
 from dspy_bridge._exceptions import CassetteMiss, HandlerError
 from dspy_bridge._pytest._plan import TestPlan
-from dspy_bridge._pytest._pools import BridgePools
+from dspy_bridge._pytest._pools import BridgePools, env_names
 from dspy_bridge._pytest._settings import run_level
 from dspy_bridge._pytest._xdist import xdist_identity
 from dspy_bridge._secrets import api_key_from_env, key_env_hint, redact_values, secret_values
@@ -46,14 +46,18 @@ class BridgeState:
         self.xdist = xdist_identity(config)
         self.worker_label = self.xdist.label
         # Every secret of the host's environment, removed by exact match from test reports and cassettes.
-        self.secrets = secret_values(os.environ)
+        self.secrets = secret_values(os.environ, env_names(run_level(config, "secret_env")[0]))
 
     # -- pools ----------------------------------------------------------------------------
     @property
     def pools(self) -> BridgePools:
         if self._pools is None:
             self._pools = BridgePools(
-                self.workers, self.strategy, self.pool_env, worker_id_prefix=self.xdist.worker_id_prefix
+                self.workers,
+                self.strategy,
+                self.pool_env,
+                worker_id_prefix=self.xdist.worker_id_prefix,
+                secret_env=run_level(self.config, "secret_env")[0],
             )
         return self._pools
 
@@ -79,7 +83,7 @@ class BridgeState:
         if self._route is None:
             from dspy_bridge._pytest._lm_route import LMRoute
 
-            self._route = LMRoute(self.upstream, self.api_key(), self.secrets)
+            self._route = LMRoute(self.upstream, self.api_key(), run_level(self.config, "secret_env")[0], self.secrets)
         return self._route
 
     @staticmethod

@@ -39,6 +39,13 @@ class PoolConfig(BaseModel):
     ``max_in_flight`` defaults to 1 for real workers (a DSPy call occupies the worker) and 16 for
     mock ones (they answer in microseconds, so pipelining pays). ``worker_command`` replaces the
     command prefix; the pool always appends ``--mode M --codec C --worker-id ID``.
+
+    Workers never inherit a key: their environment is the host's minus every provider key variable
+    (``dspy_bridge._secrets.is_secret_env_name``: ``GEMINI_API_KEY``, ``GOOGLE_API_KEY``, any
+    ``*_API_KEY``, ...) and minus the names in ``secret_env``, plus our own variables, plus ``env``.
+    ``env`` is explicit, so it wins: a key put there by name does reach the workers. The way to give
+    a worker a key is ``configure_lm(api_key=...)`` (or ``lm={"api_key": ...}``): it travels in the
+    request and stays in the worker's memory only.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -52,7 +59,13 @@ class PoolConfig(BaseModel):
     worker_command: list[str] | None = Field(None, min_length=1, description="command prefix replacing the default")
     codec: Literal["msgpack", "json"] = "msgpack"
     worker_concurrency: int = Field(1, ge=1, description="threads serving requests inside one worker")
-    env: dict[str, str] = Field(default_factory=dict, description="extra environment for workers")
+    env: dict[str, str] = Field(
+        default_factory=dict,
+        description="variables set in every worker by name; they win over everything, even a key name",
+    )
+    secret_env: tuple[str, ...] = Field(
+        (), description="more variable names workers never inherit (besides GEMINI_API_KEY, *_API_KEY, ...)"
+    )
     start_strategy: Literal["spawn", "zygote", "auto"] = "auto"
     lm: dict[str, Any] | None = Field(
         None, repr=False, description="configure_lm arguments applied to every worker as its default LM"
@@ -84,6 +97,9 @@ class PoolConfig(BaseModel):
     def _check(self) -> PoolConfig:
         if self.size + self.max_overflow < 1:
             raise ValueError("size + max_overflow must be at least 1: the pool needs somewhere to run requests")
+        bad = [name for name in self.secret_env if not name or "=" in name or "\0" in name]
+        if bad:
+            raise ValueError(f"secret_env holds names no environment variable can have: {bad!r}")
         if self.lm is not None and not isinstance(self.lm.get("model"), str):
             raise ValueError("lm needs a 'model' string, e.g. {'model': 'gemini/gemini-2.5-flash'}")
         return self

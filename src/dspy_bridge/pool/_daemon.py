@@ -35,6 +35,7 @@ from typing import Any
 
 from dspy_bridge._exceptions import WorkerStartupFailed
 from dspy_bridge.pool._config import PoolConfig
+from dspy_bridge.pool._spawn import worker_environment
 from dspy_bridge.pool._zygote import ZygoteLauncher
 from dspy_bridge.protocol._fingerprint import environment_fingerprint, fingerprint_mismatch
 from dspy_bridge.protocol._rendezvous import runtime_dir, socket_path
@@ -141,11 +142,14 @@ def daemon_start(
     directory: Path | None = None,
     python: str | None = None,
     timeout: float = 120.0,
+    secret_env: Sequence[str] = (),
 ) -> DaemonInfo:
     """Start the daemon unless a compatible one runs; wait until it has imported its preload and listens.
 
     ``preload`` replaces the default module list (``DEFAULT_PRELOAD``); ``extra_preload`` adds to it
-    (e.g. ``["litellm"]`` when the LMs go through LiteLLM).
+    (e.g. ``["litellm"]`` when the LMs go through LiteLLM). The daemon starts with ``worker_environment``'s
+    environment: no key variable (nor any name in ``secret_env``) even when this shell holds one, so
+    neither the daemon nor anything it forks ever has it.
 
     An incompatible daemon is left alone and reported: stop it first (it may serve another checkout).
     """
@@ -179,7 +183,7 @@ def daemon_start(
                     stderr=log,
                     pass_fds=(write_end,),
                     start_new_session=True,
-                    env={**os.environ, "LITELLM_LOCAL_MODEL_COST_MAP": "True"},
+                    env=worker_environment(PoolConfig(mode="real", secret_env=tuple(secret_env)), daemon=True),
                 )
             os.close(write_end)
             write_end = -1

@@ -20,6 +20,7 @@ import signal
 import sys
 from typing import Protocol, runtime_checkable
 
+from dspy_bridge._secrets import child_environment
 from dspy_bridge.pool._config import PoolConfig
 
 __all__ = [
@@ -65,7 +66,7 @@ class WorkerProcess(Protocol):
 
 
 class Launcher(Protocol):
-    """Starts workers; ``env`` holds the variables to set on top of the launcher's own environment."""
+    """Starts workers; ``env`` is the worker's *complete* environment (``worker_environment``'s), used as is."""
 
     async def launch(self, worker_id: str, mode: str, codec: str, env: dict[str, str]) -> WorkerProcess: ...
 
@@ -86,17 +87,22 @@ def build_worker_command(config: PoolConfig, worker_id: str) -> list[str]:
     return argv
 
 
-def worker_environment(config: PoolConfig) -> dict[str, str]:
-    """Variables every worker needs: our sys.path (for -S), the host pid (die-with-parent), litellm offline."""
-    env = {
-        "PYTHONPATH": os.pathsep.join(entry for entry in sys.path if entry),
-        "DSPY_BRIDGE_PARENT_PID": str(os.getpid()),
-        "PYTHONUNBUFFERED": "1",  # stderr lines reach the crash report's tail before the worker dies
-    }
-    if config.mode == "real":
-        env["LITELLM_LOCAL_MODEL_COST_MAP"] = "True"
-    env.update(config.env)
-    return env
+def worker_environment(config: PoolConfig, *, daemon: bool = False) -> dict[str, str]:
+    """The complete environment of a worker, a zygote or the daemon: the one place it is built.
+
+    The host's environment without any key (``_secrets.child_environment``: every provider key name
+    and ``config.secret_env``), plus what a worker needs from us — our sys.path (for -S), the host pid
+    (die-with-parent), litellm offline — plus ``config.env``, which is explicit and so wins.
+    ``daemon=True``: for the warm daemon, which outlives this process and serves other runs, so it
+    gets neither our pid nor our sys.path (its own ``python -m`` start finds the packages).
+    """
+    ours = {"PYTHONUNBUFFERED": "1"}  # stderr lines reach the crash report's tail before the worker dies
+    if not daemon:
+        ours["PYTHONPATH"] = os.pathsep.join(entry for entry in sys.path if entry)
+        ours["DSPY_BRIDGE_PARENT_PID"] = str(os.getpid())
+    if daemon or config.mode == "real":
+        ours["LITELLM_LOCAL_MODEL_COST_MAP"] = "True"
+    return child_environment(os.environ, secret_env=config.secret_env, ours=ours, explicit=config.env)
 
 
 class SpawnedProcess:
@@ -174,7 +180,7 @@ class SpawnLauncher:
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
-            env={**os.environ, **env},
+            env=env,  # complete already: worker_environment's, never ours with additions
             start_new_session=True,
             close_fds=True,
         )

@@ -219,7 +219,7 @@ class ZygoteLauncher:
                 stdout=asyncio.subprocess.DEVNULL,
                 stderr=None,  # the zygote's own complaints go to our stderr; its children get their own pipes
                 pass_fds=(theirs.fileno(),),
-                env={**os.environ, **worker_environment(self._config)},
+                env=worker_environment(self._config),  # no key: the children's memory starts as a copy of ours
             )
         except BaseException:
             ours.close()
@@ -272,7 +272,7 @@ class ZygoteLauncher:
             "worker_id": worker_id,
             "mode": mode,
             "codec": codec,
-            "env": {**os.environ, **env},
+            "env": env,  # the child's whole environment, keys already gone (worker_environment)
             "cwd": os.getcwd(),
             "max_concurrency": self._config.worker_concurrency,
         }

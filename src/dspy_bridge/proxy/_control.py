@@ -8,8 +8,9 @@
         proxy.inject_faults(Fault(status=429, times=2, retry_after=0))
 
 The key (``api_key``; default: ``GEMINI_API_KEY`` / ``GOOGLE_API_KEY`` from this environment)
-reaches the proxy on its stdin, with a random control token; the child's environment loses the
-key variables, and workers get ``PLACEHOLDER_KEY``.
+reaches the proxy on its stdin only, with a random control token. The proxy's environment is built as
+every worker's is (``dspy_bridge._secrets.child_environment``): no key variable of any provider, nor any
+name in ``secret_env``. Workers get ``PLACEHOLDER_KEY``.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from typing import IO, Any, Self
 
 from dspy_bridge._exceptions import BridgeError, CassetteCorrupt, UsageError
 from dspy_bridge._modes import RecordMode
-from dspy_bridge._secrets import KEY_ENV_VARS, api_key_from_env, secret_values
+from dspy_bridge._secrets import api_key_from_env, child_environment, secret_values
 from dspy_bridge.proxy._constants import (
     CONTROL_PREFIX,
     DEFAULT_MATCH_ON,
@@ -100,7 +101,10 @@ class _State(enum.Enum):
 
 
 class ProxyProcess:
-    """One cassette proxy process, owned by this (host) process. Thread-safe; use as a context manager."""
+    """One cassette proxy process, owned by this (host) process. Thread-safe; use as a context manager.
+
+    ``secret_env``: more variable names the proxy must not inherit (key variables never are).
+    """
 
     def __init__(
         self,
@@ -111,12 +115,14 @@ class ProxyProcess:
         start_timeout: float = 30.0,
         control_timeout: float = 130.0,
         verbose: bool = False,
+        secret_env: tuple[str, ...] | list[str] = (),
         extra_secrets: Iterable[str] | None = None,
     ) -> None:
         self.upstream = upstream
+        self._secret_env = tuple(secret_env)
         self._api_key = api_key_from_env(os.environ) if api_key is UNSET else api_key
         # Exact values scrubbed from every HTTP cassette besides the key (default: every secret in the env).
-        self._secrets = list(secret_values(os.environ) if extra_secrets is None else extra_secrets)
+        self._secrets = list(secret_values(os.environ, self._secret_env) if extra_secrets is None else extra_secrets)
         self._upstream_timeout = upstream_timeout
         self._start_timeout = start_timeout
         self._control_timeout = control_timeout
@@ -139,8 +145,8 @@ class ProxyProcess:
         with self._lock:
             if self._state is not _State.NEW:
                 raise RuntimeError(f"ProxyProcess is already {self._state.value}; create a new one")
-            env = {k: v for k, v in os.environ.items() if k not in KEY_ENV_VARS}  # the key goes via stdin
-            env["PYTHONUNBUFFERED"] = "1"
+            # No key variable in its environment: the key goes via stdin.
+            env = child_environment(os.environ, secret_env=self._secret_env, ours={"PYTHONUNBUFFERED": "1"})
             command = [sys.executable, "-m", "dspy_bridge.proxy", *(["--verbose"] if self._verbose else [])]
             with contextlib.ExitStack() as cleanup_on_fail:
                 self._stderr = cleanup_on_fail.enter_context(tempfile.TemporaryFile())

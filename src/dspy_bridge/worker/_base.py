@@ -303,6 +303,8 @@ class BaseHandlers:
             "sessions": len([s for s in self.sessions if s is not None]),
             "programs": sum(len(s.programs) for s in self.sessions.values()),
             "uptime_s": round(time.monotonic() - self.started, 3),
+            # Names only, never values: lets anyone check from outside that no key variable reached us.
+            "environ_names": sorted(os.environ),
         }
 
     def cmd_reset_state(self, args: dict[str, Any], session_id: str | None, context: dict[str, Any]) -> dict[str, Any]:

@@ -2,8 +2,9 @@
 
 After ``fork()`` the child holds everything the zygote had — its sockets, signal handlers, random state,
 logging handlers, DSPy and litellm globals. ``become_worker`` gives the child the three pipes as fds 0/1/2,
-closes everything else, arms the parent-death check, takes the host's environment, working directory and
-import path, resets what a worker must own, and runs the worker loop; it never returns (``os._exit``).
+closes everything else, arms the parent-death check, takes the environment its client sent (exactly that:
+the zygote's own variables go), the client's working directory and import path, resets what a worker must
+own, and runs the worker loop; it never returns (``os._exit``).
 """
 
 from __future__ import annotations
@@ -112,12 +113,19 @@ def _max_fd() -> int:
 
 
 def _replace_environ(env: dict[str, str]) -> None:
-    """Make ``os.environ`` exactly ``env``, touching only what differs (each putenv costs)."""
+    """Make ``os.environ`` (and the C ``environ``) exactly ``env``, touching only what differs (each putenv costs).
+
+    Whatever the zygote had and the client did not send goes, keys included. ``os.environb`` shares
+    ``os.environ``'s data on POSIX; it is swept too in case an interpreter ever keeps them apart.
+    """
     for name in [name for name in os.environ if name not in env]:
         del os.environ[name]
     for name, value in env.items():
         if os.environ.get(name) != value:
             os.environ[name] = value
+    wanted = {os.fsencode(name) for name in env}
+    for raw in [raw for raw in getattr(os, "environb", {}) if raw not in wanted]:
+        del os.environb[raw]
 
 
 def _extend_sys_path(pythonpath: str) -> None:

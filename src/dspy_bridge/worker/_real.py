@@ -12,9 +12,12 @@ Choices a reader would otherwise have to rediscover:
   (``get_stats`` reports ``litellm_imported``). ``LITELLM_LOCAL_MODEL_COST_MAP`` defaults to
   ``True`` here: otherwise DSPy's first LM call fetches a pricing map from GitHub (5 s timeout),
   which a sandboxed worker must not do. Set it to ``False`` in the worker env to opt back in.
-* **The API key** goes only into the ``dspy.LM`` (which must hold it to call the provider). It
-  is never stored in session settings, logged or returned; error messages are scrubbed of it,
-  of every ``*_API_KEY`` environment value and of anything key-shaped (``_lm_errors.scrub``).
+* **The API key** arrives only in ``configure_lm(api_key=...)`` and goes only into the ``dspy.LM``
+  (which must hold it to call the provider). It is never stored in session settings, logged or
+  returned; error messages are scrubbed of it, of any key variable's value (only ever present when
+  the user put one in ``PoolConfig.env`` by name) and of anything key-shaped (``_lm_errors.scrub``).
+  Workers never inherit a key from the host's environment, so an LM configured without
+  ``api_key`` that fails for want of one says so and names the remedy (``NO_KEY_REMEDY``).
 * **DSPy's response cache.** DSPy builds ``dspy.cache`` (memory + disk under ``DSPY_CACHEDIR``,
   default ``~/.dspy_cache``) lazily. At start we install a disabled cache, so a worker whose LMs
   all say ``cache=False`` never creates or reads a cache directory; the first LM configured with
@@ -40,11 +43,19 @@ from datetime import date, datetime, time
 from enum import Enum
 from typing import Any, Literal
 
+from dspy_bridge._secrets import is_secret_env_name
 from dspy_bridge.protocol._signature import FieldSpec, literal_choices
 from dspy_bridge.protocol._taxonomy import ErrorType
 from dspy_bridge.worker._base import BaseHandlers, HandlerFailure, Program, Session
 
-__all__ = ["DSPyHandlers", "plain", "python_type"]
+__all__ = ["NO_KEY_REMEDY", "DSPyHandlers", "plain", "python_type"]
+
+NO_KEY_REMEDY = (
+    "configure_lm was called without api_key, and workers never get keys from the host's environment "
+    "(GEMINI_API_KEY, GOOGLE_API_KEY and every other provider key variable are removed from it): pass "
+    "configure_lm(..., api_key=...) (or PoolConfig(lm={..., 'api_key': ...})) — it travels in the request "
+    "and is kept in the worker's memory only — or, to opt out, set the variable by name in PoolConfig.env"
+)
 
 _SIMPLE_TYPES: dict[str, Any] = {
     "str": str,
@@ -174,8 +185,9 @@ class DSPyHandlers(BaseHandlers):
         return lm
 
     def _secrets(self) -> list[str]:
-        """Every key this worker knows of: the sessions' LM keys and ``*_API_KEY`` env values."""
-        found = [value for name, value in os.environ.items() if name.endswith("_API_KEY") and value]
+        """Every key this worker knows of: the sessions' LM keys (from ``configure_lm(api_key=...)``, in memory
+        only) and the values of key variables, which are there only if ``PoolConfig.env`` named them."""
+        found = [value for name, value in os.environ.items() if is_secret_env_name(name) and value]
         for session in list(self.sessions.values()):
             key = getattr(session.lm, "kwargs", {}).get("api_key") if session.lm is not None else None
             if isinstance(key, str) and key:
@@ -234,6 +246,13 @@ class DSPyHandlers(BaseHandlers):
                     ErrorType.INTERNAL,
                     scrub(f"{type(exc).__name__} while running {program.program_id}: {exc}", secrets),
                     details={"traceback": scrub(traceback.format_exc(), secrets)},
+                )
+            elif failure.type is ErrorType.LM_AUTH and not getattr(lm, "kwargs", {}).get("api_key"):
+                failure = HandlerFailure(
+                    failure.type,
+                    f"{NO_KEY_REMEDY}. The LM said: {failure.message}",
+                    retryable=failure.retryable,
+                    details={**(failure.details or {}), "remedy": "configure_lm(api_key=...) or PoolConfig.env"},
                 )
             raise failure from None
         usage: dict[str, int | float] = {}

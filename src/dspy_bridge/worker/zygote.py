@@ -28,6 +28,10 @@ client's children are SIGKILLed (nobody is left to read their answers); the daem
 SIGTERM, or after ``--idle-timeout`` seconds with neither clients nor children. Children: the parent-death
 signal kills them with the zygote; EOF on stdin ends an idle worker.
 
+Keys: the zygote's environment holds none (the host builds it with ``pool._spawn.worker_environment``; a
+zygote started by hand with a key variable re-executes itself without it first), and every child's
+``os.environ`` becomes exactly the environment its client sent (``_fork_child``), which holds none either.
+
 Fork hygiene: the zygote starts no threads (checked before every fork: ``threading.active_count()`` and
 ``/proc/self/task``, which also sees native pools such as OpenBLAS's — so the zygote pins
 ``OPENBLAS_NUM_THREADS``/``OMP_NUM_THREADS``/``MKL_NUM_THREADS`` to 1 unless they are set), never touches
@@ -45,6 +49,7 @@ import os
 import socket
 import sys
 
+from dspy_bridge._secrets import child_environment, is_secret_env_name
 from dspy_bridge.protocol._fingerprint import environment_fingerprint
 from dspy_bridge.protocol._rendezvous import listen
 from dspy_bridge.protocol._zygote import DEFAULT_PRELOAD
@@ -75,7 +80,23 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def _exec_without_keys() -> None:
+    """If we were started with a key variable in our environment, start again without it.
+
+    A forked child inherits our memory, including the environment block the kernel gave us at exec
+    (``/proc/<child>/environ`` shows it), so unsetting a variable is not enough: the pool and
+    ``daemon_start`` never give us a key, but someone starting a zygote by hand from a shell that holds
+    one would leak it into every worker. ``execve`` (same pid, same inherited descriptors) replaces that
+    block before anything is imported.
+    """
+    if any(is_secret_env_name(name) for name in os.environ):
+        sys.stderr.flush()
+        os.execve(sys.executable, sys.orig_argv, child_environment(os.environ))
+
+
 def main(argv: list[str] | None = None) -> None:
+    if argv is None:
+        _exec_without_keys()
     options = _parse_args(argv)
     if options.daemonize:
         if os.fork():
