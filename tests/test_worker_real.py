@@ -436,7 +436,7 @@ def test_outputs_are_made_plain_for_the_wire() -> None:
     import msgpack
     import pydantic
 
-    from dspy_bridge.worker._real import plain
+    from dspy_bridge.worker._dspy_types import plain
 
     class Colour(enum.Enum):
         RED = "red"

@@ -33,20 +33,17 @@ Choices a reader would otherwise have to rediscover:
 
 from __future__ import annotations
 
-import math
 import os
 import sys
 import threading
 import traceback
-from collections.abc import Mapping
-from datetime import date, datetime, time
-from enum import Enum
 from typing import Any, Literal
 
 from dspy_bridge._secrets import is_secret_env_name
-from dspy_bridge.protocol._signature import FieldSpec, literal_choices
+from dspy_bridge.protocol._signature import FieldSpec
 from dspy_bridge.protocol._taxonomy import ErrorType
 from dspy_bridge.worker._base import BaseHandlers, HandlerFailure, Program, Session
+from dspy_bridge.worker._dspy_types import numbers, plain, python_type
 
 __all__ = ["NO_KEY_REMEDY", "DSPyHandlers", "plain", "python_type"]
 
@@ -56,62 +53,6 @@ NO_KEY_REMEDY = (
     "configure_lm(..., api_key=...) (or PoolConfig(lm={..., 'api_key': ...})) — it travels in the request "
     "and is kept in the worker's memory only — or, to opt out, set the variable by name in PoolConfig.env"
 )
-
-_SIMPLE_TYPES: dict[str, Any] = {
-    "str": str,
-    "int": int,
-    "float": float,
-    "bool": bool,
-    "list": list,
-    "dict": dict,
-    "list[str]": list[str],
-    "list[int]": list[int],
-    "list[float]": list[float],
-}
-_INT_MIN, _INT_MAX = -(2**63), 2**64 - 1  # what msgpack can carry
-
-
-def python_type(type_text: str) -> Any:
-    """The real Python type for a field's type text (``Literal[...]`` via ``typing.Literal``)."""
-    if type_text in _SIMPLE_TYPES:
-        return _SIMPLE_TYPES[type_text]
-    choices = literal_choices(type_text)
-    if choices:
-        return Literal[tuple(choices)]
-    raise HandlerFailure(ErrorType.INVALID_REQUEST, f"unsupported field type {type_text!r}")
-
-
-def plain(value: Any) -> Any:
-    """A msgpack/JSON-safe copy of ``value``: pydantic models, enums, tuples and dates become plain data."""
-    if value is None or isinstance(value, bool):
-        return value
-    if isinstance(value, int):
-        return int(value) if _INT_MIN <= value <= _INT_MAX else str(value)
-    if isinstance(value, float):
-        return float(value) if math.isfinite(value) else str(value)
-    if isinstance(value, str):
-        return str(value)  # str subclasses (DSPy's Reasoning, str enums) become plain str
-    if isinstance(value, bytes | bytearray):
-        return bytes(value).decode("utf-8", "replace")
-    if isinstance(value, Enum):
-        return plain(value.value)
-    if isinstance(value, datetime | date | time):
-        return value.isoformat()
-    model_dump = getattr(value, "model_dump", None)
-    if callable(model_dump):  # pydantic models, without importing pydantic here
-        return plain(model_dump(mode="json"))
-    if isinstance(value, Mapping):
-        return {str(key): plain(item) for key, item in value.items()}
-    if isinstance(value, list | tuple | set | frozenset):
-        return [plain(item) for item in value]
-    return str(value)
-
-
-def _numbers(usage: Mapping[str, Any]) -> dict[str, int | float]:
-    """Token counts only (DSPy also reports ``None`` detail fields and nested dicts)."""
-    return {
-        key: value for key, value in usage.items() if isinstance(value, int | float) and not isinstance(value, bool)
-    }
 
 
 class DSPyHandlers(BaseHandlers):
@@ -260,7 +201,7 @@ class DSPyHandlers(BaseHandlers):
         for entries in tracker.usage_data.values():
             calls += len(entries)
         for per_model in tracker.get_total_tokens().values():
-            for key, value in _numbers(per_model).items():
+            for key, value in numbers(per_model).items():
                 usage[key] = usage.get(key, 0) + value
         return {
             "outputs": {str(key): plain(value) for key, value in prediction.toDict().items()},
