@@ -66,7 +66,9 @@ def test_a_missing_cassette_fails_with_the_command_to_record(pytester: pytest.Py
     )
     result = _run(pytester)
     result.assert_outcomes(failed=1)
-    result.stdout.fnmatch_lines(["*cassette_miss*", "*--bridge-record=once*"])
+    result.stdout.fnmatch_lines(["*CassetteMiss: cassette * does not exist*", "*--bridge-record=once*"])
+    report = result.stdout.str()
+    assert "_pool.py" not in report and "concurrent/futures" not in report  # the test's line, then the diagnosis
 
 
 def test_on_missing_skip_turns_a_miss_into_a_visible_skip(pytester: pytest.Pytester) -> None:

@@ -24,7 +24,7 @@ from collections import Counter
 from concurrent.futures import Future
 from typing import TYPE_CHECKING, Any, Protocol
 
-from dspy_bridge._exceptions import HandlerError, UsageError
+from dspy_bridge._exceptions import BridgeError, CassetteMiss, HandlerError, UsageError
 from dspy_bridge.pool._errors import error_info, handler_error, usage_errors
 from dspy_bridge.protocol import _commands as commands
 
@@ -56,7 +56,11 @@ class ExchangeRecorder(Protocol):
 
 
 class Bridge:
-    """A session-bound client: programs created through it are visible only through it."""
+    """A session-bound client: programs created through it are visible only through it.
+
+    Its public methods set ``__tracebackhide__``: a failing test's report starts at the test's own line and
+    ends with the diagnosis, not with the pool's internals.
+    """
 
     def __init__(
         self,
@@ -171,10 +175,20 @@ class Bridge:
 
     def request(self, command: str, args: dict[str, Any] | None = None) -> Any:
         """Send any protocol command in this session and wait for its result."""
-        return self._submit(command, dict(args or {})).result()
+        __tracebackhide__ = True
+        future = self._submit(command, dict(args or {}))
+        try:
+            return future.result()
+        except BridgeError as exc:
+            raise _surfaced(exc) from exc.__cause__
 
     async def arequest(self, command: str, args: dict[str, Any] | None = None) -> Any:
-        return await asyncio.wrap_future(self._submit(command, dict(args or {})))
+        __tracebackhide__ = True
+        future = self._submit(command, dict(args or {}))
+        try:
+            return await asyncio.wrap_future(future)
+        except BridgeError as exc:
+            raise _surfaced(exc) from exc.__cause__
 
     # -- commands (arguments built once, in protocol._commands) -------------------------------
     def _lm_args(self, model: str | None, settings: dict[str, Any]) -> dict[str, Any]:
@@ -186,10 +200,12 @@ class Bridge:
 
     def configure_lm(self, model: str | None = None, **settings: Any) -> dict[str, Any]:
         """Configure this session's LM (in integration mode the plugin fills api_base/key/cache)."""
+        __tracebackhide__ = True
         result: dict[str, Any] = self.request("configure_lm", self._lm_args(model, settings))
         return result
 
     async def aconfigure_lm(self, model: str | None = None, **settings: Any) -> dict[str, Any]:
+        __tracebackhide__ = True
         result: dict[str, Any] = await self.arequest("configure_lm", self._lm_args(model, settings))
         return result
 
@@ -219,6 +235,7 @@ class Bridge:
         id: str | None = None,
     ) -> str:
         """Create a program in this session; returns its deterministic id (``id=`` is the old name)."""
+        __tracebackhide__ = True
         args = self._program_args(signature, program_type, program_id, instructions, id)
         return str(self.request("create_program", args)["program_id"])
 
@@ -231,27 +248,32 @@ class Bridge:
         instructions: str | None = None,
         id: str | None = None,
     ) -> str:
+        __tracebackhide__ = True
         args = self._program_args(signature, program_type, program_id, instructions, id)
         return str((await self.arequest("create_program", args))["program_id"])
 
     def delete_program(self, program_id: str) -> None:
+        __tracebackhide__ = True
         with usage_errors():
             args = commands.delete_program_args(program_id)
         self.request("delete_program", args)
 
     def execute(self, program_id: str, /, **inputs: Any) -> dict[str, Any]:
         """Run a program; returns its outputs as a plain map."""
+        __tracebackhide__ = True
         with usage_errors():
             args = commands.execute_args(program_id, inputs)
         return dict(self.request("execute_program", args)["outputs"])
 
     async def aexecute(self, program_id: str, /, **inputs: Any) -> dict[str, Any]:
+        __tracebackhide__ = True
         with usage_errors():
             args = commands.execute_args(program_id, inputs)
         return dict((await self.arequest("execute_program", args))["outputs"])
 
     def run(self, signature: str | dict[str, Any], program_type: str = "predict", /, **inputs: Any) -> dict[str, Any]:
         """Create (idempotently: ids are deterministic) and execute in one call."""
+        __tracebackhide__ = True
         return self.execute(self.create_program(signature, program_type), **inputs)
 
     def stub(
@@ -264,6 +286,7 @@ class Bridge:
     ) -> None:
         """Answer ``program_id`` (for ``inputs``, or any) with ``outputs`` or ``error`` (mock workers, or
         host-side while recording on real workers)."""
+        __tracebackhide__ = True
         with usage_errors():
             args = commands.stub_args(program_id, outputs, inputs=inputs, error=error)
         self.request("stub_program", args)
@@ -275,3 +298,12 @@ class Bridge:
             close_session(self.session_id)
         else:
             self.request("cleanup_session", {})
+
+
+def _surfaced(exc: BridgeError) -> BridgeError:
+    """The error as the caller should see it: a replay miss as ``CassetteMiss``, and without the pool's
+    internal frames (it was raised on the pool's thread; the diagnosis is in the message, not the stack)."""
+    if isinstance(exc, HandlerError) and exc.type == "cassette_miss":
+        context = {key: getattr(exc, key) for key in ("request_id", "worker_pid", "session_id")}
+        return CassetteMiss(exc.message, **context, **(exc.error_details or {}))
+    return exc.with_traceback(None)

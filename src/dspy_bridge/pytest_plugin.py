@@ -24,9 +24,10 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from dspy_bridge._pytest._plan import TestPlan, plan_for
-from dspy_bridge._pytest._settings import add_options
+from dspy_bridge._pytest._settings import add_options, validate_all, validate_mark
 from dspy_bridge._pytest._setup import BridgeSetup
-from dspy_bridge._pytest._state import STATE_KEY, BridgeState
+from dspy_bridge._pytest._state import CALL_FAILED, STATE_KEY, BridgeState
+from dspy_bridge._pytest._summary import WORKEROUTPUT_KEY
 
 if TYPE_CHECKING:
     from dspy_bridge._client import Bridge
@@ -59,6 +60,7 @@ def pytest_configure(config: pytest.Config) -> None:
         "cassette proxy (offline replay of the test's HTTP cassette unless recording); live=True: the test "
         "configures its own endpoint and is never replayed or recorded",
     )
+    validate_all(config)  # a typo in any run-level setting is a usage error now, not inside every test
     state = BridgeState(config)
     config.stash[STATE_KEY] = state
     config.hook.pytest_dspy_bridge_configure(config=config, state=BridgeSetup(state))
@@ -68,12 +70,56 @@ def _uses_bridge(item: pytest.Item) -> bool:
     return bool(_FIXTURES & set(getattr(item, "fixturenames", ())))
 
 
+_OUR_MARKS = ("mock", "integration")
+
+
+def _warn_misspelled_marks(item: pytest.Item) -> None:
+    import difflib
+
+    for mark in item.iter_markers():
+        if mark.name in _OUR_MARKS:
+            continue
+        close = difflib.get_close_matches(mark.name, _OUR_MARKS, n=1, cutoff=0.75)
+        if close:
+            item.warn(
+                pytest.PytestUnknownMarkWarning(
+                    f"@pytest.mark.{mark.name} looks like dspy-bridge's @pytest.mark.{close[0]}; as written it "
+                    "does nothing (run with --strict-markers to make unknown marks errors)"
+                )
+            )
+
+
+def _runs_no_tests(config: pytest.Config) -> bool:
+    """--collect-only, --fixtures, --fixtures-per-test, --markers: nothing runs, so nothing may start."""
+    option = config.option
+    return bool(
+        getattr(option, "collectonly", False)
+        or getattr(option, "showfixtures", False)
+        or getattr(option, "show_fixtures_per_test", False)
+        or getattr(option, "markers", False)
+    )
+
+
+def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Check every test's mark keywords before anything runs (a typo is a usage error, not a failing test)."""
+    for item in items:
+        _warn_misspelled_marks(item)
+        for name in _OUR_MARKS:
+            mark = item.get_closest_marker(name)
+            if mark is not None:
+                validate_mark(mark, item.nodeid)
+
+
 def pytest_collection_finish(session: pytest.Session) -> None:
     """Plan the selected tests (after -m/-k deselection) and warm a real pool if any needs one."""
     state = session.config.stash[STATE_KEY]
+    if _runs_no_tests(session.config):
+        return
     for item in session.items:
         if _uses_bridge(item):
             state.plans[item.nodeid] = plan_for(item)
+    if state.xdist.worker_id is not None:
+        return  # an xdist worker collects every test but runs only some: it starts a pool when a test needs it
     if any(plan.real for plan in state.plans.values()):
         state.warm_real_pool()
     if any(not plan.real for plan in state.plans.values()):
@@ -86,11 +132,37 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     state: BridgeState = item.config.stash[STATE_KEY]
     report = outcome.get_result()
     state.redact_report(report)
+    if report.when == "call":
+        item.stash[CALL_FAILED] = report.failed
     if call.excinfo is not None and report.failed:
         reason = state.missing_reason(call.excinfo.value)
         if reason is not None and state.on_missing == "skip":
             report.outcome = "skipped"
             report.longrepr = (str(item.path), item.location[1] or 0, f"dspy-bridge: {reason}")
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """An xdist worker hands its report to the controller; whoever prints the summary may fail on drift."""
+    config = session.config
+    state = config.stash.get(STATE_KEY, None)
+    if state is None:
+        return
+    workeroutput = getattr(config, "workeroutput", None)
+    if workeroutput is not None:  # an xdist worker: the controller prints the one summary
+        state.finish()
+        workeroutput[WORKEROUTPUT_KEY] = state.report.export()
+        return
+    if state.drift_failed and session.exitstatus == pytest.ExitCode.OK:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node: Any, error: Any) -> None:
+    """xdist controller: merge a finished worker's report into the run's."""
+    data = getattr(node, "workeroutput", {}).get(WORKEROUTPUT_KEY)
+    state = node.config.stash.get(STATE_KEY, None)
+    if data is not None and state is not None:
+        state.report.merge(data)
 
 
 def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
@@ -144,6 +216,6 @@ def bridge(request: pytest.FixtureRequest, bridge_pool: SyncPool) -> Iterator[Br
     state: BridgeState = request.config.stash[STATE_KEY]
     plan = _plan(request)
     started = time.perf_counter()
-    with state.bridge_for(plan, bridge_pool) as client:
+    with state.bridge_for(plan, bridge_pool, request.node) as client:
         yield client
-    state.test_seconds += time.perf_counter() - started
+    state.report.test_seconds += time.perf_counter() - started

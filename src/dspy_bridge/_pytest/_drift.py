@@ -9,7 +9,7 @@ labels, program definitions) in ``new_episodes`` mode, read-only: nothing is eve
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,22 +21,35 @@ __all__ = ["Drift", "DriftCheck"]
 
 @dataclass(frozen=True)
 class Drift:
+    """One output field whose real answer differs from the recorded one (``field`` ``error`` for failures)."""
+
     nodeid: str
     program: str
     inputs: str
+    field: str
     recorded: str
     now: str
 
     def describe(self) -> str:
-        return f"{self.nodeid}: {self.program} {self.inputs}\n    cassette: {self.recorded}\n    real now: {self.now}"
+        return (
+            f"{self.nodeid}: {self.program} {self.inputs} field {self.field!r}\n"
+            f"    recorded: {self.recorded}\n    real now: {self.now}"
+        )
+
+    def as_dict(self) -> dict[str, str]:
+        return asdict(self)
 
 
-def _answer(response: dict[str, Any]) -> str:
+def _fields(response: dict[str, Any]) -> dict[str, str]:
+    """Each output field's answer as canonical JSON; a failure is the one pseudo-field ``error``."""
     if response.get("ok", True):
         result = response.get("result") or {}
-        return canonical_json(result.get("outputs", result) if isinstance(result, dict) else result)
+        outputs = result.get("outputs", result) if isinstance(result, dict) else result
+        if isinstance(outputs, dict):
+            return {str(name): canonical_json(value) for name, value in outputs.items()}
+        return {"outputs": canonical_json(outputs)}
     error = response.get("error") or {}
-    return f"error {error.get('type')}: {error.get('message')}"
+    return {"error": f"{error.get('type')}: {error.get('message')}"}
 
 
 class DriftCheck:
@@ -59,15 +72,17 @@ class DriftCheck:
         if expected is None:
             return
         self.compared += 1
-        recorded, now = _answer(expected), _answer(response)
-        if recorded != now:
-            args = request.get("args") or {}
-            self.drifts.append(
-                Drift(
-                    nodeid=self.nodeid,
-                    program=str(args.get("program_id")),
-                    inputs=canonical_json(args.get("inputs", {})),
-                    recorded=recorded,
-                    now=now,
+        recorded, now = _fields(expected), _fields(response)
+        args = request.get("args") or {}
+        for name in sorted(set(recorded) | set(now)):
+            if recorded.get(name) != now.get(name):
+                self.drifts.append(
+                    Drift(
+                        nodeid=self.nodeid,
+                        program=str(args.get("program_id")),
+                        inputs=canonical_json(args.get("inputs", {})),
+                        field=name,
+                        recorded=recorded.get(name, "(missing)"),
+                        now=now.get(name, "(missing)"),
+                    )
                 )
-            )

@@ -1,8 +1,9 @@
 """How real workers in a test run reach an LM: always through one cassette proxy per pytest process.
 
 The proxy replays the test's HTTP cassette (offline) or, when the test records, forwards to the
-upstream — real Gemini (the host's key is injected by the proxy; workers only see a placeholder) or
-the bundled fake Gemini (``--bridge-upstream=fake``), which this route then starts in-process.
+upstream — real Gemini (the host's key is injected by the proxy; workers only see a placeholder), the
+bundled fake Gemini (``--bridge-upstream=fake``), which this route then starts in-process, or any http(s)
+base URL (``--bridge-upstream=https://gateway.example``).
 """
 
 from __future__ import annotations
@@ -36,8 +37,10 @@ class LMRoute:
 
             self.fake = FakeGemini().start()
             target, key = f"http://127.0.0.1:{self.fake.port}", _FAKE_UPSTREAM_KEY
-        else:
+        elif upstream == "gemini":
             target, key = DEFAULT_UPSTREAM, api_key  # type: ignore[assignment]
+        else:  # any http(s) base URL: a gateway, a regional endpoint, another fake
+            target, key = upstream, api_key  # type: ignore[assignment]
         self.proxy: ProxyProcess = ProxyProcess(
             upstream=target, api_key=key, secret_env=env_names(secret_env), extra_secrets=secrets
         ).start()

@@ -61,7 +61,7 @@ class TestPlan:
             "path": str(self.bridge_cassette),
             "synthetic": self.synthetic,
             "allow_repeats": self.allow_repeats,
-            "record_hint": self.record_command(),
+            "record_hint": self.record_command("{mode}"),  # the miss fills in the mode that fixes it
         }
         if self.match_on is not None:
             cassette["match_on"] = list(self.match_on)

@@ -9,6 +9,7 @@ how CI guarantees ``--bridge-record=none``. Documented with worked examples in d
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,9 +17,11 @@ import pytest
 
 from dspy_bridge._modes import RECORD_MODES
 
-__all__ = ["RECORD_MODES", "SETTINGS", "Setting", "add_options", "run_level", "validate_mark"]
+__all__ = ["RECORD_MODES", "SETTINGS", "Setting", "add_options", "run_level", "validate_all", "validate_mark"]
 
 MODES = ("auto", "mock", "integration")
+UPSTREAM_NAMES = ("gemini", "fake")
+DRIFT_MODES = ("report", "fail")
 
 
 @dataclass(frozen=True)
@@ -29,6 +32,8 @@ class Setting:
     choices: tuple[str, ...] | None = None
     kind: type = str
     mark_key: str | None = None  # the keyword on @pytest.mark.mock/integration that sets it per test
+    minimum: int | None = None  # for int settings
+    check: Callable[[Any], str | None] | None = None  # returns why a value is wrong (beyond choices)
 
     @property
     def cli(self) -> str:
@@ -53,7 +58,24 @@ class Setting:
             raise pytest.UsageError(f"{source}: {self.name} must be a {self.kind.__name__}, got {raw!r}") from None
         if self.choices is not None and value not in self.choices:
             raise pytest.UsageError(f"{source}: {self.name}={value!r} is not one of {', '.join(self.choices)}")
+        if self.minimum is not None and value < self.minimum:
+            raise pytest.UsageError(f"{source}: {self.name} must be at least {self.minimum}, got {value!r}")
+        problem = self.check(value) if self.check is not None else None
+        if problem:
+            raise pytest.UsageError(f"{source}: {self.name}={value!r} {problem}")
         return value
+
+
+def _upstream_problem(value: Any) -> str | None:
+    """``gemini``, ``fake`` or an http(s) base URL (a gateway, a regional endpoint, another fake)."""
+    if value in UPSTREAM_NAMES:
+        return None
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(str(value))
+    if parts.scheme in ("http", "https") and parts.hostname:
+        return None
+    return f"is neither {' nor '.join(UPSTREAM_NAMES)} nor an http(s) URL such as https://gateway.example/v1beta"
 
 
 SETTINGS: dict[str, Setting] = {
@@ -63,7 +85,7 @@ SETTINGS: dict[str, Setting] = {
         Setting(
             "record", "cassette record mode (default none: never records)", "none", RECORD_MODES, mark_key="record"
         ),
-        Setting("workers", "workers per pool", 2, kind=int, mark_key=None),
+        Setting("workers", "workers per pool", 2, kind=int, mark_key=None, minimum=1),
         Setting("cassette_dir", "root of cassettes (default: cassettes/ beside each test module)", None),
         Setting(
             "default_mark", "kind for unmarked tests that use the bridge fixtures", "mock", ("mock", "integration")
@@ -77,9 +99,17 @@ SETTINGS: dict[str, Setting] = {
         Setting("start", "real-worker start strategy", "auto", ("auto", "spawn", "zygote")),
         Setting(
             "upstream",
-            "where recording sends LM calls: 'gemini' (needs GEMINI_API_KEY) or 'fake'",
+            "where recording sends LM calls: 'gemini' (needs GEMINI_API_KEY), 'fake' (the bundled fake Gemini) "
+            "or any http(s) base URL (a gateway, a regional endpoint)",
             "gemini",
-            ("gemini", "fake"),
+            check=_upstream_problem,
+        ),
+        Setting(
+            "drift",
+            "what the drift check (--bridge-mode=integration on mock tests) does with differences: report "
+            "them in the summary, or fail the run",
+            "report",
+            DRIFT_MODES,
         ),
         Setting("secret_env", "more variable names never given to workers or the proxy (comma-separated)", ""),
         Setting(
@@ -101,9 +131,16 @@ def add_options(parser: pytest.Parser) -> None:
             setting.cli,
             dest=setting.dest,
             default=None,
+            choices=setting.choices,  # argparse refuses a typo at once, and --help lists them
             help=f"{setting.help}{choices}. Also ini '{setting.ini}' and env {setting.env}.",
         )
         parser.addini(setting.ini, f"dspy-bridge: {setting.help}", default=None)
+
+
+def validate_all(config: pytest.Config) -> None:
+    """Check every run-level setting (CLI, env, ini) at configure time, before anything is collected or started."""
+    for name in SETTINGS:
+        run_level(config, name)
 
 
 def run_level(config: pytest.Config, name: str) -> tuple[Any, str]:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import os
 import time
-from collections import Counter
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -15,6 +14,7 @@ from dspy_bridge._exceptions import CassetteMiss, HandlerError
 from dspy_bridge._pytest._plan import TestPlan
 from dspy_bridge._pytest._pools import BridgePools, env_names
 from dspy_bridge._pytest._settings import run_level
+from dspy_bridge._pytest._summary import RunReport
 from dspy_bridge._pytest._xdist import xdist_identity
 from dspy_bridge._secrets import api_key_from_env, key_env_hint, redact_values, secret_values
 
@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from dspy_bridge._pytest._lm_route import LMRoute
     from dspy_bridge.pool import SyncPool
 
-__all__ = ["STATE_KEY", "BridgeState"]
+__all__ = ["CALL_FAILED", "STATE_KEY", "BridgeState"]
 
 
 class BridgeState:
@@ -37,14 +37,13 @@ class BridgeState:
         self.pool_env: dict[str, str] = {}
         self.lm_defaults: dict[str, Any] = {}
         self.plans: dict[str, TestPlan] = {}
-        self.counts: dict[str, Counter[str]] = {"mock": Counter(), "integration": Counter()}
-        self.test_seconds = 0.0
-        self.drifts: list[Any] = []
-        self.drift_compared = 0
         self._pools: BridgePools | None = None
         self._route: LMRoute | None = None
         self.xdist = xdist_identity(config)
         self.worker_label = self.xdist.label
+        self.report = RunReport(self.worker_label)
+        self.counts = self.report.counts
+        self.drift_mode = str(run_level(config, "drift")[0])
         # Every secret of the host's environment, removed by exact match from test reports and cassettes.
         self.secrets = secret_values(os.environ, env_names(run_level(config, "secret_env")[0]))
 
@@ -108,7 +107,7 @@ class BridgeState:
 
     # -- one test -------------------------------------------------------------------------
     @contextlib.contextmanager
-    def bridge_for(self, plan: TestPlan, pool: SyncPool) -> Iterator[Bridge]:
+    def bridge_for(self, plan: TestPlan, pool: SyncPool, item: pytest.Item | None = None) -> Iterator[Bridge]:
         from dspy_bridge._client import Bridge
 
         recorder = None
@@ -155,25 +154,33 @@ class BridgeState:
                 self.counts[plan.kind]["recorded"] += recorder.pending
                 recorder.save()
             if drift is not None:
-                self.drifts.extend(drift.drifts)
-                self.drift_compared += drift.compared
+                self.report.drifts.extend(item.as_dict() for item in drift.drifts)
+                self.report.drift_compared += drift.compared
             counts = self.counts[plan.kind]
             counts["tests"] += 1
             counts["live"] += plan.live
             counts["requests"] += client.requests
             counts.update(client.outcomes)
+            if report is not None:
+                counts["http_hits"] += report.replayed
+                counts["http_recorded"] += report.forwarded if report.saved else 0
             if report is not None and report.misses:
                 counts["http_misses"] += report.misses
-                raise CassetteMiss(
+                message = (
                     f"{plan.nodeid}: {report.misses} LM call(s) had no recording in {plan.http_cassette} "
                     f"(even if the program handled the error). vcrpy said: {report.miss_messages[0]} — "
                     f"re-record with: {plan.record_command('new_episodes')}"
                 )
+                if item is not None and item.stash.get(CALL_FAILED, False):
+                    # The test already failed (most likely of this miss): one report, with the diagnosis beside it.
+                    item.add_report_section("teardown", "dspy-bridge", message)
+                else:
+                    raise CassetteMiss(message)
 
     def _recorder(self, plan: TestPlan) -> Any:
         from dspy_bridge.cassettes import Recorder
 
-        recorded_against = "fake-gemini" if self.upstream == "fake" else "gemini"
+        recorded_against = {"fake": "fake-gemini", "gemini": "gemini"}.get(self.upstream, self.upstream)
         return Recorder(
             plan.bridge_cassette,
             plan.record,
@@ -210,50 +217,21 @@ class BridgeState:
         if self._route is not None:
             self._route.close()
 
-    def write_summary(self, reporter: Any) -> None:
-        if self._pools is None or not self._pools.records:
-            return
+    def finish(self) -> None:
+        """Close pools and the route, and put what they did into the report (once)."""
         self.close()
-        wall = time.perf_counter() - self.started
-        reporter.write_sep("=", f"dspy-bridge summary ({self.worker_label})")
-        blocked = 0.0
-        for record in self._pools.records.values():
-            ready = f"{record.ready_s:.3f} s" if record.ready_s is not None else f"failed: {record.error}"
-            how = "background warm-up" if record.background else "started on first use"
-            blocked += record.waited_s
-            stats = record.stats
-            extra = ""
-            if stats:
-                extra = (
-                    f"; served {stats.get('requests_served', '?')}, crashes {stats.get('crashes', 0)}, "
-                    f"restarts {stats.get('restarts', 0)}, breaker {stats.get('breaker_state', '?')}"
-                )
-            strategy = stats.get("start_strategy") or record.strategy
-            reporter.write_line(
-                f"pool {record.kind:<11} {record.workers} workers, ready in {ready} ({how}, strategy "
-                f"{strategy}); tests waited {record.waited_s:.3f} s{extra}"
-            )
-        for kind, counts in self.counts.items():
-            if counts["tests"]:
-                live = f" ({counts['live']} live: own endpoint, not replayed)" if counts["live"] else ""
-                reporter.write_line(
-                    f"{kind:<11} tests {counts['tests']}{live}, requests {counts['requests']}, LM answers {counts['lm']}, cassette hits "
-                    f"{counts['cassette']}, stubs {counts['stub']}, synthetic {counts['synthetic']}, misses "
-                    f"{counts['miss']}, new recordings {counts['recorded']}"
-                )
-        if self.drift_compared or self.drifts:
-            reporter.write_line(
-                f"drift check: {self.drift_compared} recorded answers compared with real DSPy, "
-                f"{len(self.drifts)} differ" + (":" if self.drifts else "")
-            )
-            for drift in self.drifts:
-                reporter.write_line("  " + drift.describe())
-        share = 100.0 * blocked / wall if wall > 0 else 0.0
-        reporter.write_line(
-            f"wall time {wall:.2f} s: waiting for workers to start {blocked:.2f} s ({share:.1f}%), "
-            f"in bridge tests {self.test_seconds:.2f} s, the rest (collection, other tests) "
-            f"{max(wall - blocked - self.test_seconds, 0.0):.2f} s"
-        )
+        if self._pools is not None and self._pools.records:
+            self.report.add_pools(list(self._pools.records.values()))
+            self._pools.records.clear()
+
+    def write_summary(self, reporter: Any) -> None:
+        self.finish()
+        self.report.write(reporter)
+
+    @property
+    def drift_failed(self) -> bool:
+        """``--bridge-drift=fail`` and some recorded answer differs from real DSPy now."""
+        return self.drift_mode == "fail" and bool(self.report.drifts)
 
 
 def _pinned_reason(plan: TestPlan) -> str:
@@ -266,3 +244,4 @@ def _pinned_reason(plan: TestPlan) -> str:
 
 
 STATE_KEY = pytest.StashKey[BridgeState]()
+CALL_FAILED = pytest.StashKey[bool]()  # set by the plugin's makereport hook for the call phase

@@ -17,7 +17,15 @@ from dspy_bridge.cassettes._match import VOLATILE_ARGS, Matcher, canonical_args,
 from dspy_bridge.cassettes._scrub import scrub
 from dspy_bridge.protocol._programs import canonical_program
 
-__all__ = ["Replay", "ReplaySource", "default_record_hint", "make_request", "missing_file_miss"]
+__all__ = [
+    "MODE_SLOT",
+    "Replay",
+    "ReplaySource",
+    "default_record_hint",
+    "fill_hint",
+    "make_request",
+    "missing_file_miss",
+]
 
 
 class ReplaySource(Protocol):
@@ -54,13 +62,22 @@ def make_request(
     return scrubbed
 
 
+MODE_SLOT = "{mode}"  # a record hint may leave the mode open: the miss fills in the one that will work
+
+
 def default_record_hint(path: Path, context: dict[str, Any] | None = None) -> str:
     """The command that records what is missing (from the test id when the context has one)."""
-    mode = "new_episodes" if path.exists() else "once"
     test_id = (context or {}).get("test_id")
     if isinstance(test_id, str) and test_id:
-        return f"pytest {shlex.quote(test_id)} --bridge-record={mode}"
-    return f"re-run the test with --bridge-record={mode}"
+        return f"pytest {shlex.quote(test_id)} --bridge-record={MODE_SLOT}"
+    return f"re-run the test with --bridge-record={MODE_SLOT}"
+
+
+def fill_hint(hint: str, mode: str) -> str:
+    """The hint with the record mode that fixes this miss: ``once`` for a missing file (``once`` never
+    touches an existing one), ``new_episodes`` to add a recording, ``rewrite`` when the program itself
+    changed (its old recordings are then dead weight)."""
+    return hint.replace(MODE_SLOT, mode)
 
 
 def describe(request: dict[str, Any]) -> str:
@@ -89,6 +106,7 @@ def _ignored_note(matcher: Matcher) -> str:
 
 def missing_file_miss(path: Path, request: dict[str, Any], hint: str) -> CassetteMiss:
     """The miss for a cassette that does not exist yet."""
+    hint = fill_hint(hint, "once")
     return CassetteMiss(
         f"cassette {path} does not exist, so nothing can be replayed for {describe(request)}\n  to record it: {hint}",
         reason="no_file",
@@ -150,6 +168,7 @@ class Replay:
         key = self.matcher.key(request)
         positions = self._index.get(key)
         if positions:
+            hint = fill_hint(hint, "new_episodes")
             seen = self._cursor.get(key, 0)
             listed = ", ".join(f"#{i}" for i in positions)
             return CassetteMiss(
@@ -177,6 +196,8 @@ class Replay:
         else:
             index, recorded = best
             diffs = self.matcher.diff(recorded, request)
+            program_changed = any(not d.same and d.field.split(".")[0] == "program" for d in diffs)
+            hint = fill_hint(hint, "rewrite" if program_changed else "new_episodes")
             lines.append(
                 f"  closest recording: interaction #{index} (session {recorded.get('session')}), "
                 f"{sum(d.same for d in diffs)} of {len(diffs)} compared fields equal:"
@@ -188,6 +209,7 @@ class Replay:
                 "diff": [diff.as_dict() for diff in diffs],
                 "played": self.played.get(index, 0),
             }
+        hint = fill_hint(hint, "new_episodes")
         lines.append(f"  {_ignored_note(self.matcher)}")
         lines.append(f"  to record it: {hint}")
         details["record_hint"] = hint

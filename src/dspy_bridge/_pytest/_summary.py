@@ -1,0 +1,127 @@
+"""What one pytest run did with dspy-bridge, and the one summary that says it.
+
+Each pytest process keeps a ``RunReport``: pools (time to ready, how long tests waited), per-kind counts
+(bridge and HTTP cassette level), drift results. Under pytest-xdist every worker process sends its report
+to the controller at the end (``workeroutput``), the controller merges them and prints ONE summary — so a
+drift found on ``gw1`` fails or shows in the run exactly as it does serially.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+__all__ = ["WORKEROUTPUT_KEY", "RunReport", "describe_counts"]
+
+WORKEROUTPUT_KEY = "dspy_bridge_report"
+KINDS = ("mock", "integration")
+
+
+def describe_counts(kind: str, counts: Counter[str]) -> str:
+    """One summary line per kind; integration tests add the HTTP cassette level beside the bridge level."""
+    live = f" ({counts['live']} live: own endpoint, not replayed)" if counts["live"] else ""
+    line = (
+        f"{kind:<11} tests {counts['tests']}{live}, requests {counts['requests']}, LM answers {counts['lm']}, "
+        f"cassette hits {counts['cassette']}, stubs {counts['stub']}, synthetic {counts['synthetic']}, misses "
+        f"{counts['miss']}, new recordings {counts['recorded']}"
+    )
+    if kind == "integration":
+        line += (
+            f"; HTTP cassettes: hits {counts['http_hits']}, misses {counts['http_misses']}, "
+            f"new recordings {counts['http_recorded']}"
+        )
+    return line
+
+
+@dataclass
+class RunReport:
+    """Counts, pools and drift results of one pytest process, or of a whole xdist run once merged."""
+
+    label: str
+    started: float = field(default_factory=time.perf_counter)
+    counts: dict[str, Counter[str]] = field(default_factory=lambda: {kind: Counter() for kind in KINDS})
+    pools: list[dict[str, Any]] = field(default_factory=list)  # PoolRecord fields + "process"
+    drifts: list[dict[str, str]] = field(default_factory=list)  # Drift.as_dict()
+    drift_compared: int = 0
+    test_seconds: float = 0.0
+    processes: list[str] = field(default_factory=list)  # xdist workers merged into this report
+
+    # -- xdist: workers export, the controller merges ----------------------------------------
+    def export(self) -> dict[str, Any]:
+        """Plain data (execnet can carry it) for the controller."""
+        return {
+            "label": self.label,
+            "counts": {kind: dict(counter) for kind, counter in self.counts.items()},
+            "pools": self.pools,
+            "drifts": self.drifts,
+            "drift_compared": self.drift_compared,
+            "test_seconds": self.test_seconds,
+        }
+
+    def merge(self, data: dict[str, Any]) -> None:
+        for kind, counter in (data.get("counts") or {}).items():
+            self.counts.setdefault(kind, Counter()).update(counter)
+        self.pools.extend(data.get("pools") or [])
+        self.drifts.extend(data.get("drifts") or [])
+        self.drift_compared += int(data.get("drift_compared") or 0)
+        self.test_seconds += float(data.get("test_seconds") or 0.0)
+        self.processes.append(str(data.get("label")))
+
+    def add_pools(self, records: list[Any]) -> None:
+        self.pools.extend({**asdict(record), "process": self.label} for record in records)
+
+    # -- the summary -----------------------------------------------------------------------------
+    @property
+    def empty(self) -> bool:
+        return not self.pools and not any(counter["tests"] for counter in self.counts.values())
+
+    def write(self, reporter: Any) -> None:
+        if self.empty:
+            return
+        wall = time.perf_counter() - self.started
+        where = f"{self.label}, merged from {', '.join(sorted(self.processes))}" if self.processes else self.label
+        reporter.write_sep("=", f"dspy-bridge summary ({where})")
+        blocked = 0.0
+        for record in self.pools:
+            blocked += float(record.get("waited_s") or 0.0)
+            reporter.write_line(_describe_pool(record, show_process=bool(self.processes)))
+        for kind, counts in self.counts.items():
+            if counts["tests"]:
+                reporter.write_line(describe_counts(kind, counts))
+        if self.drift_compared or self.drifts:
+            reporter.write_line(
+                f"drift check: {self.drift_compared} recorded answers compared with real DSPy, "
+                f"{len(self.drifts)} field(s) differ" + (":" if self.drifts else "")
+            )
+            for drift in self.drifts:
+                reporter.write_line(
+                    f"  {drift['nodeid']}: {drift['program']} {drift['inputs']} field {drift['field']!r}\n"
+                    f"    recorded: {drift['recorded']}\n    real now: {drift['now']}"
+                )
+        share = 100.0 * blocked / wall if wall > 0 else 0.0
+        reporter.write_line(
+            f"wall time {wall:.2f} s: waiting for workers to start {blocked:.2f} s ({share:.1f}%), "
+            f"in bridge tests {self.test_seconds:.2f} s, the rest (collection, other tests) "
+            f"{max(wall - blocked - self.test_seconds, 0.0):.2f} s"
+        )
+
+
+def _describe_pool(record: dict[str, Any], *, show_process: bool) -> str:
+    ready_s = record.get("ready_s")
+    ready = f"{ready_s:.3f} s" if ready_s is not None else f"failed: {record.get('error')}"
+    how = "background warm-up" if record.get("background") else "started on first use"
+    stats = record.get("stats") or {}
+    extra = ""
+    if stats:
+        extra = (
+            f"; served {stats.get('requests_served', '?')}, crashes {stats.get('crashes', 0)}, "
+            f"restarts {stats.get('restarts', 0)}, breaker {stats.get('breaker_state', '?')}"
+        )
+    strategy = stats.get("start_strategy") or record.get("strategy")
+    process = f" [{record.get('process')}]" if show_process else ""
+    return (
+        f"pool {record.get('kind', '?'):<11}{process} {record.get('workers')} workers, ready in {ready} ({how}, "
+        f"strategy {strategy}); tests waited {float(record.get('waited_s') or 0.0):.3f} s{extra}"
+    )
