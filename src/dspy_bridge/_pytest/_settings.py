@@ -82,6 +82,11 @@ SETTINGS: dict[str, Setting] = {
             ("gemini", "fake"),
         ),
         Setting(
+            "allowed_hosts",
+            "hosts real workers may connect to besides the cassette proxy: 'host:port' or 'host', comma-separated",
+            None,
+        ),
+        Setting(
             "synthetic",
             "allow synthetic answers for unrecorded mock requests",
             "no",

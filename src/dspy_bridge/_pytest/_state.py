@@ -13,7 +13,7 @@ import pytest
 
 from dspy_bridge._exceptions import CassetteMiss, HandlerError
 from dspy_bridge._pytest._plan import TestPlan
-from dspy_bridge._pytest._pools import BridgePools
+from dspy_bridge._pytest._pools import BridgePools, parse_hosts
 from dspy_bridge._pytest._settings import run_level
 from dspy_bridge._pytest._xdist import xdist_identity
 from dspy_bridge._secrets import api_key_from_env, key_env_hint
@@ -51,7 +51,11 @@ class BridgeState:
     def pools(self) -> BridgePools:
         if self._pools is None:
             self._pools = BridgePools(
-                self.workers, self.strategy, self.pool_env, worker_id_prefix=self.xdist.worker_id_prefix
+                self.workers,
+                self.strategy,
+                self.pool_env,
+                worker_id_prefix=self.xdist.worker_id_prefix,
+                allowed_hosts=parse_hosts(run_level(self.config, "allowed_hosts")[0]),
             )
         return self._pools
 
@@ -78,6 +82,7 @@ class BridgeState:
             from dspy_bridge._pytest._lm_route import LMRoute
 
             self._route = LMRoute(self.upstream, self.api_key())
+            self.pools.allow_hosts([self._route.allowed_host])  # the connect guard lets workers reach the proxy
         return self._route
 
     @staticmethod
