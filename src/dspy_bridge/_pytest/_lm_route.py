@@ -46,6 +46,11 @@ class LMRoute:
         ).start()
         self.reports: list[Any] = []
 
+    @property
+    def allowed_host(self) -> str:
+        """The one address real workers need for the LM: the proxy's (the connect guard allows it)."""
+        return f"127.0.0.1:{self.proxy.port}"
+
     def activate(self, plan: TestPlan) -> dict[str, Any]:
         """Point the proxy at this test's HTTP cassette; return the LM settings workers must use."""
         record_mode = plan.record if plan.records else "none"

@@ -4,6 +4,11 @@ The seed started 6–8 workers per test, one at a time. Here a process owns at m
 real pool for the whole run; a real pool starts in a background thread right after collection when any
 selected test needs it, so it warms while mock tests run. Every start is timed so the terminal summary
 can say how much wall time went to starting workers and how much tests actually waited for it.
+
+Real pools run with the connect guard on (``PoolConfig.allowed_hosts``): their workers may reach the hosts
+of ``bridge_allowed_hosts`` from the start, and the cassette proxy from the moment it exists — the proxy
+starts lazily (with the first real test), usually after the pool, so ``allow_hosts`` sends its address to
+every worker then (the pool keeps it as pool-wide state, so replacements get it before any request).
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from dspy_bridge.pool import SyncPool
 
-__all__ = ["BridgePools", "PoolRecord", "env_names"]
+__all__ = ["BridgePools", "PoolRecord", "env_names", "parse_hosts"]
 
 log = logging.getLogger("dspy_bridge.pytest")
 
@@ -47,6 +52,21 @@ class PoolRecord:
     stats: dict[str, Any] = field(default_factory=dict)
 
 
+def parse_hosts(text: str | list[str] | None, source: str = "bridge_allowed_hosts") -> list[str]:
+    """``"a:1, b"`` (commas or spaces) or a list → checked ``host:port``/``host`` entries; a bad one is a UsageError."""
+    import pytest
+
+    from dspy_bridge.protocol._commands import CommandError, allow_hosts_args
+
+    if text is None:
+        return []
+    entries = text.replace(",", " ").split() if isinstance(text, str) else list(text)
+    try:
+        return list(allow_hosts_args(entries)["hosts"])
+    except CommandError as exc:
+        raise pytest.UsageError(f"{source}: {exc}") from None
+
+
 class BridgePools:
     def __init__(
         self,
@@ -56,12 +76,15 @@ class BridgePools:
         *,
         worker_id_prefix: str = "",
         secret_env: str | tuple[str, ...] | list[str] | None = None,
+        allowed_hosts: list[str] | None = None,
     ) -> None:
         self.workers = workers
         self.strategy = strategy
         self.env = dict(env or {})
         self.secret_env = env_names(secret_env)  # ini bridge_secret_env: more names workers never inherit
         self.worker_id_prefix = worker_id_prefix  # "gw0-" under xdist: worker ids unique across processes
+        self.allowed_hosts = list(allowed_hosts or [])  # real pools: the guard is on; these plus the proxy
+        self._late_hosts: list[str] = []  # allowed after the real pool's config was built (the proxy)
         self.records: dict[str, PoolRecord] = {}
         self._pools: dict[str, SyncPool] = {}
         self._ready: dict[str, threading.Event] = {}
@@ -81,6 +104,7 @@ class BridgePools:
             options["worker_id_prefix"] = self.worker_id_prefix
         if kind == "integration":
             options["start_strategy"] = self.strategy
+            options["allowed_hosts"] = [*self.allowed_hosts, *self._late_hosts]
         else:
             # A replayed retryable error must fail the test as recorded, not consume the next recording.
             options["retries"] = 0
@@ -91,9 +115,15 @@ class BridgePools:
 
         record = self.records[kind]
         try:
-            pool = SyncPool(self._config(kind))
+            with self._lock:
+                config = self._config(kind)
+            pool = SyncPool(config)
             pool.start()
-            self._pools[kind] = pool
+            with self._lock:
+                self._pools[kind] = pool
+                late = [host for host in self._late_hosts if host not in (config.allowed_hosts or [])]
+            if late:
+                pool.allow_hosts(late)
             record.ready_s = time.perf_counter() - record.started_at
             log.info("%s pool ready: %d workers in %.3f s", kind, self.workers, record.ready_s)
         except BaseException as exc:  # the waiting test re-raises it with context
@@ -134,6 +164,14 @@ class BridgePools:
         if kind in self._errors:
             raise self._errors[kind]
         return self._pools[kind]
+
+    def allow_hosts(self, hosts: list[str]) -> None:
+        """Let the real pool's workers also reach ``hosts`` — now if it runs, else from its start."""
+        with self._lock:
+            self._late_hosts.extend(host for host in hosts if host not in self._late_hosts)
+            pool = self._pools.get("integration")
+        if pool is not None:
+            pool.allow_hosts(hosts)
 
     def is_warming(self, kind: str) -> bool:
         event = self._ready.get(kind)

@@ -113,6 +113,11 @@ SETTINGS: dict[str, Setting] = {
         ),
         Setting("secret_env", "more variable names never given to workers or the proxy (comma-separated)", ""),
         Setting(
+            "allowed_hosts",
+            "hosts real workers may connect to besides the cassette proxy: 'host:port' or 'host', comma-separated",
+            None,
+        ),
+        Setting(
             "synthetic",
             "allow synthetic answers for unrecorded mock requests",
             "no",

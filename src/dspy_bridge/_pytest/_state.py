@@ -12,7 +12,7 @@ import pytest
 
 from dspy_bridge._exceptions import CassetteMiss, HandlerError
 from dspy_bridge._pytest._plan import TestPlan
-from dspy_bridge._pytest._pools import BridgePools, env_names
+from dspy_bridge._pytest._pools import BridgePools, env_names, parse_hosts
 from dspy_bridge._pytest._settings import run_level
 from dspy_bridge._pytest._summary import RunReport
 from dspy_bridge._pytest._xdist import xdist_identity
@@ -57,6 +57,7 @@ class BridgeState:
                 self.pool_env,
                 worker_id_prefix=self.xdist.worker_id_prefix,
                 secret_env=run_level(self.config, "secret_env")[0],
+                allowed_hosts=parse_hosts(run_level(self.config, "allowed_hosts")[0]),
             )
         return self._pools
 
@@ -83,6 +84,7 @@ class BridgeState:
             from dspy_bridge._pytest._lm_route import LMRoute
 
             self._route = LMRoute(self.upstream, self.api_key(), run_level(self.config, "secret_env")[0], self.secrets)
+            self.pools.allow_hosts([self._route.allowed_host])  # the connect guard lets workers reach the proxy
         return self._route
 
     @staticmethod

@@ -14,7 +14,9 @@ import enum
 import random
 from typing import Any, Final, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from dspy_bridge.protocol._commands import CommandError, allow_hosts_args
 
 __all__ = ["UNSET", "PoolConfig", "Unset"]
 
@@ -70,6 +72,14 @@ class PoolConfig(BaseModel):
     lm: dict[str, Any] | None = Field(
         None, repr=False, description="configure_lm arguments applied to every worker as its default LM"
     )
+    allowed_hosts: list[str] | None = Field(
+        None,
+        description=(
+            "the connect guard: None (default) = off; a list = real workers may open network connections only "
+            "to these entries, 'host:port' or 'host' (any port), plus Unix sockets; [] allows no host at all. "
+            "Any other connection fails in the worker naming host, port and test. Pool.allow_hosts() adds more"
+        ),
+    )
     # -- time ---------------------------------------------------------------------------------
     request_timeout: float | None = Field(60.0, gt=0, description="seconds per request attempt; None = no limit")
     checkout_timeout: float = Field(30.0, gt=0, description="seconds to wait for a free worker slot")
@@ -92,6 +102,16 @@ class PoolConfig(BaseModel):
     worker_id_prefix: str = Field(
         "", pattern=r"^[A-Za-z0-9_.-]*$", description="prefix of worker ids, e.g. the xdist worker 'gw0-'"
     )
+
+    @field_validator("allowed_hosts")
+    @classmethod
+    def _check_hosts(cls, hosts: list[str] | None) -> list[str] | None:
+        if hosts is None:
+            return None
+        try:
+            return list(allow_hosts_args(hosts)["hosts"])
+        except CommandError as exc:
+            raise ValueError(str(exc)) from None
 
     @model_validator(mode="after")
     def _check(self) -> PoolConfig:

@@ -127,6 +127,7 @@ class Pool:
             self._slots,
             self._call,
             lm=config.lm,
+            allowed_hosts=config.allowed_hosts,
             counters=self._counters,
             emit=self.emit,
             recycle=self._supervisor.recycle,
@@ -444,6 +445,17 @@ class Pool:
         with usage_errors():
             args = commands.configure_lm_args(model, api_key=api_key, **settings)
         result: dict[str, Any] = await self.request("configure_lm", args, session_id=session_id)
+        return result
+
+    async def allow_hosts(self, hosts: list[str]) -> dict[str, Any]:
+        """Let every worker, now and later, also connect to ``hosts`` (``host:port`` or ``host``).
+
+        Turns the connect guard on where it was off (``allowed_hosts=None``); it never turns it off. Real
+        workers only: a mock worker answers ``guarded: false``.
+        """
+        with usage_errors():
+            args = commands.allow_hosts_args(hosts)
+        result: dict[str, Any] = await self.request("allow_hosts", args)
         return result
 
     async def create_program(

@@ -100,8 +100,12 @@ class DefaultState:
 
     __slots__ = ("_applied", "_entries", "_locks")
 
-    def __init__(self, lm: dict[str, Any] | None) -> None:
-        self._entries: list[tuple[str, dict[str, Any]]] = [("configure_lm", dict(lm))] if lm is not None else []
+    def __init__(self, lm: dict[str, Any] | None, allowed_hosts: list[str] | None = None) -> None:
+        self._entries: list[tuple[str, dict[str, Any]]] = []
+        if allowed_hosts is not None:  # first: the guard is on before anything else reaches the worker
+            self._entries.append(("allow_hosts", {"hosts": list(allowed_hosts)}))
+        if lm is not None:
+            self._entries.append(("configure_lm", dict(lm)))
         self._applied: dict[WorkerHandle, int] = {}
         self._locks: dict[WorkerHandle, asyncio.Lock] = {}
 
@@ -136,6 +140,7 @@ class Sessions:
         call: Call,
         *,
         lm: dict[str, Any] | None,
+        allowed_hosts: list[str] | None = None,
         counters: Counters,
         emit: Callable[..., None],
         recycle: Callable[[WorkerHandle], None],
@@ -148,7 +153,7 @@ class Sessions:
         self._recycle = recycle
         self._request_timeout = request_timeout
         self._sessions: dict[str, SessionState] = {}
-        self.defaults = DefaultState(lm)
+        self.defaults = DefaultState(lm, allowed_hosts)
 
     def __len__(self) -> int:
         return len(self._sessions)

@@ -213,6 +213,10 @@ class SyncPool:
     ) -> dict[str, Any]:
         return self._call(self._pool.configure_lm(model, session_id=session_id, api_key=api_key, **settings))
 
+    def allow_hosts(self, hosts: list[str]) -> dict[str, Any]:
+        """Let every worker also connect to ``hosts``; see ``Pool.allow_hosts``."""
+        return self._call(self._pool.allow_hosts(hosts))
+
     def create_program(
         self,
         signature: str | dict[str, Any],

@@ -23,16 +23,19 @@ __all__ = [
     "STATE_COMMANDS",
     "CommandError",
     "StubTable",
+    "allow_hosts_args",
     "configure_lm_args",
     "create_program_args",
     "delete_program_args",
     "execute_args",
+    "split_host",
     "stub_answer",
     "stub_args",
 ]
 
 # Commands whose success changes what a worker holds for a session (replayed onto a replacement).
-STATE_COMMANDS = frozenset({"configure_lm", "create_program", "delete_program", "stub_program"})
+# ``allow_hosts`` is worker-wide: sent without a session it becomes pool-wide state every worker gets.
+STATE_COMMANDS = frozenset({"configure_lm", "create_program", "delete_program", "stub_program", "allow_hosts"})
 
 
 class CommandError(ValueError):
@@ -47,6 +50,45 @@ def configure_lm_args(model: str, *, api_key: str | None = None, **settings: Any
     if api_key is not None:
         args["api_key"] = api_key
     return args
+
+
+def split_host(entry: str) -> tuple[str, int | None]:
+    """``"host:port"``, ``"host"``, ``"[::1]:8080"`` or ``"::1"`` → (lower-case host, port or ``None`` = any)."""
+    if not isinstance(entry, str) or not entry.strip():
+        raise CommandError(f"an allowed host must be a non-empty 'host:port' or 'host' string, got {entry!r}")
+    text = entry.strip().lower()
+    if "/" in text or any(c.isspace() for c in text):
+        raise CommandError(f"allowed host {entry!r} must be 'host:port' or 'host', not a URL or path")
+    port_text: str | None = None
+    if text.startswith("["):
+        host, bracket, rest = text[1:].partition("]")
+        if not bracket or (rest and not rest.startswith(":")):
+            raise CommandError(f"allowed host {entry!r}: write an IPv6 address as '[::1]:8080' or '[::1]'")
+        port_text = rest[1:] if rest else None
+    elif text.count(":") > 1:
+        host = text  # a bare IPv6 address: any port
+    else:
+        host, colon, port_text = text.partition(":")
+        port_text = port_text if colon else None
+    if not host:
+        raise CommandError(f"allowed host {entry!r} has no host name")
+    if port_text is None:
+        return host, None
+    if not port_text.isdigit() or not 0 < int(port_text) < 65536:
+        raise CommandError(f"allowed host {entry!r}: the port must be a number from 1 to 65535")
+    return host, int(port_text)
+
+
+def allow_hosts_args(hosts: Any) -> dict[str, Any]:
+    """``allow_hosts``: entries ``host:port`` or ``host`` (any port), checked and written one canonical way."""
+    if isinstance(hosts, str) or not isinstance(hosts, list | tuple):
+        raise CommandError(f"allow_hosts needs a list of 'host:port' or 'host' strings, got {hosts!r}")
+    canonical = []
+    for entry in hosts:
+        host, port = split_host(entry)
+        shown = f"[{host}]" if ":" in host else host
+        canonical.append(shown if port is None else f"{shown}:{port}")
+    return {"hosts": list(dict.fromkeys(canonical))}
 
 
 def create_program_args(

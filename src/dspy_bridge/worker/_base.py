@@ -323,5 +323,19 @@ class BaseHandlers:
             "programs": len(session.programs) if session else 0,
         }
 
+    def cmd_allow_hosts(self, args: dict[str, Any], session_id: str | None, context: dict[str, Any]) -> dict[str, Any]:
+        """Worker-wide, whatever the session: turn the connect guard on (if off) and allow ``hosts`` too."""
+        from dspy_bridge.protocol._commands import CommandError, allow_hosts_args
+
+        try:
+            hosts = allow_hosts_args(args.get("hosts"))["hosts"]
+        except CommandError as exc:
+            raise HandlerFailure(ErrorType.INVALID_REQUEST, str(exc), details={"argument": "hosts"}) from None
+        return self._allow_hosts(hosts)
+
+    def _allow_hosts(self, hosts: list[str]) -> dict[str, Any]:
+        """Mock workers run no user code, so they need no guard: they accept the command and do nothing."""
+        return {"guarded": False, "allowed": hosts}
+
     def cmd_shutdown(self, args: dict[str, Any], session_id: str | None, context: dict[str, Any]) -> dict[str, Any]:
         return {"shutting_down": True}

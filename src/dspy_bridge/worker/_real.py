@@ -27,6 +27,10 @@ Choices a reader would otherwise have to rediscover:
 * **History is off** (``disable_history=True`` per call): nothing in the protocol reads it, and
   DSPy would otherwise keep up to 10 000 prompt/response entries per LM, per module and globally
   in a long-lived worker. Token usage comes from ``dspy.track_usage`` instead.
+* **The connect guard** (``_guard``, switched on by the ``allow_hosts`` command): the worker may
+  then reach only the allowed hosts. A blocked connection fails the request at once with the
+  guard's message, ``retryable`` false — DSPy's own retries are told not to retry it either
+  (``_no_retry_when_blocked``), since a forbidden host does not become allowed by waiting.
 * **Gemini base URL.** lm15's Gemini provider appends ``/models/{model}:generateContent`` to
   ``api_base``, so an ``api_base`` for a ``gemini/`` model must end in ``/v1beta``.
 """
@@ -42,6 +46,7 @@ from typing import Any, Literal
 from dspy_bridge._secrets import is_secret_env_name
 from dspy_bridge.protocol._signature import FieldSpec
 from dspy_bridge.protocol._taxonomy import ErrorType
+from dspy_bridge.worker import _guard
 from dspy_bridge.worker._base import BaseHandlers, HandlerFailure, Program, Session
 from dspy_bridge.worker._dspy_types import numbers, plain, python_type
 
@@ -188,6 +193,10 @@ class DSPyHandlers(BaseHandlers):
                     scrub(f"{type(exc).__name__} while running {program.program_id}: {exc}", secrets),
                     details={"traceback": scrub(traceback.format_exc(), secrets)},
                 )
+            blocked = _guard.blocked_in(exc)
+            if blocked is not None:  # say it plainly, and never retry: waiting does not allow a host
+                details = {**(failure.details or {}), "connection_blocked": blocked.info()}
+                failure = HandlerFailure(failure.type, scrub(str(blocked), secrets), retryable=False, details=details)
             elif failure.type is ErrorType.LM_AUTH and not getattr(lm, "kwargs", {}).get("api_key"):
                 failure = HandlerFailure(
                     failure.type,
@@ -211,6 +220,16 @@ class DSPyHandlers(BaseHandlers):
         }
 
     # -- commands ----------------------------------------------------------------------------
+    def handle(self, command: str, args: dict[str, Any], session_id: str | None, context: dict[str, Any]) -> Any:
+        # named if this request's code opens a forbidden connection; a live test's connections pass
+        _guard.set_test(context.get("test_id"), live=context.get("live") is True)
+        return super().handle(command, args, session_id, context)
+
+    def _allow_hosts(self, hosts: list[str]) -> dict[str, Any]:
+        allowed = _guard.install(hosts)
+        _no_retry_when_blocked()
+        return {"guarded": True, "allowed": allowed}
+
     def cmd_get_stats(self, args: dict[str, Any], session_id: str | None, context: dict[str, Any]) -> dict[str, Any]:
         stats = super().cmd_get_stats(args, session_id, context)
         stats["dspy_version"] = self.dspy_version
@@ -219,4 +238,27 @@ class DSPyHandlers(BaseHandlers):
             "enabled": self._cache_enabled,
             "disk_dir": getattr(self._dspy.cache, "disk_cache_dir", None) if self._cache_enabled else None,
         }
+        stats["allowed_hosts"] = _guard.allowed_hosts() if _guard.installed() else None
         return stats
+
+
+def _no_retry_when_blocked() -> None:
+    """Make DSPy's retry loop give up at once on a blocked connection (else it sleeps 1+2+4 s first).
+
+    DSPy 3.4 asks ``dspy.clients.execution.is_retryable_lm_error`` whether to retry; it sees our error
+    as an ``LMTransportError`` (retryable). We wrap that one function; if a later DSPy moves it, the
+    guard still blocks — only the retries' wait comes back.
+    """
+    try:
+        from dspy.clients import execution
+    except ImportError:
+        return
+    original = getattr(execution, "is_retryable_lm_error", None)
+    if original is None or getattr(original, "_bridge_guarded", False):
+        return
+
+    def is_retryable_lm_error(error: Exception) -> bool:
+        return _guard.blocked_in(error) is None and bool(original(error))
+
+    is_retryable_lm_error._bridge_guarded = True  # type: ignore[attr-defined]
+    execution.is_retryable_lm_error = is_retryable_lm_error
