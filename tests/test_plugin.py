@@ -132,11 +132,63 @@ def test_forced_integration_mode_moves_mock_tests_onto_real_workers(pytester: py
     assert "PLAN integration none" in result.stdout.str()
 
 
-def test_bad_option_values_are_usage_errors(pytester: pytest.Pytester) -> None:
-    pytester.makepyfile(PLAN_PROBE)
+def test_bad_option_values_are_usage_errors(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A file with no bridge test at all: the typo is still caught, before collection.
+    pytester.makepyfile("def test_plain(): pass")
     result = _run(pytester, "--bridge-record=sometimes")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
-    result.stderr.fnmatch_lines(["*record='sometimes' is not one of none, once, new_episodes, all, rewrite*"])
+    result.stderr.fnmatch_lines(["*--bridge-record: invalid choice: 'sometimes' (choose from 'none', 'once'*"])
+    for args, words in (
+        (["--bridge-workers=0"], "*workers must be at least 1, got 0*"),
+        (
+            ["--bridge-upstream=ftp://example"],
+            "*upstream='ftp://example' is neither gemini nor fake nor an http(s) URL*",
+        ),
+    ):
+        result = _run(pytester, *args)
+        assert result.ret == pytest.ExitCode.USAGE_ERROR, args
+        result.stderr.fnmatch_lines([words])
+    monkeypatch.setenv("DSPY_BRIDGE_RECORD", "sometimes")  # env and ini are checked at configure time too
+    result = _run(pytester)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*DSPY_BRIDGE_RECORD: record='sometimes' is not one of none, once*"])
+
+
+def test_help_lists_the_choices(pytester: pytest.Pytester) -> None:
+    result = _run(pytester, "--help")
+    result.stdout.fnmatch_lines(["*--bridge-record={none,once,new_episodes,all,rewrite}*"])
+
+
+def test_collect_only_starts_nothing(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        """
+        import pytest
+        @pytest.mark.mock
+        def test_a(bridge): pass
+        @pytest.mark.integration
+        def test_b(bridge): pass
+        """
+    )
+    result = _run(pytester, "--collect-only", "-q")
+    assert result.ret == 0
+    output = result.stdout.str()
+    assert "dspy-bridge" not in output and "warming" not in output  # no pool, no summary
+
+
+def test_a_misspelled_mark_warns(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        """
+        import pytest
+        @pytest.mark.integraton
+        def test_x(): pass
+        """
+    )
+    result = _run(pytester, "-W", "error::dspy_bridge.pytest_plugin.BridgeMarkWarning")
+    assert result.ret != 0
+    assert "looks like dspy-bridge's @pytest.mark.integration" in result.stdout.str() + result.stderr.str()
+    result = _run(pytester)  # by default: a warning in the summary, the run goes on
+    result.assert_outcomes(passed=1, warnings=2)  # pytest's unknown mark, and ours naming the right one
+    result.stdout.fnmatch_lines(["*looks like dspy-bridge's @pytest.mark.integration*"])
 
 
 def test_bad_mark_keywords_are_usage_errors(pytester: pytest.Pytester) -> None:

@@ -122,14 +122,18 @@ def test_the_drift_check_reports_a_planted_difference(pytester: pytest.Pytester,
     path.write_text(yaml.safe_dump(data, sort_keys=False))
     result = _run(pytester, "-m", "not integration", "--bridge-mode=integration")
     result.assert_outcomes(passed=3, deselected=2)
+    assert result.ret == 0  # report (the default) only reports
     result.stdout.fnmatch_lines(
         [
-            "drift check: 2 recorded answers compared with real DSPy, 1 differ:",
-            "*test_sentiment_is_one_of_the_labels: prog_*",
-            f'*cassette: {{"sentiment":"{planted}"}}',
-            f'*real now: {{"sentiment":"{recorded}"}}',
+            "drift check: 2 recorded answers compared with real DSPy, 1 field(s) differ:",
+            "*test_sentiment_is_one_of_the_labels: prog_* field 'sentiment'",
+            f'*recorded: "{planted}"',
+            f'*real now: "{recorded}"',
         ]
     )
+    failing = _run(pytester, "-m", "not integration", "--bridge-mode=integration", "--bridge-drift=fail")
+    failing.assert_outcomes(passed=3, deselected=2)
+    assert failing.ret == pytest.ExitCode.TESTS_FAILED  # every test passed, but real DSPy no longer agrees
 
 
 FAULT_TESTS = """

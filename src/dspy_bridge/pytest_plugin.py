@@ -33,7 +33,7 @@ if TYPE_CHECKING:
     from dspy_bridge._client import Bridge
     from dspy_bridge.pool import SyncPool
 
-__all__ = ["BridgeSetup", "bridge", "bridge_cassette", "bridge_pool", "bridge_proxy"]
+__all__ = ["BridgeMarkWarning", "BridgeSetup", "bridge", "bridge_cassette", "bridge_pool", "bridge_proxy"]
 
 _FIXTURES = {"bridge", "bridge_pool", "bridge_cassette", "bridge_proxy"}
 
@@ -73,6 +73,10 @@ def _uses_bridge(item: pytest.Item) -> bool:
 _OUR_MARKS = ("mock", "integration")
 
 
+class BridgeMarkWarning(pytest.PytestWarning):
+    """A mark that looks like one of ours but is not (``@pytest.mark.integraton``): it silently does nothing."""
+
+
 def _warn_misspelled_marks(item: pytest.Item) -> None:
     import difflib
 
@@ -82,7 +86,7 @@ def _warn_misspelled_marks(item: pytest.Item) -> None:
         close = difflib.get_close_matches(mark.name, _OUR_MARKS, n=1, cutoff=0.75)
         if close:
             item.warn(
-                pytest.PytestUnknownMarkWarning(
+                BridgeMarkWarning(
                     f"@pytest.mark.{mark.name} looks like dspy-bridge's @pytest.mark.{close[0]}; as written it "
                     "does nothing (run with --strict-markers to make unknown marks errors)"
                 )
