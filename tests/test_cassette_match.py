@@ -9,7 +9,7 @@ import pytest
 
 from dspy_bridge import CassetteMiss, UsageError
 from dspy_bridge.cassettes import Cassette, Matcher, make_request
-from dspy_bridge.cassettes._replay import default_record_hint, missing_file_miss
+from dspy_bridge.cassettes._replay import default_record_hint, fill_hint, missing_file_miss
 from dspy_bridge.protocol._programs import canonical_program
 
 PROGRAM = canonical_program({"signature": "question -> answer"})
@@ -182,13 +182,13 @@ def test_a_miss_in_a_different_program_diffs_the_signature(tmp_path: Path) -> No
     assert "same  program.program_type" in str(info.value)
 
 
-def test_the_record_hint_comes_from_the_test_id(tmp_path: Path) -> None:
+def test_the_record_hint_comes_from_the_test_id_and_the_miss_picks_the_mode(tmp_path: Path) -> None:
     path = tmp_path / "c.yaml"
-    assert default_record_hint(path, {"test_id": "tests/test_a.py::test_b[x y]"}) == (
-        "pytest 'tests/test_a.py::test_b[x y]' --bridge-record=once"
-    )
-    path.write_text("")
-    assert default_record_hint(path, {}).endswith("--bridge-record=new_episodes")
+    hint = default_record_hint(path, {"test_id": "tests/test_a.py::test_b[x y]"})
+    assert fill_hint(hint, "once") == "pytest 'tests/test_a.py::test_b[x y]' --bridge-record=once"
+    assert default_record_hint(path, {}) == "re-run the test with --bridge-record={mode}"
+    # A missing file gets `once` (the only mode that creates it and that `once` itself will honour).
+    assert missing_file_miss(path, _request("q"), hint).details["record_hint"].endswith("--bridge-record=once")
 
 
 def test_a_missing_cassette_file_is_its_own_miss(tmp_path: Path) -> None:
