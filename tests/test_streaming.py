@@ -59,8 +59,7 @@ async def test_a_stubbed_program_streams_one_chunk_per_field_then_its_result() -
 async def test_interleaved_streams_on_one_worker_each_keep_their_own_order() -> None:
     async with Pool(config(size=1, max_in_flight=8, worker_concurrency=4)) as pool:
         streams = {
-            n: pool.stream("prog_any", drip(chunks=[f"{n}-{i} " for i in range(20)], key=f"k{n}"))
-            for n in range(6)
+            n: pool.stream("prog_any", drip(chunks=[f"{n}-{i} " for i in range(20)], key=f"k{n}")) for n in range(6)
         }
         results = await asyncio.gather(*(collect(stream) for stream in streams.values()))
         pids = set()
