@@ -26,8 +26,8 @@ from dspy_bridge.worker import _loop
 from dspy_bridge.worker._base import HandlerFailure
 from dspy_bridge.worker._main import parse_args, run_worker
 from dspy_bridge.worker._mock import CassetteHandlers
-from dspy_bridge.worker._streaming import CHUNK_SINK
 from dspy_bridge.worker._process import protect_stdout, watch_parent
+from dspy_bridge.worker._streaming import CHUNK_SINK
 
 
 class MisbehavingHandlers(CassetteHandlers):

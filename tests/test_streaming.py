@@ -138,7 +138,7 @@ async def test_a_worker_without_the_stream_capability_is_refused_and_keeps_servi
     async with Pool(config(size=1, env={"POOLKIT_NO_STREAM": "1"})) as pool:
         hello = pool.workers()[0].hello
         assert hello is not None and "stream" not in hello.capabilities
-        with pytest.raises(UsageError, match="cannot stream.*'stream' capability"):
+        with pytest.raises(UsageError, match=r"cannot stream.*'stream' capability"):
             await collect(pool.stream("prog_any", drip(chunks=["never"])))
         # its slot was given back; ordinary requests still work, and it never sent a chunk frame
         result = await pool.execute("prog_any", drip(chunks=["quiet"]))
