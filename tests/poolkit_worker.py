@@ -6,7 +6,11 @@ needs: ``sleep``, ``exit``, ``flaky``, ``raise``, ``garbage``, ``whoami``. Envir
 make it fail before its hello: ``POOLKIT_FAIL_FILE``/``POOLKIT_FAIL_IDS`` (exit 3 if that file exists or
 this worker's id is listed), ``POOLKIT_HANG_FILE``/``POOLKIT_HANG_IDS`` (never say hello),
 ``POOLKIT_PROTOCOL`` (announce that version),
-``POOLKIT_IGNORE_TERM`` (ignore SIGTERM and shutdown requests, to exercise SIGKILL).
+``POOLKIT_IGNORE_TERM`` (ignore SIGTERM and shutdown requests, to exercise SIGKILL),
+``POOLKIT_NO_STREAM`` (an older worker: no ``stream`` capability, never sends chunks).
+An ``execute_program`` whose inputs hold ``drip`` streams by hand (no program needed): ``{"chunks": [texts],
+"field", "notify" (FIFO written after the chunks), "sleep", "fail" (error type after the chunks), "key" +
+"fail_times" (fail that often before any chunk)}``.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from dspy_bridge.worker._base import HandlerFailure
 from dspy_bridge.worker._main import parse_args, run_worker
 from dspy_bridge.worker._mock import CassetteHandlers
 from dspy_bridge.worker._process import protect_stdout, watch_parent
+from dspy_bridge.worker._streaming import CHUNK_SINK
 
 
 class MisbehavingHandlers(CassetteHandlers):
@@ -64,6 +69,31 @@ class MisbehavingHandlers(CassetteHandlers):
             )
         return {"attempts": self.flaky[key], "pid": os.getpid()}
 
+    def cmd_execute_program(
+        self, args: dict[str, Any], session_id: str | None, context: dict[str, Any]
+    ) -> dict[str, Any]:
+        drip = (args.get("inputs") or {}).get("drip")
+        if not isinstance(drip, dict):
+            return super().cmd_execute_program(args, session_id, context)
+        key = str(drip.get("key", ""))
+        self.flaky[key] = self.flaky.get(key, 0) + 1
+        if self.flaky[key] <= int(drip.get("fail_times", 0)):
+            raise HandlerFailure(ErrorType.LM_RATE_LIMITED, "no chunk yet, fails on purpose", retryable=True)
+        sink = context.get(CHUNK_SINK)
+        field = str(drip.get("field", "answer"))
+        texts = [str(text) for text in drip.get("chunks", [])]
+        for text in texts:
+            if sink is not None:
+                sink(field, text)
+        notify = drip.get("notify")
+        if isinstance(notify, str):
+            with open(notify, "w") as fifo:
+                fifo.write("x")
+        time.sleep(float(drip.get("sleep", 0)))
+        if drip.get("fail"):
+            raise HandlerFailure(ErrorType(drip["fail"]), "fails after its chunks, on purpose", retryable=True)
+        return {"outputs": {field: "".join(texts)}, "usage": {}, "attempts": self.flaky[key], "pid": os.getpid()}
+
     def cmd_raise(self, args: dict[str, Any], session_id: str | None, context: dict[str, Any]) -> dict[str, Any]:
         raise ValueError("a handler bug on purpose")
 
@@ -96,6 +126,8 @@ def main() -> None:
     watch_parent()
     frames_fd = protect_stdout()
     handlers = MisbehavingHandlers(worker_id, frames_fd)
+    if os.environ.get("POOLKIT_NO_STREAM"):
+        handlers.extra_capabilities = ("cassettes", "stubs")
     if os.environ.get("POOLKIT_IGNORE_TERM"):
         handlers._commands.pop("shutdown", None)
         run_worker_ignoring_term(options, worker_id, frames_fd, handlers)

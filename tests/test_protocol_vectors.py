@@ -194,3 +194,45 @@ def test_committed_vectors_match_the_generator() -> None:
     spec.loader.exec_module(generator)
     for path, text in generator.outputs().items():
         assert path.read_text(encoding="utf-8") == text, f"{path.name} is stale"
+
+
+@pytest.mark.parametrize("codec", CODEC_NAMES)
+def test_stream_sequence_vectors_decode_as_chunks_then_one_response(codec: str) -> None:
+    """The documented frame sequence of a streamed request, decoded as one byte stream from the vectors."""
+    from dspy_bridge.protocol import Chunk
+
+    valid = {v["name"]: v for v in FILES[codec]["valid"]}
+    (sequence,) = [s for s in FILES[codec]["sequences"] if s["name"] == "stream"]
+    frames = [valid[name] for name in sequence["frames"]]
+    decoder = FrameDecoder()
+    payloads = decoder.feed(b"".join(bytes.fromhex(frame["hex"]) for frame in frames))
+    decoder.check_eof()
+    parsed = [_parse(frame["direction"], get_codec(codec).loads(p)) for frame, p in zip(frames, payloads, strict=True)]
+    hello, request, *chunks, response = parsed
+    assert isinstance(hello, Hello) and "stream" in hello.capabilities
+    assert isinstance(request, Request) and request.args["stream"] is True
+    assert chunks and all(isinstance(chunk, Chunk) and chunk.id == request.id for chunk in chunks)
+    assert isinstance(response, Response) and response.id == request.id and response.ok
+    assert "".join(chunk.text for chunk in chunks if isinstance(chunk, Chunk)) == response.result["outputs"]["answer"]
+
+
+@pytest.mark.parametrize("codec", CODEC_NAMES)
+def test_the_vectors_before_streaming_are_unchanged(codec: str) -> None:
+    """Streaming added vectors; the ones a host written before it relies on decode and encode as they did."""
+    names = [v["name"] for v in FILES[codec]["valid"]]
+    assert names[:11] == [
+        "hello_real",
+        "hello_mock",
+        "request_minimal",
+        "request_without_session",
+        "request_with_session",
+        "request_max_id",
+        "response_ok",
+        "response_ok_execute",
+        "response_error",
+        "response_protocol_error_no_id",
+        "goodbye",
+    ]
+    for vector in FILES[codec]["valid"][:11]:
+        assert "stream" not in vector["message"].get("capabilities", [])
+        assert vector["message"].get("type") != "chunk"

@@ -22,14 +22,16 @@ import uuid
 import warnings
 from collections import Counter
 from concurrent.futures import Future
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 from dspy_bridge._exceptions import BridgeError, CassetteMiss, HandlerError, UsageError
 from dspy_bridge.pool._errors import error_info, handler_error, usage_errors
+from dspy_bridge.pool._streaming import StreamChunk, StreamEnd, StreamEvent, iterate_blocking, stream_args
 from dspy_bridge.protocol import _commands as commands
+from dspy_bridge.worker._streaming import chunk_text
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Iterator
 
 __all__ = ["Bridge", "ExchangeRecorder", "RequestSender"]
 
@@ -46,6 +48,20 @@ class RequestSender(Protocol):
         *,
         session_id: str | None = None,
         context: dict[str, Any] | None = None,
+    ) -> Future[Any]: ...
+
+
+class StreamSender(RequestSender, Protocol):
+    """What ``Bridge.stream`` needs from a pool: ``submit`` with ``on_chunk`` (``SyncPool`` has it)."""
+
+    def submit(
+        self,
+        command: str,
+        args: dict[str, Any] | None = None,
+        *,
+        session_id: str | None = None,
+        context: dict[str, Any] | None = None,
+        on_chunk: Callable[[str, str], None] | None = None,
     ) -> Future[Any]: ...
 
 
@@ -152,7 +168,7 @@ class Bridge:
             future.set_exception(handler_error(answer.get("error") or {}, session_id=self.session_id))
         return future
 
-    def _observe(self, request: dict[str, Any], done: Future[Any]) -> None:
+    def _observe(self, request: dict[str, Any], done: Future[Any], chunks: list[dict[str, str]] | None = None) -> None:
         """Count answer sources, feed the recorder and the observer (runs on the pool's thread)."""
         if done.cancelled():
             return
@@ -162,6 +178,8 @@ class Bridge:
             if request["command"] == "execute_program" and isinstance(result, dict):
                 self.outcomes[str(result.get("source", "lm"))] += 1
             response: dict[str, Any] = {"ok": True, "result": result}
+            if chunks is not None:  # a streamed answer: the cassette keeps its chunks
+                response["chunks"] = list(chunks)
         elif isinstance(error, HandlerError):
             if error.type == "cassette_miss":
                 self.outcomes["miss"] += 1
@@ -275,6 +293,58 @@ class Bridge:
         """Create (idempotently: ids are deterministic) and execute in one call."""
         __tracebackhide__ = True
         return self.execute(self.create_program(signature, program_type), **inputs)
+
+    # -- streaming (docs/programs-contract.md, "Streaming") ----------------------------------
+    def stream(self, program_id: str, /, **inputs: Any) -> Iterator[StreamEvent]:
+        """Run a program streaming, as ``dspy.streamify`` does: ``StreamChunk(field, text)`` items as the
+        worker makes them, then one ``StreamEnd`` (``.outputs``, ``.result``). Recorded with its chunks;
+        answers the host gives itself (host stubs, ``new_episodes`` hits) replay the recorded chunks, or
+        one chunk per output field."""
+        args = stream_args(program_id, inputs)
+        self.requests += 1
+        request = {"command": "execute_program", "args": args, "session_id": self.session_id}
+        answer = self._host_stream_answer(request)
+        if answer is not None:
+            return self._replay_stream(answer)
+        pool = cast("StreamSender", self.pool)
+        chunks: list[dict[str, str]] = []
+
+        def start(on_chunk: Callable[[str, str], None]) -> Future[Any]:
+            def keep(field: str, text: str) -> None:
+                chunks.append({"field": field, "text": text})
+                on_chunk(field, text)
+
+            future = pool.submit(
+                "execute_program", args, session_id=self.session_id, context=self.context, on_chunk=keep
+            )
+            future.add_done_callback(lambda done: self._observe(request, done, chunks))
+            return future
+
+        return iterate_blocking(start)
+
+    def _host_stream_answer(self, request: dict[str, Any]) -> dict[str, Any] | None:
+        """As ``_answer_on_host``, but the answer map itself (its ``chunks`` replay)."""
+        answer = self._host_stub(request["command"], request["args"]) if self.host_stubs else None
+        source = "stub"
+        if answer is None:
+            lookup = getattr(self.recorder, "lookup", None)
+            answer = lookup(request) if lookup is not None else None
+            source = "cassette"
+        if answer is not None:
+            self.outcomes[source] += 1
+        return answer
+
+    def _replay_stream(self, answer: dict[str, Any]) -> Iterator[StreamEvent]:
+        if not answer.get("ok", True):
+            raise handler_error(answer.get("error") or {}, session_id=self.session_id)
+        result = answer.get("result") or {}
+        chunks = answer.get("chunks")
+        if chunks is None:
+            outputs = result.get("outputs") or {}
+            chunks = [{"field": field, "text": chunk_text(value)} for field, value in outputs.items()]
+        for chunk in chunks:
+            yield StreamChunk(str(chunk["field"]), str(chunk["text"]))
+        yield StreamEnd(result)
 
     def stub(
         self,

@@ -192,6 +192,61 @@ def _valid_messages(codec: str) -> list[tuple[str, str, str, dict[str, Any]]]:
             "last frame before a planned exit",
             {"type": "goodbye", "worker_id": "w0", "pid": 4242, "reason": "shutdown"},
         ),
+        *_stream_messages(codec),
+    ]
+
+
+STREAM_ID = 7
+STREAM_SEQUENCE = ["hello_stream", "request_execute_stream", "chunk_first", "chunk_non_ascii", "response_after_chunks"]
+
+
+def _stream_messages(codec: str) -> list[tuple[str, str, str, dict[str, Any]]]:
+    """The streaming vectors (protocol 1.0, added later: none of the vectors above changed)."""
+    hello = _hello(codec, "mock", None)
+    hello["capabilities"] = [*hello["capabilities"], "stream"]
+    return [
+        ("hello_stream", W2H, "a worker that can stream: 'stream' among its capabilities", hello),
+        (
+            "request_execute_stream",
+            H2W,
+            "execute_program asking for chunk frames before its Response (only sent to a 'stream' worker)",
+            {
+                "type": "request",
+                "id": STREAM_ID,
+                "command": "execute_program",
+                "args": {
+                    "program_id": "prog_9eb923eef4e4a86f",
+                    "inputs": {"question": "Name two rivers."},
+                    "stream": True,
+                },
+                "session_id": "s1",
+                "context": {},
+            },
+        ),
+        (
+            "chunk_first",
+            W2H,
+            "a piece of output field 'answer' of the streamed request (same id), before its Response",
+            {"type": "chunk", "id": STREAM_ID, "field": "answer", "text": "Nile, "},
+        ),
+        (
+            "chunk_non_ascii",
+            W2H,
+            "the next piece, in order; text is any string (non-ASCII as raw UTF-8)",
+            {"type": "chunk", "id": STREAM_ID, "field": "answer", "text": "Río Paraná"},
+        ),
+        (
+            "response_after_chunks",
+            W2H,
+            "the one final Response of the streamed request: the whole result, as without streaming",
+            {
+                "type": "response",
+                "id": STREAM_ID,
+                "ok": True,
+                "result": {"outputs": {"answer": "Nile, Río Paraná"}, "usage": {}},
+                "elapsed_ms": 40.5,
+            },
+        ),
     ]
 
 
@@ -346,6 +401,27 @@ def _invalid(codec: str) -> list[dict[str, Any]]:
             {"type": "goodbye", "worker_id": "w0", "pid": 1},
             None,
         ),
+        (
+            "chunk_without_id",
+            W2H,
+            "a chunk must name its request (nil is not allowed either)",
+            {"type": "chunk", "field": "answer", "text": "x"},
+            None,
+        ),
+        (
+            "chunk_without_field",
+            W2H,
+            "a chunk must name its output field",
+            {"type": "chunk", "id": 7, "text": "x"},
+            None,
+        ),
+        (
+            "chunk_text_not_string",
+            W2H,
+            "chunk text is always a string",
+            {"type": "chunk", "id": 7, "field": "answer", "text": 4},
+            None,
+        ),
     ]
     if codec == "msgpack":  # msgpack integers stop at 2**64-1: the oversized id exists only in JSON
         shape_cases = [case for case in shape_cases if case[0] != "request_id_too_large"]
@@ -393,6 +469,14 @@ def build_frames(codec: str) -> dict[str, Any]:
         },
         "valid": valid,
         "invalid": _invalid(codec),
+        "sequences": [
+            {
+                "name": "stream",
+                "description": "a streamed execute_program: any number of chunk frames with the request's id, "
+                "in order, then its one Response",
+                "frames": STREAM_SEQUENCE,
+            }
+        ],
     }
 
 

@@ -4,7 +4,7 @@
     meta: {created, dspy_bridge_version, dspy_version, model, recorded_against, ...}
     interactions:
     - request:  {command, session, program?, model?, args}
-      response: {ok, result} | {ok: false, error: {type, message, retryable, details}}
+      response: {ok, result, chunks?: [{field, text}]} | {ok: false, error: {type, message, retryable, details}}
 
 YAML is read with the safe loader only (the C one when libyaml is present: ~10x faster for big
 files) and checked with pydantic; the checked data stays plain dicts. Anything wrong becomes a
@@ -162,10 +162,16 @@ class ErrorModel(_Strict):
     details: dict[str, Any] | None = None
 
 
+class ChunkModel(_Strict):
+    field: str
+    text: str
+
+
 class ResponseModel(_Strict):
     ok: bool
     result: Any = None
     error: ErrorModel | None = None
+    chunks: list[ChunkModel] | None = None  # a streamed answer's chunks, in order (optional: version 1 still)
 
     @model_validator(mode="after")
     def _result_xor_error(self) -> ResponseModel:
@@ -298,6 +304,8 @@ def _ordered_request(request: dict[str, Any]) -> dict[str, Any]:
 
 def _ordered_response(response: dict[str, Any]) -> dict[str, Any]:
     if response.get("ok"):
+        if response.get("chunks") is not None:
+            return {"ok": True, "result": response.get("result"), "chunks": response["chunks"]}
         return {"ok": True, "result": response.get("result")}
     return {"ok": False, "error": response.get("error")}
 

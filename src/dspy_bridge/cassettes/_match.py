@@ -37,7 +37,8 @@ __all__ = [
 #: Commands a mock worker answers from a cassette; the others it handles itself, like a real worker.
 REPLAYED_COMMANDS = frozenset({"execute_program"})
 #: Top-level args that change on every call and never take part in matching or recording.
-VOLATILE_ARGS = frozenset({"deadline", "timestamp", "elapsed_ms", "request_id", "started_at"})
+#: ``stream`` says how the answer travels, not what it is: a streamed call replays a plain recording and back.
+VOLATILE_ARGS = frozenset({"deadline", "timestamp", "elapsed_ms", "request_id", "started_at", "stream"})
 #: Result keys stripped before writing (timing, and the mock's own ``source`` marker).
 VOLATILE_RESULT_KEYS = frozenset({"elapsed_ms", "source"})
 _VOLATILE_USAGE_SUFFIXES = ("_ms", "_s", "_seconds", "latency", "duration", "timestamp", "created")
@@ -75,7 +76,7 @@ def _stable_usage(usage: Any) -> Any:
 
 
 def canonical_response(response: dict[str, Any]) -> dict[str, Any]:
-    """``{ok, result}`` or ``{ok: false, error}`` without timing; tracebacks are dropped (paths churn)."""
+    """``{ok, result, chunks?}`` or ``{ok: false, error}`` without timing; tracebacks are dropped (paths churn)."""
     ok = response.get("ok", "error" not in response or response.get("error") is None)
     if ok:
         result = response.get("result")
@@ -83,7 +84,11 @@ def canonical_response(response: dict[str, Any]) -> dict[str, Any]:
             result = {key: value for key, value in result.items() if key not in VOLATILE_RESULT_KEYS}
             if "usage" in result:
                 result["usage"] = _stable_usage(result["usage"])
-        return {"ok": True, "result": plain_keep_order(result)}
+        canonical = {"ok": True, "result": plain_keep_order(result)}
+        chunks = response.get("chunks")
+        if isinstance(chunks, list):  # a streamed answer: its chunks, in order (docs/cassettes.md)
+            canonical["chunks"] = [{"field": str(c["field"]), "text": str(c["text"])} for c in chunks]
+        return canonical
     error = dict(response.get("error") or {})
     details = error.get("details")
     if isinstance(details, dict) and "traceback" in details:

@@ -17,6 +17,7 @@ from dspy_bridge.pool._spawn import (
     worker_environment,
 )
 from dspy_bridge.pool._stats import EVENT_KINDS, PoolEvent, PoolStats, WorkerStats
+from dspy_bridge.pool._streaming import StreamChunk, StreamEnd, StreamEvent
 from dspy_bridge.pool._sync import SyncPool
 from dspy_bridge.pool._worker import WorkerHandle, WorkerState
 
@@ -32,6 +33,9 @@ __all__ = [
     "PoolState",
     "PoolStats",
     "SpawnLauncher",
+    "StreamChunk",
+    "StreamEnd",
+    "StreamEvent",
     "SyncPool",
     "Unset",
     "WorkerHandle",

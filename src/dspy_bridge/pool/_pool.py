@@ -45,6 +45,7 @@ from dspy_bridge.pool._sessions import Sessions
 from dspy_bridge.pool._slots import Slots
 from dspy_bridge.pool._spawn import Launcher, worker_environment
 from dspy_bridge.pool._stats import Counters, PoolEvent, PoolStats
+from dspy_bridge.pool._streaming import ChunkCallback, CountingSink, StreamingMixin, no_stream
 from dspy_bridge.pool._supervisor import Supervisor
 from dspy_bridge.pool._worker import WorkerHandle, WorkerState
 from dspy_bridge.protocol import _commands as commands
@@ -68,7 +69,7 @@ class PoolState(enum.StrEnum):
 _STOPPING = frozenset({PoolState.CLOSING, PoolState.CLOSED, PoolState.BROKEN})
 
 
-class Pool:
+class Pool(StreamingMixin):
     """A pool of worker processes speaking the dspy-bridge protocol (see the module docstring).
 
     Usage::
@@ -294,13 +295,15 @@ class Pool:
         session_id: str | None = None,
         context: dict[str, Any] | None = None,
         timeout: float | Unset | None = UNSET,
+        on_chunk: ChunkCallback | None = None,
     ) -> Any:
         """Send one command and return its result.
 
         ``timeout`` bounds each attempt from the moment it is sent (``None``: no limit; default
         ``request_timeout``); waiting for a free slot is bounded by ``checkout_timeout``. Raises
         ``HandlerError`` (``.type`` from the taxonomy) for an error Response, ``WorkerCrashed`` if the
-        worker died holding it, ``RequestTimeout``, ``CircuitOpen``, ``PoolClosed``.
+        worker died holding it, ``RequestTimeout``, ``CircuitOpen``, ``PoolClosed``. ``on_chunk(field, text)``
+        gets a streamed request's chunks on the loop's thread (see ``stream``).
         """
         self._check_admitting()
         args = dict(args or {})
@@ -310,7 +313,7 @@ class Pool:
         self._counters.requests += 1
         probe = self._breaker.admit()
         try:
-            result = await self._with_retries(command, args, session_id, context, attempt_timeout, probe)
+            result = await self._with_retries(command, args, session_id, context, attempt_timeout, probe, on_chunk)
         except BaseException as exc:
             self._counters.failures += 1
             if probe:
@@ -330,13 +333,15 @@ class Pool:
         context: dict[str, Any] | None,
         timeout: float | None,
         probe: bool,
+        on_chunk: ChunkCallback | None = None,
     ) -> Any:
         attempt = 0
+        sink = None if on_chunk is None else CountingSink(on_chunk)
         while True:
             try:
-                return await self._attempt(command, args, session_id, context, timeout, probe)
+                return await self._attempt(command, args, session_id, context, timeout, probe, sink)
             except HandlerError as exc:
-                if not exc.retryable or attempt >= self.config.retries:
+                if not exc.retryable or attempt >= self.config.retries or (sink is not None and sink.delivered):
                     raise
                 attempt += 1
                 self._counters.retries += 1
@@ -362,6 +367,7 @@ class Pool:
         context: dict[str, Any] | None,
         timeout: float | None,
         probe: bool,
+        on_chunk: ChunkCallback | None = None,
     ) -> Any:
         deadline = asyncio.get_running_loop().time() + self.config.checkout_timeout
         with request_context(request_id=None, worker_pid=None, session_id=session_id):
@@ -369,7 +375,7 @@ class Pool:
                 handle = await self._slots.checkout(None, probe, deadline)
             else:
                 handle = await self._sessions.worker_for(session_id, probe, deadline)
-            return await self._call(handle, command, args, session_id, context, timeout, probe=probe)
+            return await self._call(handle, command, args, session_id, context, timeout, probe=probe, on_chunk=on_chunk)
 
     async def _call(
         self,
@@ -381,6 +387,7 @@ class Pool:
         timeout: float | None,
         *,
         probe: bool = False,
+        on_chunk: ChunkCallback | None = None,
     ) -> Any:
         """Send on a slot already reserved on ``handle``; wait for the answer within ``timeout``."""
         request_id = next(self._request_ids)
@@ -396,12 +403,12 @@ class Pool:
             "context": ctx,
         }
         with request_context(request_id=request_id, worker_pid=handle.pid, session_id=session_id):
-            if not handle.alive:
+            if not handle.alive or (on_chunk is not None and not handle.can_stream()):
                 self._slots.release(handle)
-                raise handle.error_for(request_id, command, session_id)
+                raise no_stream(handle) if handle.alive else handle.error_for(request_id, command, session_id)
             self._slots.consume(handle)
             try:
-                future = handle.send(message)
+                future = handle.send(message, on_chunk)
             except BaseException:
                 self.on_slot_free(handle)
                 raise

@@ -19,7 +19,7 @@ import threading
 import time
 import warnings
 import weakref
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterator
 from typing import Any, Self, TypeVar
 
 from dspy_bridge._exceptions import PoolClosed, UsageError
@@ -27,6 +27,7 @@ from dspy_bridge.pool._config import UNSET, PoolConfig, Unset
 from dspy_bridge.pool._pool import Pool
 from dspy_bridge.pool._spawn import Launcher
 from dspy_bridge.pool._stats import PoolEvent, PoolStats
+from dspy_bridge.pool._streaming import ChunkCallback, StreamEvent, iterate_blocking, stream_args
 
 __all__ = ["SyncPool"]
 
@@ -172,10 +173,14 @@ class SyncPool:
         session_id: str | None = None,
         context: dict[str, Any] | None = None,
         timeout: float | Unset | None = UNSET,
+        on_chunk: ChunkCallback | None = None,
     ) -> concurrent.futures.Future[Any]:
-        """Like ``request`` but returns at once with a future (pipelining from one thread)."""
+        """Like ``request`` but returns at once with a future (pipelining from one thread); ``on_chunk``
+        gets a streamed request's chunks on the loop thread."""
         return self._schedule(
-            self._pool.request(command, args, session_id=session_id, context=context, timeout=timeout)
+            self._pool.request(
+                command, args, session_id=session_id, context=context, timeout=timeout, on_chunk=on_chunk
+            )
         )
 
     def _schedule(self, coro: Coroutine[Any, Any, T]) -> concurrent.futures.Future[T]:
@@ -266,6 +271,27 @@ class SyncPool:
     ) -> dict[str, Any]:
         return self._call(
             self._pool.execute(program_id, inputs, session_id=session_id, context=context, timeout=timeout)
+        )
+
+    def stream(
+        self,
+        program_id: str,
+        inputs: dict[str, Any],
+        *,
+        session_id: str | None = None,
+        context: dict[str, Any] | None = None,
+        timeout: float | Unset | None = UNSET,
+    ) -> Iterator[StreamEvent]:
+        """``Pool.stream``, blocking: ``StreamChunk`` items as they arrive, then one ``StreamEnd(result)``."""
+        args = stream_args(program_id, inputs)
+        if self._loop is None:
+            raise UsageError("the SyncPool is not started; call start() or use 'with SyncPool(...)'")
+        if threading.current_thread() is self._thread:
+            raise UsageError("a blocking SyncPool.stream from its own loop thread (e.g. a listener) would deadlock")
+        return iterate_blocking(
+            lambda on_chunk: self.submit(
+                "execute_program", args, session_id=session_id, context=context, timeout=timeout, on_chunk=on_chunk
+            )
         )
 
     def close_session(self, session_id: str) -> bool:

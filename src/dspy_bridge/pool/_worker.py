@@ -1,7 +1,8 @@
 """One worker as the pool sees it: its process, its reader task, its in-flight requests.
 
     WorkerHandle
-    ├── reader task ── frames from stdout ──▶ Hello → ready future; Response → its future; Goodbye noted
+    ├── reader task ── frames from stdout ──▶ Hello → ready future; Response → its future; Goodbye noted;
+    │        │                                   Chunk → its request's on_chunk (streamed requests only)
     │        └── races the reads against process exit: on exit it drains briefly, reaps, and fails
     │            exactly the requests this worker held (WorkerCrashed, or PoolClosed when we stopped it)
     ├── stderr task ── lines ──▶ ring buffer (the tail goes into crash reports)
@@ -36,9 +37,9 @@ from dspy_bridge.pool._errors import ExitInfo, describe_exit
 from dspy_bridge.pool._spawn import WorkerProcess
 from dspy_bridge.pool._stats import WorkerStats
 from dspy_bridge.protocol import PROTOCOL_VERSION, FrameDecoder, encode_frame, get_codec
-from dspy_bridge.protocol._messages import Goodbye, Hello, Response, parse_worker_message
+from dspy_bridge.protocol._messages import Chunk, Goodbye, Hello, Response, parse_worker_message
 
-__all__ = ["WorkerHandle", "WorkerOwner", "WorkerState"]
+__all__ = ["ChunkCallback", "WorkerHandle", "WorkerOwner", "WorkerState"]
 
 log = logging.getLogger("dspy_bridge.pool")
 
@@ -65,13 +66,23 @@ class WorkerOwner(Protocol):
     def on_worker_exit(self, handle: WorkerHandle) -> None: ...
 
 
-class _Pending:
-    __slots__ = ("command", "future", "session_id")
+ChunkCallback = Callable[[str, str], None]
 
-    def __init__(self, future: asyncio.Future[Response], command: str, session_id: str | None) -> None:
+
+class _Pending:
+    __slots__ = ("command", "future", "on_chunk", "session_id")
+
+    def __init__(
+        self,
+        future: asyncio.Future[Response],
+        command: str,
+        session_id: str | None,
+        on_chunk: ChunkCallback | None = None,
+    ) -> None:
         self.future = future
         self.command = command
         self.session_id = session_id
+        self.on_chunk = on_chunk  # a streamed request's chunks go here, in order, on the loop's thread
 
 
 class WorkerHandle:
@@ -188,6 +199,10 @@ class WorkerHandle:
         """Not dead and not known to be exiting (it may still be spawning or draining)."""
         return self._state is not WorkerState.DEAD and not self._exit_task.done()
 
+    def can_stream(self) -> bool:
+        """Whether its Hello lists the ``stream`` capability (chunk frames before a Response)."""
+        return self.hello is not None and "stream" in self.hello.capabilities
+
     def accepts_work(self) -> bool:
         return self._state is WorkerState.READY and not self._exit_task.done()
 
@@ -260,8 +275,10 @@ class WorkerHandle:
             ) from None
 
     # -- requests ---------------------------------------------------------------------------
-    def send(self, request: dict[str, Any]) -> asyncio.Future[Response]:
+    def send(self, request: dict[str, Any], on_chunk: ChunkCallback | None = None) -> asyncio.Future[Response]:
         """Queue one request frame and return the future its Response (or failure) will settle.
+
+        ``on_chunk(field, text)`` receives the chunk frames of a streamed request before the future settles.
 
         The first frame of a loop turn is written at once (no added latency); the ones that follow
         in the same turn go out together in one write at the end of it (one syscall, one wake-up of
@@ -271,7 +288,7 @@ class WorkerHandle:
         frame = encode_frame(self.codec.dumps(request), self._max_frame_size or 64 * 1024 * 1024)
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Response] = loop.create_future()
-        self._pending[request_id] = _Pending(future, request["command"], request.get("session_id"))
+        self._pending[request_id] = _Pending(future, request["command"], request.get("session_id"), on_chunk)
         if self._outbox:
             self._outbox.append(frame)
         elif self._turn_open:
@@ -400,10 +417,23 @@ class WorkerHandle:
             if self.hello is None:
                 raise MalformedFrame(f"worker {self.worker_id} sent a response before its hello")
             self._settle(message)
+        elif isinstance(message, Chunk):
+            self._chunk(message)
         elif isinstance(message, Hello):
             self._accept_hello(message)
         else:
             self.goodbye = message
+
+    def _chunk(self, chunk: Chunk) -> None:
+        item = self._pending.get(chunk.id)
+        if item is None or item.future.done():
+            return  # a caller that gave up
+        if item.on_chunk is None:
+            raise MalformedFrame(f"worker {self.worker_id} sent a chunk for request {chunk.id}, which did not stream")
+        try:
+            item.on_chunk(chunk.field, chunk.text)
+        except Exception:  # the consumer's bug must not look like the worker's
+            log.exception("chunk callback of request %s failed", chunk.id)
 
     def _settle(self, response: Response) -> None:
         if response.id is None:

@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from typing import Any
 
     from dspy_bridge.protocol._messages import (
+        Chunk,
         ErrorInfo,
         Goodbye,
         Hello,
@@ -31,6 +32,7 @@ __all__ = [
     "CODECS",
     "DEFAULT_MAX_FRAME_SIZE",
     "PROTOCOL_VERSION",
+    "Chunk",
     "Codec",
     "ErrorInfo",
     "ErrorType",
@@ -49,6 +51,7 @@ __all__ = [
 ]
 
 _LAZY = {
+    "Chunk",
     "ErrorInfo",
     "Goodbye",
     "Hello",

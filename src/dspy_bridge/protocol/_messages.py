@@ -17,6 +17,7 @@ from dspy_bridge.protocol._taxonomy import ErrorType
 
 __all__ = [
     "PROTOCOL_VERSION",
+    "Chunk",
     "ErrorInfo",
     "Goodbye",
     "Hello",
@@ -87,6 +88,19 @@ class Response(_Message):
         return self
 
 
+class Chunk(_Message):
+    """Worker → host: one piece of an output field of a streamed request, sent before its Response.
+
+    Only a request that asked for it (``execute_program`` with ``stream: true``, to a worker whose
+    Hello lists the ``stream`` capability) ever gets chunks; they arrive in the order they were made.
+    """
+
+    type: Literal["chunk"] = "chunk"
+    id: Annotated[int, Field(ge=0, le=_UINT64_MAX, strict=True)]
+    field: Annotated[str, Field(strict=True)]
+    text: Annotated[str, Field(strict=True)]
+
+
 class Goodbye(_Message):
     """The worker's last frame before a planned exit, so the exit is not read as a crash."""
 
@@ -96,11 +110,12 @@ class Goodbye(_Message):
     reason: str
 
 
-WorkerMessage = Hello | Response | Goodbye
+WorkerMessage = Hello | Response | Chunk | Goodbye
 
-_WORKER_MODELS: dict[str, type[Hello] | type[Response] | type[Goodbye]] = {
+_WORKER_MODELS: dict[str, type[Hello] | type[Response] | type[Chunk] | type[Goodbye]] = {
     "hello": Hello,
     "response": Response,
+    "chunk": Chunk,
     "goodbye": Goodbye,
 }
 

@@ -5,7 +5,8 @@
     Request frame ──stdin pipe──▶ FrameReader ─▶ serve() ─▶ handlers.handle(command, args, ...)
                                                     │             (DSPyHandlers | CassetteHandlers)
     Response frame ◀─frames fd── FrameWriter ◀──────┘
-    (Hello first, unasked; Goodbye last, before a planned exit)
+    (Hello first, unasked; Goodbye last, before a planned exit; chunk frames of a ``stream: true``
+    request before its Response, see ``_streaming.py``)
 
 A zygote child enters the same ``serve`` after fork, so every worker speaks one protocol.
 With ``max_concurrency > 1`` requests run on a thread pool and responses may leave out of order
@@ -27,6 +28,7 @@ from dspy_bridge.protocol._constants import PROTOCOL_VERSION
 from dspy_bridge.protocol._streams import FrameReader, FrameWriter
 from dspy_bridge.protocol._taxonomy import ErrorType
 from dspy_bridge.worker._base import BaseHandlers, HandlerFailure
+from dspy_bridge.worker._streaming import CHUNK_SINK, ChunkSink
 
 __all__ = ["hello_message", "serve"]
 
@@ -88,13 +90,20 @@ def _check_request(message: dict[str, Any]) -> tuple[int, str, dict[str, Any], s
     return request_id, command, args, session_id, context
 
 
-def answer(handlers: BaseHandlers, message: dict[str, Any]) -> dict[str, Any]:
-    """Turn one request map into one response map; never raises for handler problems."""
+def answer(handlers: BaseHandlers, message: dict[str, Any], writer: FrameWriter | None = None) -> dict[str, Any]:
+    """Turn one request map into one response map; never raises for handler problems.
+
+    With ``writer``, a request whose args say ``stream: true`` may first send chunk frames through it
+    (if this worker has the ``stream`` capability): its handler finds a ``ChunkSink`` in the context.
+    """
     started = time.perf_counter()
     raw_id = message.get("id")
     request_id = raw_id if type(raw_id) is int and 0 <= raw_id <= _UINT64_MAX else None
     try:
         request_id, command, args, session_id, context = _check_request(message)
+        context.pop(CHUNK_SINK, None)  # never from the host
+        if writer is not None and args.get("stream") is True and "stream" in handlers.extra_capabilities:
+            context[CHUNK_SINK] = ChunkSink(writer, request_id)
         result = handlers.handle(command, args, session_id, context)
     except HandlerFailure as failure:
         handlers.errors += 1
@@ -135,7 +144,7 @@ def _send(writer: FrameWriter, message: dict[str, Any]) -> None:
 
 
 def _answer_and_send(writer: FrameWriter, handlers: BaseHandlers, message: dict[str, Any]) -> None:
-    _send(writer, answer(handlers, message))
+    _send(writer, answer(handlers, message, writer))
 
 
 def serve(reader: FrameReader, writer: FrameWriter, handlers: BaseHandlers, max_concurrency: int = 1) -> str:
@@ -177,7 +186,7 @@ def serve(reader: FrameReader, writer: FrameWriter, handlers: BaseHandlers, max_
                 _send(writer, answer(handlers, message))
                 return "shutdown"
             if pool is None:
-                _send(writer, answer(handlers, message))
+                _send(writer, answer(handlers, message, writer))
             else:
                 pool.submit(_answer_and_send, writer, handlers, message)
     except BrokenPipeError:

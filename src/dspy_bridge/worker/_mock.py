@@ -17,6 +17,7 @@ from dspy_bridge.protocol._commands import CommandError, StubTable
 from dspy_bridge.protocol._programs import canonical_json
 from dspy_bridge.protocol._taxonomy import ErrorType
 from dspy_bridge.worker._base import BaseHandlers, HandlerFailure, Program, Session
+from dspy_bridge.worker._streaming import CHUNK_SINK
 
 __all__ = ["CassetteHandlers"]
 
@@ -25,7 +26,7 @@ _ARGS_KEY = "_execute_args"  # private context key: the execute_program args, fo
 
 class CassetteHandlers(BaseHandlers):
     mode = "mock"
-    extra_capabilities = ("cassettes", "stubs")
+    extra_capabilities = ("cassettes", "stubs", "stream")
 
     def __init__(self, worker_id: str) -> None:
         super().__init__(worker_id)
@@ -44,7 +45,11 @@ class CassetteHandlers(BaseHandlers):
         self, args: dict[str, Any], session_id: str | None, context: dict[str, Any]
     ) -> dict[str, Any]:
         # _run only sees the inputs; cassette matchers may compare other args too.
-        return super().cmd_execute_program(args, session_id, {**context, _ARGS_KEY: args})
+        result = super().cmd_execute_program(args, session_id, {**context, _ARGS_KEY: args})
+        sink = context.get(CHUNK_SINK)
+        if sink is not None and not sink.replayed:  # no recorded chunks: one chunk per output field
+            sink.complete(result.get("outputs"))
+        return result
 
     def _run(
         self,
@@ -124,6 +129,8 @@ class CassetteHandlers(BaseHandlers):
         result = copy.deepcopy(response["result"])
         if not isinstance(result, dict):
             result = {"outputs": result}
+        if context.get(CHUNK_SINK) is not None and response.get("chunks") is not None:
+            context[CHUNK_SINK].replay(response["chunks"])  # a streamed recording: chunk for chunk
         result["source"] = "cassette"
         return result
 

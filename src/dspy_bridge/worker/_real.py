@@ -49,6 +49,7 @@ from dspy_bridge.protocol._taxonomy import ErrorType
 from dspy_bridge.worker import _guard
 from dspy_bridge.worker._base import BaseHandlers, HandlerFailure, Program, Session
 from dspy_bridge.worker._dspy_types import numbers, plain, python_type
+from dspy_bridge.worker._streaming import CHUNK_SINK, run_streamed
 
 __all__ = ["NO_KEY_REMEDY", "DSPyHandlers", "plain", "python_type"]
 
@@ -64,7 +65,7 @@ class DSPyHandlers(BaseHandlers):
     """Handlers that build ``dspy.LM`` per session and run ``dspy.Predict`` / ``dspy.ChainOfThought``."""
 
     mode = "real"
-    extra_capabilities = ("dspy",)
+    extra_capabilities = ("dspy", "stream")
 
     def __init__(self, worker_id: str) -> None:
         os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
@@ -183,7 +184,10 @@ class DSPyHandlers(BaseHandlers):
         lm = lm_session.lm
         try:
             with dspy.context(lm=lm, disable_history=True), dspy.track_usage() as tracker:
-                prediction = program.module(**inputs)
+                sink = context.get(CHUNK_SINK)  # a stream: true request (see worker/_streaming.py)
+                prediction = (
+                    program.module(**inputs) if sink is None else run_streamed(dspy, program.module, inputs, sink)
+                )
         except Exception as exc:
             secrets = self._secrets()
             failure = failure_for(exc, secrets=secrets)
