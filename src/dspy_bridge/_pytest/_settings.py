@@ -83,6 +83,11 @@ SETTINGS: dict[str, Setting] = {
         ),
         Setting("secret_env", "more variable names never given to workers or the proxy (comma-separated)", ""),
         Setting(
+            "allowed_modules",
+            "module-path prefixes real workers may import user modules from (comma-separated; default none)",
+            "",
+        ),
+        Setting(
             "synthetic",
             "allow synthetic answers for unrecorded mock requests",
             "no",

@@ -448,17 +448,19 @@ class Pool:
 
     async def create_program(
         self,
-        signature: str | dict[str, Any],
+        signature: str | dict[str, Any] | None = None,
         *,
         program_type: str = "predict",
         instructions: str | None = None,
         program_id: str | None = None,
         session_id: str | None = None,
+        **definition: Any,
     ) -> str:
-        """Create a program and return its (deterministic) id."""
+        """Create a program and return its (deterministic) id: a ``signature`` program, or a user ``module``
+        (``module=, kwargs=, state=``; also ``demos=``, ``adapter=``: see ``commands.create_program_args``)."""
         with usage_errors():
             args = commands.create_program_args(
-                signature, program_type=program_type, instructions=instructions, program_id=program_id
+                signature, program_type=program_type, instructions=instructions, program_id=program_id, **definition
             )
         result = await self.request("create_program", args, session_id=session_id)
         return str(result["program_id"])
@@ -495,10 +497,12 @@ class Pool:
         session_id: str | None = None,
         context: dict[str, Any] | None = None,
         timeout: float | Unset | None = UNSET,
+        **options: Any,
     ) -> dict[str, Any]:
-        """Run a program; the result holds ``outputs`` (and usage, source, elapsed_ms)."""
+        """Run a program; the result map holds ``outputs``, usage, ... (``Result.from_response`` reads it).
+        ``options``: per-call ``config``, ``adapter``, ``trace`` (``commands.execute_args``)."""
         with usage_errors():
-            args = commands.execute_args(program_id, inputs)
+            args = commands.execute_args(program_id, inputs, **options)
         result: dict[str, Any] = await self.request(
             "execute_program", args, session_id=session_id, context=context, timeout=timeout
         )
