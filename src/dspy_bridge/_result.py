@@ -26,7 +26,7 @@ class Result:
     trace: list[dict[str, Any]] | None = None
     tool_calls: list[dict[str, Any]] = field(default_factory=list)
     source: str = "lm"
-    elapsed_ms: float | None = None
+    elapsed_ms: float | None = field(default=None, compare=False)
     raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
