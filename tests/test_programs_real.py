@@ -237,3 +237,24 @@ def test_configure_lm_refuses_n_with_a_hint(real_pool: SyncPool, gemini: FakeGem
     with pytest.raises(HandlerError) as caught:
         bridge.request("configure_lm", {"model": MODEL, "n": 3})
     assert caught.value.type == "invalid_request" and "config={'n': 3}" in str(caught.value)
+
+
+async def test_a_zygote_preloads_user_modules_and_its_forked_workers_may_run_them(gemini: FakeGemini) -> None:
+    from dspy_bridge.pool import Pool
+    from dspy_bridge.pool._zygote import ZygoteLauncher
+
+    config = PoolConfig(
+        size=1,
+        mode="real",
+        start_strategy="zygote",
+        allowed_modules=("usermods",),
+        preload_modules=("usermods.rag",),
+        start_timeout=120,
+    )
+    launcher = ZygoteLauncher(config, daemon="never")
+    async with Pool(config, launcher=launcher) as pool:
+        assert "usermods.rag" in launcher.zygote_info["preloaded"] and launcher.source == "own"
+        await pool.configure_lm(MODEL, api_key=KEY, api_base=gemini.base_url, cache=False, num_retries=0)
+        program = await pool.create_program(module="usermods.rag:RAG")
+        result = Result.from_response(await pool.execute(program, {"question": "Tokyo?"}))
+        assert result.outputs["answer"] and result.lm_calls == 1

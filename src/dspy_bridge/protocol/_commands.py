@@ -93,10 +93,14 @@ def create_program_args(
     state: Any = None,
     demos: list[dict[str, Any]] | None = None,
     adapter: str | None = None,
+    **unknown: Any,
 ) -> dict[str, Any]:
     """``create_program``: a signature program (signature, program type, instructions, demos) or a module
     program (``"pkg.mod:Class"``, constructor kwargs); both may carry saved ``state`` (a map, or a host
     path whose JSON is read here: the worker never reads host paths), an ``adapter`` and a fixed id."""
+    if unknown:
+        keywords = ("signature", "program_type", "instructions", "demos", "module", "kwargs", "state", "adapter")
+        raise CommandError(str(unknown_keys("create_program", unknown, (*keywords, "program_id"))))
     if (signature is None) == (module is None):
         raise CommandError("create_program needs exactly one of a signature or a module ('package.module:Class')")
     args: dict[str, Any]
@@ -164,9 +168,13 @@ def execute_args(
     config: dict[str, Any] | None = None,
     adapter: str | None = None,
     trace: bool = False,
+    **unknown: Any,
 ) -> dict[str, Any]:
     """``execute_program``: which program, with which inputs (a map of input field → value), and per-call
     LM ``config`` (temperature, n, max_tokens, rollout_id), ``adapter`` and ``trace``."""
+    if unknown:
+        known = tuple(key for key in EXECUTE_PROGRAM_KEYS if key != "stream")  # streaming has its own method
+        raise CommandError(str(unknown_keys("execute_program", unknown, known)))
     if not isinstance(inputs, dict):
         raise CommandError(f"execute_program needs 'inputs' as a map, got {type(inputs).__name__}")
     args: dict[str, Any] = {"program_id": _program_id(program_id, "execute_program"), "inputs": inputs}
