@@ -141,7 +141,7 @@ def _is_async(module: Any, dspy: Any) -> bool:
 
 
 def run_program(dspy: Any, program: Program, lm: Any, inputs: dict[str, Any], options: dict[str, Any]) -> Any:
-    """Run ``program`` once under ``dspy.context``; returns ``(prediction, tracker, trace, lm)``."""
+    """Run ``program`` once under ``dspy.context``; returns ``(prediction, tracker, trace)``."""
     config = options.get("config") or {}
     call_lm = lm.copy(**config) if config else lm
     adapter = _adapter(dspy, options.get("adapter") or program.args.get("adapter"))
