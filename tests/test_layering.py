@@ -30,7 +30,7 @@ ROOT = "dspy_bridge"
 # -- the table ------------------------------------------------------------------------------------------
 
 # Top-level modules that import nothing of ours but other leaves: anyone may use them.
-LEAVES = {f"{ROOT}.{name}" for name in ("_exceptions", "_version", "_http", "_gemini", "_modes", "_secrets")}
+LEAVES = {f"{ROOT}.{name}" for name in ("_exceptions", "_version", "_http", "_gemini", "_modes", "_secrets", "_result")}
 TOP = "top"  # may import anything
 LEAF = "leaf"
 # Which layers each layer may reach (itself and the leaves always included).

@@ -198,7 +198,7 @@ def test_predict_runs_through_the_lm_and_reports_usage(worker: WorkerProc, fake:
     assert result["outputs"] == {"answer": "Paris"}
     assert result["model"] == FLASH
     assert result["lm_calls"] == 1
-    usage = result["usage"]
+    usage = result["usage"][FLASH]  # per model (docs/programs-contract.md)
     assert usage["prompt_tokens"] > 0 and usage["completion_tokens"] > 0
     assert usage["total_tokens"] == usage["prompt_tokens"] + usage["completion_tokens"]
     assert fake.request_count == 1

@@ -56,7 +56,7 @@ async def test_real_workers_answer_the_same_through_the_fake_gemini(strategy: st
             gemini.enqueue(Reply({"answer": f"answer for {session}"}))
             result = await pool.execute(program_id, {"question": "What is 2 + 2?"}, session_id=session)
             assert result["outputs"] == {"answer": f"answer for {session}"}
-            assert result["usage"]["total_tokens"] > 0
+            assert result["usage"][FLASH]["total_tokens"] > 0
         assert len(gemini.requests) == 2 and all(r.api_key == KEY for r in gemini.requests)
         if isinstance(launcher, ZygoteLauncher):
             assert launcher.stats()["forked"] == 2 and launcher.source == "own"

@@ -37,6 +37,7 @@ if TYPE_CHECKING:
 
     from dspy_bridge._client import Bridge
     from dspy_bridge._modes import RecordMode
+    from dspy_bridge._result import Result
     from dspy_bridge.cassettes import Cassette
     from dspy_bridge.pool import Pool, PoolConfig, SyncPool
 
@@ -59,6 +60,7 @@ __all__ = [
     "RecordMode",
     "RemoteTraceback",
     "RequestTimeout",
+    "Result",
     "SecretLeak",
     "SyncPool",
     "UsageError",
@@ -76,6 +78,10 @@ def __getattr__(name: str) -> Any:
         from dspy_bridge._client import Bridge
 
         return Bridge
+    if name == "Result":
+        from dspy_bridge._result import Result
+
+        return Result
     if name in ("Pool", "PoolConfig", "SyncPool"):
         from dspy_bridge import pool
 

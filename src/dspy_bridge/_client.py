@@ -25,6 +25,7 @@ from concurrent.futures import Future
 from typing import TYPE_CHECKING, Any, Protocol, cast
 
 from dspy_bridge._exceptions import BridgeError, CassetteMiss, HandlerError, UsageError
+from dspy_bridge._result import Result
 from dspy_bridge.pool._errors import error_info, handler_error, usage_errors
 from dspy_bridge.pool._streaming import StreamChunk, StreamEnd, StreamEvent, iterate_blocking, stream_args
 from dspy_bridge.protocol import _commands as commands
@@ -229,45 +230,53 @@ class Bridge:
 
     @staticmethod
     def _program_args(
-        signature: str | dict[str, Any],
+        signature: str | dict[str, Any] | None,
         program_type: str,
         program_id: str | None,
         instructions: str | None,
         legacy_id: str | None,
+        definition: dict[str, Any],
     ) -> dict[str, Any]:
         if legacy_id is not None:
             warnings.warn("Bridge.create_program(id=...) is deprecated; use program_id=", DeprecationWarning, 3)
             program_id = program_id if program_id is not None else legacy_id
         with usage_errors():
             return commands.create_program_args(
-                signature, program_type=program_type, instructions=instructions, program_id=program_id
+                signature, program_type=program_type, instructions=instructions, program_id=program_id, **definition
             )
 
     def create_program(
         self,
-        signature: str | dict[str, Any],
+        signature: str | dict[str, Any] | None = None,
         program_type: str = "predict",
         *,
         program_id: str | None = None,
         instructions: str | None = None,
         id: str | None = None,
+        **definition: Any,
     ) -> str:
-        """Create a program in this session; returns its deterministic id (``id=`` is the old name)."""
+        """Create a program in this session; returns its deterministic id (``id=`` is the old name).
+
+        A signature program (``signature``, ``program_type``, ``instructions``, ``demos=``) or a user module
+        (``module="pkg.mod:Class", kwargs={...}``); both take ``state=`` (a saved-state map or the path of the
+        JSON ``module.save()`` wrote, read here) and ``adapter="chat"|"json"``. Unknown keywords are refused.
+        """
         __tracebackhide__ = True
-        args = self._program_args(signature, program_type, program_id, instructions, id)
+        args = self._program_args(signature, program_type, program_id, instructions, id, definition)
         return str(self.request("create_program", args)["program_id"])
 
     async def acreate_program(
         self,
-        signature: str | dict[str, Any],
+        signature: str | dict[str, Any] | None = None,
         program_type: str = "predict",
         *,
         program_id: str | None = None,
         instructions: str | None = None,
         id: str | None = None,
+        **definition: Any,
     ) -> str:
         __tracebackhide__ = True
-        args = self._program_args(signature, program_type, program_id, instructions, id)
+        args = self._program_args(signature, program_type, program_id, instructions, id, definition)
         return str((await self.arequest("create_program", args))["program_id"])
 
     def delete_program(self, program_id: str) -> None:
@@ -276,23 +285,55 @@ class Bridge:
             args = commands.delete_program_args(program_id)
         self.request("delete_program", args)
 
-    def execute(self, program_id: str, /, **inputs: Any) -> dict[str, Any]:
-        """Run a program; returns its outputs as a plain map."""
-        __tracebackhide__ = True
+    @staticmethod
+    def _execute_args(
+        program_id: str, inputs: dict[str, Any], config: dict[str, Any] | None, adapter: str | None, trace: bool
+    ) -> dict[str, Any]:
         with usage_errors():
-            args = commands.execute_args(program_id, inputs)
-        return dict(self.request("execute_program", args)["outputs"])
+            return commands.execute_args(program_id, inputs, config=config, adapter=adapter, trace=trace)
 
-    async def aexecute(self, program_id: str, /, **inputs: Any) -> dict[str, Any]:
+    @staticmethod
+    def _answer(result: dict[str, Any], full: bool) -> Any:
+        return Result.from_response(result) if full else dict(result["outputs"])
+
+    def execute(
+        self,
+        program_id: str,
+        /,
+        *,
+        full: bool = False,
+        config: dict[str, Any] | None = None,
+        adapter: str | None = None,
+        trace: bool = False,
+        **inputs: Any,
+    ) -> Any:
+        """Run a program; returns its outputs as a plain map, or with ``full=True`` a ``Result`` (completions,
+        usage per model, cost, lm_calls, trace, tool_calls, source). ``config`` (temperature, n, max_tokens,
+        rollout_id) and ``adapter`` apply to this call only; ``trace=True`` asks for the per-predictor trace."""
         __tracebackhide__ = True
-        with usage_errors():
-            args = commands.execute_args(program_id, inputs)
-        return dict((await self.arequest("execute_program", args))["outputs"])
+        args = self._execute_args(program_id, inputs, config, adapter, trace)
+        return self._answer(self.request("execute_program", args), full)
+
+    async def aexecute(
+        self,
+        program_id: str,
+        /,
+        *,
+        full: bool = False,
+        config: dict[str, Any] | None = None,
+        adapter: str | None = None,
+        trace: bool = False,
+        **inputs: Any,
+    ) -> Any:
+        __tracebackhide__ = True
+        args = self._execute_args(program_id, inputs, config, adapter, trace)
+        return self._answer(await self.arequest("execute_program", args), full)
 
     def run(self, signature: str | dict[str, Any], program_type: str = "predict", /, **inputs: Any) -> dict[str, Any]:
         """Create (idempotently: ids are deterministic) and execute in one call."""
         __tracebackhide__ = True
-        return self.execute(self.create_program(signature, program_type), **inputs)
+        outputs: dict[str, Any] = self.execute(self.create_program(signature, program_type), **inputs)
+        return outputs
 
     # -- streaming (docs/programs-contract.md, "Streaming") ----------------------------------
     def stream(self, program_id: str, /, **inputs: Any) -> Iterator[StreamEvent]:

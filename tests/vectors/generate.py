@@ -533,6 +533,22 @@ _PROGRAM_CASES: list[tuple[str, str, dict[str, Any]]] = [
         "an empty id falls back to the hash (same as string_signature)",
         {"signature": "question -> answer", "id": ""},
     ),
+    # Added with user modules (issue 12): the ids above did not change; these keys are new.
+    (
+        "signature_with_demos_and_json_adapter",
+        "demos (non-empty) and a non-default adapter take part; adapter 'chat' would not",
+        {"signature": "question -> answer", "demos": [{"question": "1+1?", "answer": "2"}], "adapter": "json"},
+    ),
+    (
+        "module_program",
+        "a module program: module and kwargs ({} when absent); no program_type",
+        {"module": "myapp.rag:RAG", "kwargs": {"k": 3}},
+    ),
+    (
+        "module_program_with_state",
+        "the state is replaced by state_digest: 16 hex of sha256 over its canonical JSON",
+        {"module": "myapp.rag:RAG", "state": {"generate.predict": {"demos": [], "traces": [], "train": []}}},
+    ),
 ]
 
 

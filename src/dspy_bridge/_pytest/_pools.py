@@ -77,11 +77,13 @@ class BridgePools:
         worker_id_prefix: str = "",
         secret_env: str | tuple[str, ...] | list[str] | None = None,
         allowed_hosts: list[str] | None = None,
+        allowed_modules: str | tuple[str, ...] | list[str] | None = None,
     ) -> None:
         self.workers = workers
         self.strategy = strategy
         self.env = dict(env or {})
         self.secret_env = env_names(secret_env)  # ini bridge_secret_env: more names workers never inherit
+        self.allowed_modules = env_names(allowed_modules)  # ini bridge_allowed_modules: user modules workers import
         self.worker_id_prefix = worker_id_prefix  # "gw0-" under xdist: worker ids unique across processes
         self.allowed_hosts = list(allowed_hosts or [])  # real pools: the guard is on; these plus the proxy
         self._late_hosts: list[str] = []  # allowed after the real pool's config was built (the proxy)
@@ -99,6 +101,7 @@ class BridgePools:
             "mode": _POOL_MODE[kind],
             "env": self.env,
             "secret_env": self.secret_env,
+            "allowed_modules": self.allowed_modules,
         }
         if self.worker_id_prefix:
             options["worker_id_prefix"] = self.worker_id_prefix

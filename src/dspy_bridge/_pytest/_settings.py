@@ -118,6 +118,11 @@ SETTINGS: dict[str, Setting] = {
             None,
         ),
         Setting(
+            "allowed_modules",
+            "module-path prefixes real workers may import user modules from (comma-separated; default none)",
+            "",
+        ),
+        Setting(
             "synthetic",
             "allow synthetic answers for unrecorded mock requests",
             "no",

@@ -58,6 +58,7 @@ class BridgeState:
                 worker_id_prefix=self.xdist.worker_id_prefix,
                 secret_env=run_level(self.config, "secret_env")[0],
                 allowed_hosts=parse_hosts(run_level(self.config, "allowed_hosts")[0]),
+                allowed_modules=run_level(self.config, "allowed_modules")[0],
             )
         return self._pools
 

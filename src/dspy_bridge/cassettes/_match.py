@@ -6,7 +6,7 @@ A request is compared as the plain map a cassette stores::
 
 Key order, whitespace in signatures (via ``protocol._programs.canonical_program``) and volatile
 fields (``VOLATILE_ARGS``) never matter. ``match_on`` names the fields that must be equal
-(default: command + program definition + inputs); ``ignore`` removes sub-fields first. A
+(default: command + program definition + inputs + the per-call ``config`` and ``adapter``); ``ignore`` removes sub-fields first. A
 ``Matcher`` turns a request into one string key, so lookup is a dict access, not a scan; only a
 miss pays for a scan, to find the closest recording and explain the difference field by field.
 """
@@ -43,7 +43,8 @@ VOLATILE_ARGS = frozenset({"deadline", "timestamp", "elapsed_ms", "request_id", 
 VOLATILE_RESULT_KEYS = frozenset({"elapsed_ms", "source"})
 _VOLATILE_USAGE_SUFFIXES = ("_ms", "_s", "_seconds", "latency", "duration", "timestamp", "created")
 
-DEFAULT_MATCH_ON: tuple[str, ...] = ("command", "program", "inputs")
+# Per-call options take part by default: an n=3 or json-adapter recording never answers a plain call.
+DEFAULT_MATCH_ON: tuple[str, ...] = ("command", "program", "inputs", "args.config", "args.adapter")
 #: Field roots a matcher may name; ``inputs`` and ``program_id`` are shorthands for ``args.…``.
 MATCH_FIELDS = ("command", "program", "model", "args", "inputs", "program_id")
 _ROOTS = frozenset({"command", "program", "model", "args"})
@@ -206,6 +207,8 @@ class Matcher:
         diffs: list[FieldDiff] = []
         for name, path in zip(self.match_on, self.paths, strict=True):
             a, b = _get(left, path), _get(right, path)
+            if a is _MISSING and b is _MISSING:
+                continue  # an optional field neither side has (args.config on plain calls): nothing to show
             if isinstance(a, dict) and isinstance(b, dict) and a != b:
                 for sub in sorted(set(a) | set(b)):
                     sa, sb = a.get(sub, _MISSING), b.get(sub, _MISSING)

@@ -57,6 +57,7 @@ def make_request(
     args = {key: value for key, value in args.items() if key != "api_key"}
     if command == "create_program":
         args.update(canonical_program(args))  # signature whitespace never matters
+        args.pop("state", None)  # the definition's state_digest stands for it: saved state never reaches a file
     request["args"] = canonical_args(args)
     scrubbed: dict[str, Any] = scrub(request)
     return scrubbed
@@ -84,7 +85,9 @@ def describe(request: dict[str, Any]) -> str:
     """One line naming a request: command, program signature and inputs."""
     parts = [str(request.get("command"))]
     program = request.get("program")
-    if isinstance(program, dict):
+    if isinstance(program, dict) and "module" in program:
+        parts.append(f"program module {program['module']} (state {program.get('state_digest', 'none')})")
+    elif isinstance(program, dict):
         parts.append(f"program {short(program.get('signature'), 80)} ({program.get('program_type', 'predict')})")
     args = request.get("args") or {}
     if "inputs" in args:

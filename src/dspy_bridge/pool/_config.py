@@ -69,6 +69,12 @@ class PoolConfig(BaseModel):
         (), description="more variable names workers never inherit (besides GEMINI_API_KEY, *_API_KEY, ...)"
     )
     start_strategy: Literal["spawn", "zygote", "auto"] = "auto"
+    allowed_modules: tuple[str, ...] = Field(
+        (), description="module-path prefixes real workers may import user modules from (create_program(module=))"
+    )
+    preload_modules: tuple[str, ...] = Field(
+        (), description="user modules a zygote imports before forking, so forked workers start with them"
+    )
     lm: dict[str, Any] | None = Field(
         None, repr=False, description="configure_lm arguments applied to every worker as its default LM"
     )
@@ -120,6 +126,9 @@ class PoolConfig(BaseModel):
         bad = [name for name in self.secret_env if not name or "=" in name or "\0" in name]
         if bad:
             raise ValueError(f"secret_env holds names no environment variable can have: {bad!r}")
+        bad = [name for name in (*self.allowed_modules, *self.preload_modules) if not _is_module_path(name)]
+        if bad:
+            raise ValueError(f"allowed_modules/preload_modules hold names that are not module paths: {bad!r}")
         if self.lm is not None and not isinstance(self.lm.get("model"), str):
             raise ValueError("lm needs a 'model' string, e.g. {'model': 'gemini/gemini-2.5-flash'}")
         return self
@@ -133,3 +142,9 @@ class PoolConfig(BaseModel):
         """Exponential backoff with jitter: half the cap fixed, half random; never above ``backoff_max``."""
         cap = min(self.backoff_max, self.backoff * (2.0 ** max(attempt - 1, 0)))
         return cap / 2 + random.uniform(0, cap / 2)
+
+
+def _is_module_path(name: str) -> bool:
+    """``myapp`` or ``myapp.rag`` (a preload may name ``module:warm_up``, as the zygote's list allows)."""
+    path, _, function = name.partition(":")
+    return all(part.isidentifier() for part in path.split(".")) and (not function or function.isidentifier())

@@ -39,8 +39,9 @@ from typing import Any, Self
 from dspy_bridge._exceptions import HandlerError, PoolClosed, PoolError, RequestTimeout, UsageError
 from dspy_bridge.pool._breaker import BreakerState, CircuitBreaker
 from dspy_bridge.pool._config import UNSET, PoolConfig, Unset
-from dspy_bridge.pool._errors import handler_error, request_context, usage_errors
+from dspy_bridge.pool._errors import handler_error, request_context
 from dspy_bridge.pool._launch import make_launcher
+from dspy_bridge.pool._pool_commands import CommandsMixin
 from dspy_bridge.pool._sessions import Sessions
 from dspy_bridge.pool._slots import Slots
 from dspy_bridge.pool._spawn import Launcher, worker_environment
@@ -69,7 +70,7 @@ class PoolState(enum.StrEnum):
 _STOPPING = frozenset({PoolState.CLOSING, PoolState.CLOSED, PoolState.BROKEN})
 
 
-class Pool(StreamingMixin):
+class Pool(CommandsMixin, StreamingMixin):
     """A pool of worker processes speaking the dspy-bridge protocol (see the module docstring).
 
     Usage::
@@ -439,89 +440,6 @@ class Pool(StreamingMixin):
                 return response.result
             assert response.error is not None
             raise handler_error(response.error)
-
-    # == commands (arguments built once, in protocol._commands) ================================
-    async def ping(self, *, session_id: str | None = None) -> dict[str, Any]:
-        result: dict[str, Any] = await self.request("ping", session_id=session_id)
-        return result
-
-    async def configure_lm(
-        self, model: str, *, session_id: str | None = None, api_key: str | None = None, **settings: Any
-    ) -> dict[str, Any]:
-        """Configure the LM of ``session_id`` (or the pool-wide default); the key stays in memory only."""
-        with usage_errors():
-            args = commands.configure_lm_args(model, api_key=api_key, **settings)
-        result: dict[str, Any] = await self.request("configure_lm", args, session_id=session_id)
-        return result
-
-    async def allow_hosts(self, hosts: list[str]) -> dict[str, Any]:
-        """Let every worker, now and later, also connect to ``hosts`` (``host:port`` or ``host``).
-
-        Turns the connect guard on where it was off (``allowed_hosts=None``); it never turns it off. Real
-        workers only: a mock worker answers ``guarded: false``.
-        """
-        with usage_errors():
-            args = commands.allow_hosts_args(hosts)
-        result: dict[str, Any] = await self.request("allow_hosts", args)
-        return result
-
-    async def create_program(
-        self,
-        signature: str | dict[str, Any],
-        *,
-        program_type: str = "predict",
-        instructions: str | None = None,
-        program_id: str | None = None,
-        session_id: str | None = None,
-    ) -> str:
-        """Create a program and return its (deterministic) id."""
-        with usage_errors():
-            args = commands.create_program_args(
-                signature, program_type=program_type, instructions=instructions, program_id=program_id
-            )
-        result = await self.request("create_program", args, session_id=session_id)
-        return str(result["program_id"])
-
-    async def delete_program(self, program_id: str, *, session_id: str | None = None) -> None:
-        with usage_errors():
-            args = commands.delete_program_args(program_id)
-        await self.request("delete_program", args, session_id=session_id)
-
-    async def stub(
-        self,
-        program_id: str,
-        outputs: dict[str, Any] | None = None,
-        *,
-        inputs: dict[str, Any] | None = None,
-        error: dict[str, Any] | None = None,
-        session_id: str | None = None,
-    ) -> None:
-        """Mock workers only: answer ``program_id`` with ``outputs`` (or ``error``), for ``inputs`` or any."""
-        with usage_errors():
-            args = commands.stub_args(program_id, outputs, inputs=inputs, error=error)
-        await self.request("stub_program", args, session_id=session_id)
-
-    async def stub_program(self, *args: Any, **kwargs: Any) -> None:
-        """Deprecated name of ``stub`` (one name on ``Pool``, ``SyncPool`` and ``Bridge``)."""
-        warnings.warn("Pool.stub_program() is deprecated; use Pool.stub()", DeprecationWarning, stacklevel=2)
-        await self.stub(*args, **kwargs)
-
-    async def execute(
-        self,
-        program_id: str,
-        inputs: dict[str, Any],
-        *,
-        session_id: str | None = None,
-        context: dict[str, Any] | None = None,
-        timeout: float | Unset | None = UNSET,
-    ) -> dict[str, Any]:
-        """Run a program; the result holds ``outputs`` (and usage, source, elapsed_ms)."""
-        with usage_errors():
-            args = commands.execute_args(program_id, inputs)
-        result: dict[str, Any] = await self.request(
-            "execute_program", args, session_id=session_id, context=context, timeout=timeout
-        )
-        return result
 
     async def close_session(self, session_id: str) -> bool:
         """Forget a session and drop its state on its worker; True if the pool knew it."""

@@ -22,6 +22,7 @@ from typing import Protocol, runtime_checkable
 
 from dspy_bridge._secrets import child_environment
 from dspy_bridge.pool._config import PoolConfig
+from dspy_bridge.protocol._constants import ALLOWED_MODULES_ENV
 
 __all__ = [
     "WORKER_ENTRY",
@@ -102,6 +103,8 @@ def worker_environment(config: PoolConfig, *, daemon: bool = False) -> dict[str,
         ours["DSPY_BRIDGE_PARENT_PID"] = str(os.getpid())
     if daemon or config.mode == "real":
         ours["LITELLM_LOCAL_MODEL_COST_MAP"] = "True"
+    if not daemon:  # the config decides which user modules a worker may import, never the host's environment
+        ours[ALLOWED_MODULES_ENV] = ",".join(config.allowed_modules)
     return child_environment(os.environ, secret_env=config.secret_env, ours=ours, explicit=config.env)
 
 

@@ -224,12 +224,13 @@ class SyncPool:
 
     def create_program(
         self,
-        signature: str | dict[str, Any],
+        signature: str | dict[str, Any] | None = None,
         *,
         program_type: str = "predict",
         instructions: str | None = None,
         program_id: str | None = None,
         session_id: str | None = None,
+        **definition: Any,
     ) -> str:
         return self._call(
             self._pool.create_program(
@@ -238,6 +239,7 @@ class SyncPool:
                 instructions=instructions,
                 program_id=program_id,
                 session_id=session_id,
+                **definition,
             )
         )
 
@@ -268,9 +270,10 @@ class SyncPool:
         session_id: str | None = None,
         context: dict[str, Any] | None = None,
         timeout: float | Unset | None = UNSET,
+        **options: Any,
     ) -> dict[str, Any]:
         return self._call(
-            self._pool.execute(program_id, inputs, session_id=session_id, context=context, timeout=timeout)
+            self._pool.execute(program_id, inputs, session_id=session_id, context=context, timeout=timeout, **options)
         )
 
     def stream(

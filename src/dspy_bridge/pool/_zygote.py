@@ -83,6 +83,7 @@ class ZygoteLauncher:
             env_preload = os.environ.get(PRELOAD_ENV)
             preload = tuple(env_preload.split(",")) if env_preload is not None else DEFAULT_PRELOAD
         self.preload = tuple(name.strip() for name in preload if name.strip())
+        self.preload += tuple(name for name in self._config.preload_modules if name not in self.preload)
         daemon = daemon or os.environ.get(DAEMON_ENV, "auto")  # type: ignore[assignment]
         if daemon not in ("auto", "never", "require"):
             raise ValueError(f"daemon must be 'auto', 'never' or 'require', got {daemon!r} (check ${DAEMON_ENV})")

@@ -16,10 +16,14 @@ TYPE_CHECKING = False  # typing itself stays off the mock worker's start-up path
 if TYPE_CHECKING:
     from typing import Any
 
-from dspy_bridge.protocol._programs import canonical_json
+from dspy_bridge.protocol._programs import ADAPTERS, canonical_json
 from dspy_bridge.protocol._taxonomy import ErrorType
 
 __all__ = [
+    "CONFIGURE_LM_KEYS",
+    "CREATE_PROGRAM_KEYS",
+    "EXECUTE_CONFIG_KEYS",
+    "EXECUTE_PROGRAM_KEYS",
     "STATE_COMMANDS",
     "CommandError",
     "StubTable",
@@ -31,11 +35,37 @@ __all__ = [
     "split_host",
     "stub_answer",
     "stub_args",
+    "unknown_keys",
 ]
 
 # Commands whose success changes what a worker holds for a session (replayed onto a replacement).
 # ``allow_hosts`` is worker-wide: sent without a session it becomes pool-wide state every worker gets.
 STATE_COMMANDS = frozenset({"configure_lm", "create_program", "delete_program", "stub_program", "allow_hosts"})
+
+
+# The arguments each strict command knows; anything else is refused, never silently dropped.
+CONFIGURE_LM_KEYS = (
+    "model", "api_key", "api_base", "temperature", "max_tokens", "num_retries", "timeout", "cache",
+)  # fmt: skip
+CREATE_PROGRAM_KEYS = (
+    "signature", "program_type", "instructions", "demos", "module", "kwargs", "state", "adapter", "id",
+)  # fmt: skip
+EXECUTE_PROGRAM_KEYS = ("program_id", "inputs", "config", "adapter", "trace", "stream")
+EXECUTE_CONFIG_KEYS = ("temperature", "n", "max_tokens", "rollout_id")
+_HINTS = {
+    ("configure_lm", "n"): "n is a per-call option: pass execute_program(..., config={'n': 3}) instead",
+}
+
+
+def unknown_keys(command: str, args: dict[str, Any], known: tuple[str, ...]) -> str | None:
+    """``None`` if every key of ``args`` is in ``known``, else a message naming the unknown and the known keys."""
+    unknown = sorted(key for key in args if key not in known)
+    if not unknown:
+        return None
+    hints = [_HINTS[(command, key)] for key in unknown if (command, key) in _HINTS]
+    return f"{command} got unknown argument(s) {', '.join(map(repr, unknown))}; known: {', '.join(known)}" + (
+        f" ({'; '.join(hints)})" if hints else ""
+    )
 
 
 class CommandError(ValueError):
@@ -47,6 +77,9 @@ def configure_lm_args(model: str, *, api_key: str | None = None, **settings: Any
     if not isinstance(model, str) or not model:
         raise CommandError(f"configure_lm needs a model name string, e.g. 'gemini/gemini-2.5-flash'; got {model!r}")
     args: dict[str, Any] = {"model": model, **{k: v for k, v in settings.items() if v is not None}}
+    problem = unknown_keys("configure_lm", args, CONFIGURE_LM_KEYS)
+    if problem:
+        raise CommandError(problem)
     if api_key is not None:
         args["api_key"] = api_key
     return args
@@ -92,32 +125,115 @@ def allow_hosts_args(hosts: Any) -> dict[str, Any]:
 
 
 def create_program_args(
-    signature: str | dict[str, Any],
+    signature: str | dict[str, Any] | None = None,
     *,
-    program_type: str = "predict",
+    program_type: str | None = "predict",
     instructions: str | None = None,
     program_id: str | None = None,
+    module: str | None = None,
+    kwargs: dict[str, Any] | None = None,
+    state: Any = None,
+    demos: list[dict[str, Any]] | None = None,
+    adapter: str | None = None,
+    **unknown: Any,
 ) -> dict[str, Any]:
-    """``create_program``: a signature, its program type, optional instructions and a fixed id."""
-    if not isinstance(signature, str | dict):
-        raise CommandError(f"a program needs a signature string or map, got {type(signature).__name__}")
-    args: dict[str, Any] = {"signature": signature, "program_type": program_type}
-    if instructions is not None:
-        args["instructions"] = instructions
+    """``create_program``: a signature program (signature, program type, instructions, demos) or a module
+    program (``"pkg.mod:Class"``, constructor kwargs); both may carry saved ``state`` (a map, or a host
+    path whose JSON is read here: the worker never reads host paths), an ``adapter`` and a fixed id."""
+    if unknown:
+        keywords = ("signature", "program_type", "instructions", "demos", "module", "kwargs", "state", "adapter")
+        raise CommandError(str(unknown_keys("create_program", unknown, (*keywords, "program_id"))))
+    if (signature is None) == (module is None):
+        raise CommandError("create_program needs exactly one of a signature or a module ('package.module:Class')")
+    args: dict[str, Any]
+    if module is not None:
+        if not isinstance(module, str) or module.count(":") != 1 or not all(module.split(":")):
+            raise CommandError(f"module must be 'package.module:Attribute', got {module!r}")
+        if program_type not in (None, "predict") or instructions is not None or demos is not None:
+            raise CommandError("program_type, instructions and demos belong to signature programs, not modules")
+        if kwargs is not None and not isinstance(kwargs, dict):
+            raise CommandError(f"kwargs must be a map of constructor arguments, got {type(kwargs).__name__}")
+        args = {"module": module, "kwargs": dict(kwargs or {})}
+    else:
+        if not isinstance(signature, str | dict):
+            raise CommandError(f"a program needs a signature string or map, got {type(signature).__name__}")
+        if kwargs is not None:
+            raise CommandError("kwargs belong to module programs (create_program(module=..., kwargs=...))")
+        args = {"signature": signature, "program_type": program_type or "predict"}
+        if instructions is not None:
+            args["instructions"] = instructions
+        if demos is not None:
+            if not isinstance(demos, list) or not all(isinstance(demo, dict) for demo in demos):
+                raise CommandError("demos must be a list of maps (input and output field values)")
+            args["demos"] = list(demos)
+    if state is not None:
+        args["state"] = _read_state(state)
+    if adapter is not None:
+        if adapter not in ADAPTERS:
+            raise CommandError(f"adapter must be one of {', '.join(ADAPTERS)}, got {adapter!r}")
+        args["adapter"] = adapter
     if program_id is not None:
         args["id"] = program_id
     return args
+
+
+def _read_state(state: Any) -> dict[str, Any]:
+    """Saved state as a map: given as one, or read (on the host) from the JSON file ``Module.save`` wrote."""
+    if isinstance(state, dict):
+        return state
+    import os
+
+    if not isinstance(state, str | os.PathLike):
+        raise CommandError(f"state must be a map or the path of a saved JSON state, got {type(state).__name__}")
+    import json
+
+    try:
+        with open(state, encoding="utf-8") as handle:
+            loaded = json.load(handle)
+    except (OSError, ValueError) as exc:
+        raise CommandError(f"cannot read saved state {os.fspath(state)!r}: {exc}") from None
+    if not isinstance(loaded, dict):
+        raise CommandError(
+            f"saved state {os.fspath(state)!r} is not a JSON object (save it with module.save('x.json'))"
+        )
+    return loaded
 
 
 def delete_program_args(program_id: str) -> dict[str, Any]:
     return {"program_id": _program_id(program_id, "delete_program")}
 
 
-def execute_args(program_id: str, inputs: dict[str, Any]) -> dict[str, Any]:
-    """``execute_program``: which program, with which inputs (a map of input field → value)."""
+def execute_args(
+    program_id: str,
+    inputs: dict[str, Any],
+    *,
+    config: dict[str, Any] | None = None,
+    adapter: str | None = None,
+    trace: bool = False,
+    **unknown: Any,
+) -> dict[str, Any]:
+    """``execute_program``: which program, with which inputs (a map of input field → value), and per-call
+    LM ``config`` (temperature, n, max_tokens, rollout_id), ``adapter`` and ``trace``."""
+    if unknown:
+        known = tuple(key for key in EXECUTE_PROGRAM_KEYS if key != "stream")  # streaming has its own method
+        raise CommandError(str(unknown_keys("execute_program", unknown, known)))
     if not isinstance(inputs, dict):
         raise CommandError(f"execute_program needs 'inputs' as a map, got {type(inputs).__name__}")
-    return {"program_id": _program_id(program_id, "execute_program"), "inputs": inputs}
+    args: dict[str, Any] = {"program_id": _program_id(program_id, "execute_program"), "inputs": inputs}
+    if config:
+        if not isinstance(config, dict):
+            raise CommandError(f"execute_program 'config' must be a map, got {type(config).__name__}")
+        problem = unknown_keys("execute_program config", config, EXECUTE_CONFIG_KEYS)
+        if problem:
+            raise CommandError(problem)
+        args["config"] = dict(config)
+    if adapter is not None:
+        if adapter not in ADAPTERS:
+            raise CommandError(f"adapter must be one of {', '.join(ADAPTERS)}, got {adapter!r}")
+        args["adapter"] = adapter
+    if trace:
+        args["trace"] = True
+    return args
 
 
 def stub_args(

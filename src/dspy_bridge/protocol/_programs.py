@@ -12,9 +12,18 @@ TYPE_CHECKING = False  # typing itself stays off the mock worker's start-up path
 if TYPE_CHECKING:
     from typing import Any
 
-__all__ = ["PROGRAM_TYPES", "canonical_json", "canonical_program", "normalize_signature", "program_id_for"]
+__all__ = [
+    "ADAPTERS",
+    "PROGRAM_TYPES",
+    "canonical_json",
+    "canonical_program",
+    "normalize_signature",
+    "program_id_for",
+    "state_digest",
+]
 
 PROGRAM_TYPES = ("predict", "chain_of_thought")
+ADAPTERS = ("chat", "json")  # "chat" is the default and never part of a definition
 _SPACES = r"\s+"
 
 
@@ -40,18 +49,40 @@ def normalize_signature(signature: Any) -> Any:
 
 
 def canonical_program(args: dict[str, Any]) -> dict[str, Any]:
-    """The parts of a create_program request that define the program."""
+    """The parts of a create_program request that define the program (what the id hashes).
+
+    Signature programs: signature, program_type, instructions, and — only when given — demos,
+    state_digest and a non-default adapter, so programs that use none of them keep their old ids.
+    Module programs: module, kwargs, state_digest (never the state itself) and a non-default adapter.
+    """
     import re
 
-    signature = normalize_signature(args.get("signature"))
-    definition: dict[str, Any] = {
-        "signature": signature,
-        "program_type": args.get("program_type", "predict"),
-    }
-    instructions = args.get("instructions")
-    if isinstance(instructions, str) and instructions.strip():
-        definition["instructions"] = re.sub(_SPACES, " ", instructions.strip())
+    adapter = args.get("adapter")
+    state = args.get("state")
+    if args.get("module") is not None:
+        definition: dict[str, Any] = {"module": args["module"], "kwargs": args.get("kwargs") or {}}
+    else:
+        definition = {
+            "signature": normalize_signature(args.get("signature")),
+            "program_type": args.get("program_type", "predict"),
+        }
+        instructions = args.get("instructions")
+        if isinstance(instructions, str) and instructions.strip():
+            definition["instructions"] = re.sub(_SPACES, " ", instructions.strip())
+        if args.get("demos"):
+            definition["demos"] = args["demos"]
+    if state is not None:
+        definition["state_digest"] = state_digest(state)
+    if adapter is not None and adapter != "chat":
+        definition["adapter"] = adapter
     return definition
+
+
+def state_digest(state: Any) -> str:
+    """16 hex digits of sha256 over the canonical JSON of a saved state (what ``Module.save`` wrote)."""
+    import hashlib
+
+    return hashlib.sha256(canonical_json(state).encode()).hexdigest()[:16]
 
 
 def canonical_json(value: Any) -> str:

@@ -17,7 +17,14 @@ if TYPE_CHECKING:
     from collections.abc import Callable
     from typing import Any
 
-from dspy_bridge.protocol._programs import PROGRAM_TYPES, canonical_program, program_id_for
+from dspy_bridge.protocol._commands import (
+    CONFIGURE_LM_KEYS,
+    CREATE_PROGRAM_KEYS,
+    EXECUTE_CONFIG_KEYS,
+    EXECUTE_PROGRAM_KEYS,
+    unknown_keys,
+)
+from dspy_bridge.protocol._programs import ADAPTERS, PROGRAM_TYPES, canonical_program, program_id_for
 from dspy_bridge.protocol._signature import SignatureError, SignatureSpec, parse_signature
 from dspy_bridge.protocol._taxonomy import RETRYABLE_BY_DEFAULT, ErrorType
 
@@ -57,16 +64,32 @@ class ShutdownRequested(Exception):
 
 
 class Program:
-    """A created program: its canonical definition, parsed signature and (real mode) DSPy module."""
+    """A created program: its canonical definition, parsed signature and (real mode) DSPy module.
 
-    __slots__ = ("calls", "definition", "module", "program_id", "spec")
+    ``kind`` is ``"signature"`` or ``"module"``; a module program has no ``spec`` (its ``forward()`` decides
+    its inputs and outputs). ``args`` are the create_program arguments (demos, kwargs, state) the real
+    worker builds from; the definition holds only the state's digest.
+    """
 
-    def __init__(self, program_id: str, definition: dict[str, Any], spec: SignatureSpec, module: Any = None) -> None:
+    __slots__ = ("args", "calls", "definition", "kind", "module", "program_id", "spec")
+
+    def __init__(
+        self,
+        program_id: str,
+        definition: dict[str, Any],
+        spec: SignatureSpec | None,
+        module: Any = None,
+        *,
+        kind: str = "signature",
+        args: dict[str, Any] | None = None,
+    ) -> None:
         self.program_id = program_id
         self.definition = definition
         self.spec = spec
         self.module = module  # the DSPy module for real workers; None for mock workers
         self.calls = 0
+        self.kind = kind
+        self.args: dict[str, Any] = args or {}
 
 
 class Session:
@@ -119,6 +142,24 @@ class BaseHandlers:
 
     def _build_module(self, program: Program) -> Any:
         return None
+
+    def _predictors(self, program: Program) -> list[dict[str, Any]]:
+        """``[{name, signature: {inputs, outputs, instructions}, demos}]``; from the spec unless the subclass
+        knows better (a real worker asks the built module's ``named_predictors()``)."""
+        if program.spec is None:
+            return []
+        raw = program.definition.get("signature")
+        return [
+            {
+                "name": "predict" if program.definition.get("program_type") == "chain_of_thought" else "self",
+                "signature": {
+                    "inputs": [_field_info(f, raw, "inputs") for f in program.spec.inputs],
+                    "outputs": [_field_info(f, raw, "outputs") for f in program.spec.outputs],
+                    "instructions": program.spec.instructions,
+                },
+                "demos": len(program.definition.get("demos") or ()),
+            }
+        ]
 
     def _run(
         self,
@@ -181,6 +222,7 @@ class BaseHandlers:
         }
 
     def cmd_configure_lm(self, args: dict[str, Any], session_id: str | None, context: dict[str, Any]) -> dict[str, Any]:
+        _strict("configure_lm", args, CONFIGURE_LM_KEYS)
         model = _require(args, "model", str)
         if "/" not in model:
             raise HandlerFailure(
@@ -213,42 +255,47 @@ class BaseHandlers:
     def cmd_create_program(
         self, args: dict[str, Any], session_id: str | None, context: dict[str, Any]
     ) -> dict[str, Any]:
-        if "signature" not in args:
-            raise HandlerFailure(ErrorType.INVALID_REQUEST, "create_program needs a 'signature' argument")
-        program_type = args.get("program_type", "predict")
-        if program_type not in PROGRAM_TYPES:
-            raise HandlerFailure(
-                ErrorType.INVALID_REQUEST,
-                f"program_type {program_type!r} is not one of {', '.join(PROGRAM_TYPES)}",
-                details={"argument": "program_type"},
-            )
+        _strict("create_program", args, CREATE_PROGRAM_KEYS)
+        _check_program_args(args)
         definition = canonical_program(args)
-        try:
-            spec = parse_signature(definition["signature"], definition.get("instructions"))
-        except SignatureError as exc:
-            raise HandlerFailure(
-                ErrorType.INVALID_REQUEST, f"bad signature: {exc}", details={"argument": "signature"}
-            ) from exc
+        spec: SignatureSpec | None = None
+        if "module" not in args:
+            try:
+                spec = parse_signature(definition["signature"], definition.get("instructions"))
+            except SignatureError as exc:
+                raise HandlerFailure(
+                    ErrorType.INVALID_REQUEST, f"bad signature: {exc}", details={"argument": "signature"}
+                ) from exc
         program_id = program_id_for(args)
-        program = Program(program_id=program_id, definition=definition, spec=spec)
+        kind = "signature" if spec is not None else "module"
+        program = Program(program_id=program_id, definition=definition, spec=spec, kind=kind, args=args)
         program.module = self._build_module(program)
         self.session(session_id).programs[program_id] = program
-        return {"program_id": program_id, "inputs": spec.input_names, "outputs": spec.output_names}
+        return {
+            "program_id": program_id,
+            "kind": kind,
+            "inputs": spec.input_names if spec is not None else None,
+            "outputs": spec.output_names if spec is not None else None,
+            "predictors": self._predictors(program),
+        }
 
     def cmd_execute_program(
         self, args: dict[str, Any], session_id: str | None, context: dict[str, Any]
     ) -> dict[str, Any]:
+        _strict("execute_program", args, EXECUTE_PROGRAM_KEYS)
         program = self.program(session_id, _require(args, "program_id", str))
         inputs = args.get("inputs", {})
         if not isinstance(inputs, dict):
             raise HandlerFailure(ErrorType.INVALID_REQUEST, "argument 'inputs' must be a map of input field values")
-        missing = [name for name in program.spec.input_names if name not in inputs]
-        unknown = [name for name in inputs if name not in program.spec.input_names]
+        context = {**context, CALL_OPTIONS: _call_options(args)}
+        expected = program.spec.input_names if program.spec is not None else list(inputs)  # modules: forward decides
+        missing = [name for name in expected if name not in inputs]
+        unknown = [name for name in inputs if name not in expected]
         if missing or unknown:
             raise HandlerFailure(
                 ErrorType.INVALID_REQUEST,
                 f"inputs do not fit program {program.program_id}: missing {missing}, unknown {unknown}; "
-                f"expected {program.spec.input_names}",
+                f"expected {expected}",
                 details={"missing": missing, "unknown": unknown},
             )
         session = self.session(session_id)
@@ -273,17 +320,27 @@ class BaseHandlers:
         self, args: dict[str, Any], session_id: str | None, context: dict[str, Any]
     ) -> dict[str, Any]:
         session = self.sessions.get(session_id)
-        return {"programs": sorted(session.programs) if session else []}
+        programs = session.programs if session else {}
+        return {
+            "programs": sorted(programs),
+            "details": [
+                {"program_id": pid, "kind": programs[pid].kind, **_what(programs[pid].definition)}
+                for pid in sorted(programs)
+            ],
+        }
 
     def cmd_get_program_info(
         self, args: dict[str, Any], session_id: str | None, context: dict[str, Any]
     ) -> dict[str, Any]:
         program = self.program(session_id, _require(args, "program_id", str))
+        spec = program.spec
         return {
             "program_id": program.program_id,
+            "kind": program.kind,
             "definition": program.definition,
-            "inputs": [f.as_dict() for f in program.spec.inputs],
-            "outputs": [f.as_dict() for f in program.spec.outputs],
+            "inputs": [f.as_dict() for f in spec.inputs] if spec is not None else None,
+            "outputs": [f.as_dict() for f in spec.outputs] if spec is not None else None,
+            "predictors": self._predictors(program),
             "calls": program.calls,
         }
 
@@ -339,3 +396,91 @@ class BaseHandlers:
 
     def cmd_shutdown(self, args: dict[str, Any], session_id: str | None, context: dict[str, Any]) -> dict[str, Any]:
         return {"shutting_down": True}
+
+
+# -- create/execute argument checks (user modules, demos, state, per-call options) --------------------
+CALL_OPTIONS = "_call_options"  # private context key: execute_program's config/adapter/trace for _run
+
+
+def _strict(command: str, args: dict[str, Any], known: tuple[str, ...]) -> None:
+    problem = unknown_keys(command, args, known)
+    if problem:
+        unknown = sorted(key for key in args if key not in known)
+        raise HandlerFailure(ErrorType.INVALID_REQUEST, problem, details={"unknown": unknown, "known": list(known)})
+
+
+def _invalid(message: str, argument: str) -> HandlerFailure:
+    return HandlerFailure(ErrorType.INVALID_REQUEST, message, details={"argument": argument})
+
+
+def _check_program_args(args: dict[str, Any]) -> None:
+    if ("signature" in args) == ("module" in args):
+        raise _invalid(
+            "create_program needs exactly one of 'signature' or 'module' ('package.module:Class')", "signature"
+        )
+    if "module" in args:
+        module = args["module"]
+        if not isinstance(module, str) or module.count(":") != 1 or not all(module.split(":")):
+            raise _invalid(f"'module' must be 'package.module:Attribute', got {module!r}", "module")
+        extra = [key for key in ("program_type", "instructions", "demos") if key in args]
+        if extra:
+            raise _invalid(f"{', '.join(extra)} belong to signature programs, not module programs", extra[0])
+        if not isinstance(args.get("kwargs", {}), dict):
+            raise _invalid("'kwargs' must be a map of constructor arguments", "kwargs")
+    else:
+        if "kwargs" in args:
+            raise _invalid("'kwargs' belongs to module programs", "kwargs")
+        program_type = args.get("program_type", "predict")
+        if program_type not in PROGRAM_TYPES:
+            raise _invalid(f"program_type {program_type!r} is not one of {', '.join(PROGRAM_TYPES)}", "program_type")
+        demos = args.get("demos")
+        if demos is not None and (not isinstance(demos, list) or not all(isinstance(d, dict) for d in demos)):
+            raise _invalid("'demos' must be a list of maps (input and output field values)", "demos")
+    if args.get("state") is not None and not isinstance(args["state"], dict):
+        raise _invalid(
+            "'state' must be the JSON map Module.save() writes (host builders read a path; workers never do)", "state"
+        )
+    if args.get("adapter") is not None and args["adapter"] not in ADAPTERS:
+        raise _invalid(f"adapter must be one of {', '.join(ADAPTERS)}, got {args['adapter']!r}", "adapter")
+
+
+def _call_options(args: dict[str, Any]) -> dict[str, Any]:
+    """execute_program's per-call options, checked: ``{config, adapter, trace}`` (absent ones left out)."""
+    options: dict[str, Any] = {}
+    config = args.get("config")
+    if config is not None:
+        if not isinstance(config, dict):
+            raise _invalid("'config' must be a map of per-call LM options", "config")
+        _strict("execute_program config", config, EXECUTE_CONFIG_KEYS)
+        for name, kind in (("temperature", (int, float)), ("n", int), ("max_tokens", int)):
+            value = config.get(name)
+            if value is not None and (not isinstance(value, kind) or isinstance(value, bool)):
+                raise _invalid(f"config {name!r} has the wrong type ({type(value).__name__})", "config")
+        if config.get("n") is not None and config["n"] < 1:
+            raise _invalid("config 'n' must be at least 1", "config")
+        options["config"] = {key: value for key, value in config.items() if value is not None}
+    if args.get("adapter") is not None:
+        if args["adapter"] not in ADAPTERS:
+            raise _invalid(f"adapter must be one of {', '.join(ADAPTERS)}, got {args['adapter']!r}", "adapter")
+        options["adapter"] = args["adapter"]
+    if args.get("trace") is not None:
+        if not isinstance(args["trace"], bool):
+            raise _invalid("'trace' must be a boolean", "trace")
+        options["trace"] = args["trace"]
+    return options
+
+
+def _field_info(spec: Any, raw_signature: Any, side: str) -> dict[str, Any]:
+    """A field of a result: name, type, description and the prefix a structured signature gave it."""
+    prefix = None
+    if isinstance(raw_signature, dict):
+        for item in raw_signature.get(side) or ():
+            if isinstance(item, dict) and item.get("name") == spec.name:
+                prefix = item.get("prefix")
+    return {**spec.as_dict(), "prefix": prefix}
+
+
+def _what(definition: dict[str, Any]) -> dict[str, Any]:
+    if "module" in definition:
+        return {"module": definition["module"]}
+    return {"signature": definition.get("signature")}

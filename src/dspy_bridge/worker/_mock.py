@@ -169,4 +169,6 @@ class CassetteHandlers(BaseHandlers):
 
 
 def _output_types(program: Program) -> list[tuple[str, str]]:
+    if program.spec is None:  # a module program: its outputs are known only from a recording
+        return []
     return [(field.name, field.type) for field in program.spec.outputs]

@@ -48,8 +48,8 @@ from dspy_bridge.protocol._signature import FieldSpec
 from dspy_bridge.protocol._taxonomy import ErrorType
 from dspy_bridge.worker import _guard
 from dspy_bridge.worker._base import BaseHandlers, HandlerFailure, Program, Session
-from dspy_bridge.worker._dspy_types import numbers, plain, python_type
-from dspy_bridge.worker._streaming import CHUNK_SINK, run_streamed
+from dspy_bridge.worker._dspy_types import plain, python_type
+from dspy_bridge.worker._streaming import CHUNK_SINK
 
 __all__ = ["NO_KEY_REMEDY", "DSPyHandlers", "plain", "python_type"]
 
@@ -148,8 +148,40 @@ class DSPyHandlers(BaseHandlers):
         return python_type(spec.type), field
 
     def _build_module(self, program: Program) -> Any:
+        from dspy_bridge.worker import _modules
+
+        if program.kind == "module":
+            target = program.definition["module"]
+            return _modules.build_user_module(
+                self._dspy, target, program.definition["kwargs"], program.args.get("state")
+            )
+        built = self._build_signature_module(program)
+        if program.args.get("demos"):
+            _modules.apply_demos(
+                self._dspy, built, program.args["demos"], program.spec.input_names if program.spec else []
+            )
+        if program.args.get("state") is not None:
+            _modules.load_state(built, program.args["state"])
+        return built
+
+    def _predictors(self, program: Program) -> list[dict[str, Any]]:
+        from dspy_bridge.worker._modules import describe_predictors
+
+        return describe_predictors(program.module)
+
+    def _with_prefixes(self, built: Any, signature: Any) -> Any:
+        """A structured signature's field ``prefix`` reaches DSPy (as ``dspy.InputField(prefix=...)`` would)."""
+        if isinstance(signature, dict):
+            for side in ("inputs", "outputs"):
+                for item in signature.get(side) or ():
+                    if isinstance(item, dict) and isinstance(item.get("prefix"), str):
+                        built = built.with_updated_fields(item["name"], prefix=item["prefix"])
+        return built
+
+    def _build_signature_module(self, program: Program) -> Any:
         dspy = self._dspy
         spec = program.spec
+        assert spec is not None
         signature = program.definition["signature"]
         try:
             if isinstance(signature, str):
@@ -166,6 +198,7 @@ class DSPyHandlers(BaseHandlers):
                 f"DSPy cannot build a signature from {signature!r}: {type(exc).__name__}: {exc}",
                 details={"argument": "signature"},
             ) from None
+        built = self._with_prefixes(built, signature)
         if program.definition.get("program_type") == "chain_of_thought":
             return dspy.ChainOfThought(built)
         return dspy.Predict(built)
@@ -178,16 +211,18 @@ class DSPyHandlers(BaseHandlers):
         inputs: dict[str, Any],
         context: dict[str, Any],
     ) -> dict[str, Any]:
+        from dspy_bridge.worker._base import CALL_OPTIONS
         from dspy_bridge.worker._lm_errors import failure_for, scrub
+        from dspy_bridge.worker._modules import full_result, run_program
 
         dspy = self._dspy
         lm = lm_session.lm
+        options = context.get(CALL_OPTIONS) or {}
         try:
-            with dspy.context(lm=lm, disable_history=True), dspy.track_usage() as tracker:
-                sink = context.get(CHUNK_SINK)  # a stream: true request (see worker/_streaming.py)
-                prediction = (
-                    program.module(**inputs) if sink is None else run_streamed(dspy, program.module, inputs, sink)
-                )
+            sink = context.get(CHUNK_SINK)  # a stream: true request (see worker/_streaming.py)
+            prediction, tracker, trace = run_program(dspy, program, lm, inputs, options, sink)
+        except HandlerFailure:
+            raise
         except Exception as exc:
             secrets = self._secrets()
             failure = failure_for(exc, secrets=secrets)
@@ -209,19 +244,9 @@ class DSPyHandlers(BaseHandlers):
                     details={**(failure.details or {}), "remedy": "configure_lm(api_key=...) or PoolConfig.env"},
                 )
             raise failure from None
-        usage: dict[str, int | float] = {}
-        calls = 0
-        for entries in tracker.usage_data.values():
-            calls += len(entries)
-        for per_model in tracker.get_total_tokens().values():
-            for key, value in numbers(per_model).items():
-                usage[key] = usage.get(key, 0) + value
-        return {
-            "outputs": {str(key): plain(value) for key, value in prediction.toDict().items()},
-            "usage": usage,
-            "lm_calls": calls,
-            "model": lm.model,
-        }
+        result = full_result(program.module, prediction, tracker, trace, int((options.get("config") or {}).get("n", 1)))
+        result["model"] = lm.model
+        return result
 
     # -- commands ----------------------------------------------------------------------------
     def handle(self, command: str, args: dict[str, Any], session_id: str | None, context: dict[str, Any]) -> Any:
