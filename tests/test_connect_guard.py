@@ -266,24 +266,64 @@ async def test_the_pool_guards_every_worker_from_its_start(
 
 
 # -- the plugin: real pools are guarded; the proxy is allowed; bridge_allowed_hosts allows more ----------------
-OWN_LM_TEST = """
+FETCHER_MODULE = """
+import urllib.request
+
+import dspy
+
+
+class Fetcher(dspy.Module):
+    \"\"\"A retriever in user code: it reads a URL, no LM involved.\"\"\"
+
+    def __init__(self, url: str) -> None:
+        super().__init__()
+        self.url = url
+
+    def forward(self, question: str) -> dspy.Prediction:
+        with urllib.request.urlopen(self.url, timeout=5) as response:
+            return dspy.Prediction(answer=response.read().decode())
+"""
+
+RETRIEVER_TEST = """
+import http.server
+import threading
+
 import pytest
-from dspy_bridge.testing import FakeGemini, Reply
+
+HITS = []
+
+
+class Handler(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        HITS.append(self.path)
+        self.send_response(200)
+        self.end_headers()
+        self.wfile.write(b"from elsewhere")
+
+    def log_message(self, *args):
+        pass
+
 
 @pytest.mark.integration
 def test_through_the_proxy(bridge):
     bridge.configure_lm("gemini/gemini-2.5-flash")
     assert bridge.run("question -> answer", question="via proxy?")["answer"]
 
+
 @pytest.mark.integration
-def test_own_lm(bridge):
-    with FakeGemini() as elsewhere:
-        elsewhere.enqueue(Reply({"answer": "from elsewhere"}))
-        bridge.configure_lm("gemini/gemini-2.5-flash", api_base=elsewhere.base_url, api_key="x", num_retries=0)
+def test_retriever(bridge):
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        bridge.configure_lm("gemini/gemini-2.5-flash")
+        url = f"http://127.0.0.1:{server.server_port}/doc"
+        program = bridge.create_program(module="fetcher:Fetcher", kwargs={"url": url})
         try:
-            print("ANSWER", bridge.run("question -> answer", question="direct?")["answer"])
+            print("ANSWER", bridge.execute(program, question="q")["answer"])
         finally:
-            print("HITS", elsewhere.request_count)
+            print("HITS", len(HITS))
+    finally:
+        server.shutdown()
 """
 
 
@@ -293,16 +333,17 @@ def test_the_plugin_guards_real_workers_and_bridge_allowed_hosts_opens_a_host(
 ) -> None:
     for name in ("GEMINI_API_KEY", "GOOGLE_API_KEY", "DSPY_BRIDGE_RECORD", "DSPY_BRIDGE_ALLOWED_HOSTS"):
         monkeypatch.delenv(name, raising=False)
-    pytester.makepyfile(test_offline=OWN_LM_TEST)
+    pytester.makepyfile(fetcher=FETCHER_MODULE, test_offline=RETRIEVER_TEST)
+    pytester.makeini("[pytest]\nbridge_allowed_modules = fetcher\n")
     args = ("-p", "no:cacheprovider", "-s", "--bridge-record=all", "--bridge-upstream=fake")
     result = pytester.runpytest_subprocess(*args, timeout=600)
-    result.assert_outcomes(passed=1, failed=1)  # the proxy is reachable; the test's own LM host is not
+    result.assert_outcomes(passed=1, failed=1)  # the proxy is reachable; the retriever's host is not
     output = result.stdout.str()
-    assert "HITS 0" in output
-    result.stdout.fnmatch_lines(["*blocked a connection to 127.0.0.1:*test_offline.py::test_own_lm*"])
+    assert "HITS 0" in output  # the server saw nothing
+    result.stdout.fnmatch_lines(["*blocked a connection to 127.0.0.1:*test_offline.py::test_retriever*"])
     assert "bridge_allowed_hosts" in output
 
-    pytester.makeini("[pytest]\nbridge_allowed_hosts = 127.0.0.1\n")
+    pytester.makeini("[pytest]\nbridge_allowed_modules = fetcher\nbridge_allowed_hosts = 127.0.0.1\n")
     result = pytester.runpytest_subprocess(*args, timeout=600)
     result.assert_outcomes(passed=2)
     assert "ANSWER from elsewhere" in result.stdout.str() and "HITS 1" in result.stdout.str()
