@@ -43,7 +43,16 @@ from dspy_bridge._secrets import is_secret_env_name
 from dspy_bridge.protocol._signature import FieldSpec
 from dspy_bridge.protocol._taxonomy import ErrorType
 from dspy_bridge.worker._base import BaseHandlers, HandlerFailure, Program, Session
-from dspy_bridge.worker._dspy_types import numbers, plain, python_type
+from dspy_bridge.worker._dspy_types import (
+    import_resolver,
+    needs_python_types,
+    numbers,
+    output_types,
+    plain,
+    python_type,
+    signature_dict,
+    wire_inputs,
+)
 
 __all__ = ["NO_KEY_REMEDY", "DSPyHandlers", "plain", "python_type"]
 
@@ -60,6 +69,8 @@ class DSPyHandlers(BaseHandlers):
 
     mode = "real"
     extra_capabilities = ("dspy",)
+    #: Module prefixes pydantic models (``pkg.module:Model`` types) may be imported from.
+    allowed_modules: tuple[str, ...] = ()
 
     def __init__(self, worker_id: str) -> None:
         os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
@@ -138,15 +149,17 @@ class DSPyHandlers(BaseHandlers):
     # -- programs ----------------------------------------------------------------------------
     def _field(self, spec: FieldSpec, kind: Literal["input", "output"]) -> tuple[Any, Any]:
         make = self._dspy.InputField if kind == "input" else self._dspy.OutputField
-        field = make(desc=spec.description) if spec.description else make()
-        return python_type(spec.type), field
+        options = {"desc": spec.description, "prefix": spec.prefix}
+        field = make(**{key: value for key, value in options.items() if value})
+        resolve = import_resolver(self.allowed_modules)
+        return python_type(spec.type, resolve, schema=spec.schema, name=spec.name), field
 
     def _build_module(self, program: Program) -> Any:
         dspy = self._dspy
         spec = program.spec
         signature = program.definition["signature"]
         try:
-            if isinstance(signature, str):
+            if isinstance(signature, str) and not needs_python_types([f.type for f in (*spec.inputs, *spec.outputs)]):
                 built = dspy.Signature(signature, spec.instructions or None)
             else:
                 fields = {f.name: self._field(f, "input") for f in spec.inputs}
@@ -176,6 +189,9 @@ class DSPyHandlers(BaseHandlers):
 
         dspy = self._dspy
         lm = lm_session.lm
+        final_signature = _final_signature(program.module)
+        if final_signature is not None:
+            inputs = wire_inputs(final_signature, inputs)
         try:
             with dspy.context(lm=lm, disable_history=True), dspy.track_usage() as tracker:
                 prediction = program.module(**inputs)
@@ -203,14 +219,31 @@ class DSPyHandlers(BaseHandlers):
         for per_model in tracker.get_total_tokens().values():
             for key, value in numbers(per_model).items():
                 usage[key] = usage.get(key, 0) + value
+        outputs = {str(key): plain(value) for key, value in prediction.toDict().items()}
+        types = output_types(final_signature) if final_signature is not None else {}
         return {
-            "outputs": {str(key): plain(value) for key, value in prediction.toDict().items()},
+            "outputs": outputs,
+            "output_types": {name: types[name] for name in outputs if name in types},
             "usage": usage,
             "lm_calls": calls,
             "model": lm.model,
         }
 
     # -- commands ----------------------------------------------------------------------------
+    def cmd_create_program(
+        self, args: dict[str, Any], session_id: str | None, context: dict[str, Any]
+    ) -> dict[str, Any]:
+        """The base result plus every field's type text and JSON Schema (``signature``, ``schema``)."""
+        result = super().cmd_create_program(args, session_id, context)
+        signature = _final_signature(self.program(session_id, result["program_id"]).module)
+        if signature is not None:
+            described = signature_dict(signature)
+            result["signature"] = described
+            result["schema"] = {
+                side: {field["name"]: field["schema"] for field in described[side]} for side in ("inputs", "outputs")
+            }
+        return result
+
     def cmd_get_stats(self, args: dict[str, Any], session_id: str | None, context: dict[str, Any]) -> dict[str, Any]:
         stats = super().cmd_get_stats(args, session_id, context)
         stats["dspy_version"] = self.dspy_version
@@ -220,3 +253,10 @@ class DSPyHandlers(BaseHandlers):
             "disk_dir": getattr(self._dspy.cache, "disk_cache_dir", None) if self._cache_enabled else None,
         }
         return stats
+
+
+def _final_signature(module: Any) -> Any:
+    """The signature of the predictor whose outputs a signature program returns (``ChainOfThought``'s
+    includes ``reasoning``), or ``None``."""
+    predictors = module.named_predictors() if hasattr(module, "named_predictors") else []
+    return predictors[-1][1].signature if predictors else getattr(module, "signature", None)
