@@ -239,20 +239,24 @@ class Bridge:
             args = commands.delete_program_args(program_id)
         self.request("delete_program", args)
 
-    def execute(self, program_id: str, /, **inputs: Any) -> dict[str, Any]:
-        """Run a program; returns its outputs as a plain map."""
+    def execute(self, program_id: str, /, **inputs: Any) -> Any:
+        """Run a program; returns its outputs as a plain map, or with ``model=Flight`` (a class or a
+        typing form; an input called ``model`` that is not a type stays an input) the rebuilt value."""
+        target = _type_target(inputs)
         with usage_errors():
             args = commands.execute_args(program_id, inputs)
-        return dict(self.request("execute_program", args)["outputs"])
+        return _typed_outputs(self.request("execute_program", args), target)
 
-    async def aexecute(self, program_id: str, /, **inputs: Any) -> dict[str, Any]:
+    async def aexecute(self, program_id: str, /, **inputs: Any) -> Any:
+        target = _type_target(inputs)
         with usage_errors():
             args = commands.execute_args(program_id, inputs)
-        return dict((await self.arequest("execute_program", args))["outputs"])
+        return _typed_outputs(await self.arequest("execute_program", args), target)
 
     def run(self, signature: str | dict[str, Any], program_type: str = "predict", /, **inputs: Any) -> dict[str, Any]:
         """Create (idempotently: ids are deterministic) and execute in one call."""
-        return self.execute(self.create_program(signature, program_type), **inputs)
+        outputs: dict[str, Any] = self.execute(self.create_program(signature, program_type), **inputs)
+        return outputs
 
     def stub(
         self,
@@ -275,3 +279,21 @@ class Bridge:
             close_session(self.session_id)
         else:
             self.request("cleanup_session", {})
+
+
+def _type_target(inputs: dict[str, Any]) -> Any:
+    """Pop ``model=`` from execute's keyword arguments when it names a type to rebuild (``_typed``)."""
+    from dspy_bridge._typed import is_type_target
+
+    if "model" in inputs and is_type_target(inputs["model"]):
+        return inputs.pop("model")
+    return None
+
+
+def _typed_outputs(result: dict[str, Any], target: Any) -> Any:
+    outputs = dict(result["outputs"])
+    if target is None:
+        return outputs
+    from dspy_bridge._typed import rebuild
+
+    return rebuild(outputs, target, result.get("output_types"))

@@ -221,8 +221,8 @@ def mismatch(value: Any, schema: Any, where: str = "value", defs: dict[str, Any]
     if kind is not None:
         kinds = kind if isinstance(kind, list) else [kind]
         if not any(_has_type(value, str(k)) for k in kinds):
-            found = _JSON_TYPES.get(_json_type(value), _json_type(value))
-            shown = "None" if value is None else f"{found} {_show(value)}"
+            actual = _JSON_TYPES.get(_json_type(value), _json_type(value))
+            shown = "None" if value is None else f"{actual} {_show(value)}"
             return f"{where}: expected {describe(schema, defs)}, got {shown}"
     if isinstance(value, list):
         return _array_mismatch(value, schema, where, defs)
@@ -249,7 +249,8 @@ def _array_mismatch(value: list[Any], schema: dict[str, Any], where: str, defs: 
 
 
 def _object_mismatch(value: dict[str, Any], schema: dict[str, Any], where: str, defs: dict[str, Any]) -> str | None:
-    properties = schema.get("properties") if isinstance(schema.get("properties"), dict) else {}
+    found = schema.get("properties")
+    properties: dict[str, Any] = found if isinstance(found, dict) else {}
     missing = [name for name in schema.get("required") or () if name not in value]
     if missing:
         return f"{where}: missing {', '.join(repr(name) for name in missing)} (required by {describe(schema, defs)})"
@@ -343,9 +344,7 @@ def _generate_object(schema: dict[str, Any], rand: Randomness, name: str, defs: 
 
 
 # -- whole answers ----------------------------------------------------------------------------------
-def answer_mismatch(
-    outputs: Any, schemas: dict[str, Any], names: list[str] | None = None
-) -> dict[str, Any] | None:
+def answer_mismatch(outputs: Any, schemas: dict[str, Any], names: list[str] | None = None) -> dict[str, Any] | None:
     """``None`` if ``outputs`` is an answer a program with these output ``schemas`` could return; else
     ``{"message", "field", "expected"}``. ``names``: the complete list of output fields (every one
     must be there and no other), or ``None`` when only the fields present are known."""

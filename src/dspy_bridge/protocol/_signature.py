@@ -25,6 +25,13 @@ TYPE_CHECKING = False  # typing itself stays off the mock worker's start-up path
 if TYPE_CHECKING:
     from typing import Any
 
+    #: A parsed type: ``("str",)``, ``("list", item | None)``, ``("dict", value | None)``,
+    #: ``("optional", inner)``, ``("literal", (values...))``, ``("dspy.History",)``, ``("dspy.Image",)``,
+    #: ``("model", "pkg.mod:Name")``, ``("object",)``.
+    TypeNode = tuple[Any, ...]
+else:
+    TypeNode = tuple
+
 __all__ = [
     "GRAMMAR_HINT",
     "INPUT_ONLY_TYPES",
@@ -51,11 +58,6 @@ GRAMMAR_HINT = (
 _SCALARS = ("str", "int", "float", "bool")
 _ALIASES = {"List": "list", "Dict": "dict", "typing.List": "list", "typing.Dict": "dict", "History": "dspy.History"}
 _ALIASES["Image"] = "dspy.Image"
-
-#: A parsed type: ``("str",)``, ``("list", item | None)``, ``("dict", value | None)``,
-#: ``("optional", inner)``, ``("literal", (values...))``, ``("dspy.History",)``, ``("dspy.Image",)``,
-#: ``("model", "pkg.mod:Name")``, ``("object",)``.
-TypeNode = tuple
 
 
 def _is_name(text: str) -> bool:
@@ -150,8 +152,11 @@ def check_type(type_text: str, where: str = "field") -> str:
 def _tokens(text: str) -> list[str]:
     import re
 
-    pattern = r"""\s*('(?:[^'\\]|\\.)*'|"(?:[^"\\]|\\.)*"|-?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?|[A-Za-z_][\w.]*|[\[\],|:]|\S)"""
-    return re.findall(pattern, text)  # the last alternative (any non-space) leaves nothing unread
+    pattern = (
+        r"""\s*('(?:[^'\\]|\\.)*'|"(?:[^"\\]|\\.)*"|-?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?|[A-Za-z_][\w.]*|[\[\],|:]|\S)"""
+    )
+    found: list[str] = re.findall(pattern, text)  # the last alternative (any non-space) leaves nothing unread
+    return found
 
 
 class _Reader:
@@ -264,7 +269,7 @@ def parse_type(type_text: str) -> TypeNode:
 
 def format_type(node: TypeNode) -> str:
     """The canonical text of a parsed type (``parse_type(format_type(n)) == n``)."""
-    kind = node[0]
+    kind = str(node[0])
     if kind in ("list", "dict") and node[1] is None:
         return kind
     if kind == "list":

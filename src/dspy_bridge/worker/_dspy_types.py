@@ -265,10 +265,11 @@ def schema_of(annotation: Any) -> dict[str, Any]:
 def field_dict(name: str, field: Any) -> dict[str, Any]:
     """One field of a DSPy signature as the wire carries it: ``{name, type, description, prefix, schema}``."""
     extra = field.json_schema_extra if isinstance(field.json_schema_extra, dict) else {}
+    description = str(extra.get("desc") or field.description or "")
     return {
         "name": name,
         "type": type_text(field.annotation),
-        "description": str(extra.get("desc") or field.description or ""),
+        "description": "" if description == f"${{{name}}}" else description,  # DSPy's placeholder: none given
         "prefix": str(extra.get("prefix") or ""),
         "schema": schema_of(field.annotation),
     }

@@ -18,6 +18,9 @@ if TYPE_CHECKING:
 
     from dspy_bridge.cassettes._library import CassetteLibrary
 
+    #: (names or None, {field: JSON Schema}, {field: type text})
+    _Shape = tuple[list[str] | None, dict[str, Any], dict[str, str]]
+
 from dspy_bridge.protocol._commands import CommandError, StubTable
 from dspy_bridge.protocol._programs import canonical_json
 from dspy_bridge.protocol._taxonomy import ErrorType
@@ -43,6 +46,20 @@ class CassetteHandlers(BaseHandlers):
             return {"stubbed": self.stubs.add(session_id, args)}
         except CommandError as exc:
             raise HandlerFailure(ErrorType.INVALID_REQUEST, str(exc)) from None
+
+    def cmd_create_program(
+        self, args: dict[str, Any], session_id: str | None, context: dict[str, Any]
+    ) -> dict[str, Any]:
+        """The base result plus the schemas the type text gives (``{}`` for a model by import path:
+        only a recording knows it)."""
+        result = super().cmd_create_program(args, session_id, context)
+        _, schemas, _ = self._output_shape(self.program(session_id, result["program_id"]), {})
+        from dspy_bridge.protocol._schema import schema_for_type
+
+        spec = self.program(session_id, result["program_id"]).spec
+        inputs = {f.name: schema_for_type(f.type, f.schema) for f in spec.inputs} if spec is not None else {}
+        result["schema"] = {"inputs": inputs, "outputs": schemas}
+        return result
 
     # -- execute_program: stub → cassette → synthetic → cassette_miss ----------------------
     def cmd_execute_program(
@@ -203,9 +220,6 @@ class CassetteHandlers(BaseHandlers):
             self._cassettes.forget(everything=True)
         self.stubs.forget(everything=True)
         return result
-
-
-_Shape = tuple  # (names or None, {field: JSON Schema}, {field: type text})
 
 
 def _check_answer(program: Program, shape: _Shape, outputs: Any, what: str, error: ErrorType) -> None:
