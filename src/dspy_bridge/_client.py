@@ -293,8 +293,10 @@ class Bridge:
             return commands.execute_args(program_id, inputs, config=config, adapter=adapter, trace=trace)
 
     @staticmethod
-    def _answer(result: dict[str, Any], full: bool) -> Any:
-        return Result.from_response(result) if full else dict(result["outputs"])
+    def _answer(result: dict[str, Any], full: bool, target: Any = None) -> Any:
+        if full:
+            return Result.from_response(result)
+        return _typed_outputs(result, target)
 
     def execute(
         self,
@@ -309,10 +311,13 @@ class Bridge:
     ) -> Any:
         """Run a program; returns its outputs as a plain map, or with ``full=True`` a ``Result`` (completions,
         usage per model, cost, lm_calls, trace, tool_calls, source). ``config`` (temperature, n, max_tokens,
-        rollout_id) and ``adapter`` apply to this call only; ``trace=True`` asks for the per-predictor trace."""
+        rollout_id) and ``adapter`` apply to this call only; ``trace=True`` asks for the per-predictor trace.
+        ``model=Flight`` (a class or a typing form; an input called ``model`` that is not a type stays an
+        input) returns the rebuilt value."""
         __tracebackhide__ = True
+        target = _type_target(inputs)
         args = self._execute_args(program_id, inputs, config, adapter, trace)
-        return self._answer(self.request("execute_program", args), full)
+        return self._answer(self.request("execute_program", args), full, target)
 
     async def aexecute(
         self,
@@ -326,8 +331,9 @@ class Bridge:
         **inputs: Any,
     ) -> Any:
         __tracebackhide__ = True
+        target = _type_target(inputs)
         args = self._execute_args(program_id, inputs, config, adapter, trace)
-        return self._answer(await self.arequest("execute_program", args), full)
+        return self._answer(await self.arequest("execute_program", args), full, target)
 
     def run(self, signature: str | dict[str, Any], program_type: str = "predict", /, **inputs: Any) -> dict[str, Any]:
         """Create (idempotently: ids are deterministic) and execute in one call."""
@@ -418,3 +424,21 @@ def _surfaced(exc: BridgeError) -> BridgeError:
         context = {key: getattr(exc, key) for key in ("request_id", "worker_pid", "session_id")}
         return CassetteMiss(exc.message, **context, **(exc.error_details or {}))
     return exc.with_traceback(None)
+
+
+def _type_target(inputs: dict[str, Any]) -> Any:
+    """Pop ``model=`` from execute's keyword arguments when it names a type to rebuild (``_typed``)."""
+    from dspy_bridge._typed import is_type_target
+
+    if "model" in inputs and is_type_target(inputs["model"]):
+        return inputs.pop("model")
+    return None
+
+
+def _typed_outputs(result: dict[str, Any], target: Any) -> Any:
+    outputs = dict(result["outputs"])
+    if target is None:
+        return outputs
+    from dspy_bridge._typed import rebuild
+
+    return rebuild(outputs, target, result.get("output_types"))

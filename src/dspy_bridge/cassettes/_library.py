@@ -28,6 +28,7 @@ class CassetteLibrary:
         self._lock = threading.Lock()
         self._cassettes: dict[Path, tuple[tuple[int, int, int], Cassette]] = {}
         self._replays: dict[_ReplayKey, Replay] = {}
+        self._schemas: dict[tuple[Path, str], tuple[Cassette, dict[str, Any] | None]] = {}
 
     def _cassette(self, path: Path) -> Cassette | None:
         try:
@@ -61,6 +62,24 @@ class CassetteLibrary:
             attempt = context.get("attempt")
             retry = isinstance(attempt, int) and not isinstance(attempt, bool) and attempt > 0
             return replay.play(request, record_hint=hint, retry=retry).response
+
+    def program_schema(self, path: Path, program_id: str) -> dict[str, Any] | None:
+        """What the recorded ``create_program`` result said about ``program_id``: ``{"schema":
+        {"inputs": {...}, "outputs": {...}}, "signature": {...}}`` (the last recording wins), or ``None``."""
+        with self._lock:
+            cassette = self._cassette(path)
+            if cassette is None:
+                return None
+            cached = self._schemas.get((path, program_id))
+            if cached is not None and cached[0] is cassette:
+                return cached[1]
+            found = None
+            for item in cassette:
+                result = item.response.get("result") if item.command == "create_program" else None
+                if isinstance(result, dict) and result.get("program_id") == program_id and "schema" in result:
+                    found = {"schema": result["schema"], "signature": result.get("signature")}
+            self._schemas[(path, program_id)] = (cassette, found)
+            return found
 
     def report(self, session_id: str | None, path: str) -> dict[str, Any]:
         """What this session played from ``path`` (over every matcher it used)."""

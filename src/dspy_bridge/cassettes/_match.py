@@ -28,6 +28,7 @@ __all__ = [
     "FieldDiff",
     "Matcher",
     "canonical_args",
+    "canonical_image",
     "canonical_response",
     "closest",
     "plain",
@@ -61,9 +62,47 @@ def plain(value: Any) -> Any:
 
 
 def canonical_args(args: dict[str, Any]) -> dict[str, Any]:
-    """Request args as recorded and matched: sorted keys, volatile top-level fields dropped."""
-    result: dict[str, Any] = plain({key: value for key, value in args.items() if key not in VOLATILE_ARGS})
+    """Request args as recorded and matched: sorted keys, volatile top-level fields dropped, image
+    inputs replaced by their digest (``canonical_image``)."""
+    kept = {key: value for key, value in args.items() if key not in VOLATILE_ARGS}
+    if isinstance(kept.get("inputs"), dict):
+        kept["inputs"] = _digest_images(kept["inputs"])
+    result: dict[str, Any] = plain(kept)
     return result
+
+
+def canonical_image(value: Any) -> dict[str, Any] | None:
+    """``{"image_sha256", "mime"}`` for an image input (``{"data": <base64>, "mime": "image/…"}`` or
+    ``{"url": "data:image/…;base64,…"}``), else ``None``. The digest is of the decoded bytes, so a
+    cassette never holds the image and any base64 spelling of the same bytes matches."""
+    if not isinstance(value, dict):
+        return None
+    data, mime = value.get("data"), value.get("mime")
+    url = value.get("url")
+    if isinstance(url, str) and len(value) == 1 and url.startswith("data:") and ";base64," in url:
+        mime, _, data = url[5:].partition(";base64,")
+    elif not (isinstance(data, str) and set(value) <= {"data", "mime"}):
+        return None
+    import base64
+    import binascii
+    import hashlib
+
+    try:
+        raw = base64.b64decode("".join(str(data).split()), validate=True)
+    except (binascii.Error, ValueError):
+        raw = str(data).encode()
+    return {"image_sha256": hashlib.sha256(raw).hexdigest(), "mime": mime or None}
+
+
+def _digest_images(value: Any) -> Any:
+    image = canonical_image(value)
+    if image is not None:
+        return image
+    if isinstance(value, dict):
+        return {key: _digest_images(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_digest_images(item) for item in value]
+    return value
 
 
 def _stable_usage(usage: Any) -> Any:

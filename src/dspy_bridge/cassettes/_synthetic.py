@@ -2,7 +2,9 @@
 
 Like DSPex's hash mocks, but every value has the type the signature asks for: the same program
 definition and inputs always give the same outputs (a SHA-256 of their canonical JSON, never
-Python's salted ``hash``), on every machine and in every process. Plain stdlib: a mock worker may
+Python's salted ``hash``), on every machine and in every process. Values are drawn from each output
+field's JSON Schema (``protocol._schema.generate``): the recorded one when the cassette has it
+(pydantic models included), else the one derived from the type text. Plain stdlib: a mock worker may
 import this without paying for pydantic or YAML.
 """
 
@@ -13,7 +15,7 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 
 from dspy_bridge.protocol._programs import canonical_json
-from dspy_bridge.protocol._signature import literal_choices
+from dspy_bridge.protocol._schema import generate, schema_for_type
 
 __all__ = ["synthetic_answer", "synthetic_value"]
 
@@ -39,38 +41,28 @@ class _Stream:
         return f"{self.next(16**6):06x}"
 
 
-def synthetic_value(type_text: str, name: str, stream: _Stream) -> Any:
-    """One value of ``type_text`` (``str``, ``int``, ``float``, ``bool``, ``list[...]``, ``dict``, ``Literal``)."""
-    choices = literal_choices(type_text)
-    if choices is not None:
-        return choices[stream.next(len(choices))]
-    kind = type_text.replace(" ", "")
-    if kind == "int":
-        return stream.next(100)
-    if kind == "float":
-        return stream.next(10_000) / 100
-    if kind == "bool":
-        return stream.next(2) == 1
-    if kind.startswith("list"):
-        item_type = kind[5:-1] if kind.startswith("list[") else "str"
-        return [synthetic_value(item_type, f"{name} item", stream) for _ in range(2 + stream.next(2))]
-    if kind == "dict":
-        return {f"key_{stream.word()}": f"value {stream.word()}"}
-    return f"synthetic {name} {stream.word()}"
+def synthetic_value(type_text: str, name: str, stream: _Stream, schema: dict[str, Any] | None = None) -> Any:
+    """One value of ``type_text`` (any type of the grammar), or of ``schema`` when given (it wins)."""
+    return generate(schema if schema else schema_for_type(type_text), stream, name)
 
 
 def synthetic_answer(
-    definition: dict[str, Any], outputs: Iterable[tuple[str, str]], inputs: dict[str, Any]
+    definition: dict[str, Any],
+    outputs: Iterable[tuple[str, str] | tuple[str, str, dict[str, Any] | None]],
+    inputs: dict[str, Any],
 ) -> dict[str, Any]:
-    """A result map ``{outputs, usage, source}`` for ``definition`` run on ``inputs``.
+    """A result map ``{outputs, output_types, usage, source}`` for ``definition`` run on ``inputs``.
 
-    ``outputs`` are ``(name, type)`` pairs from the parsed signature. ``chain_of_thought``
-    programs also get a ``reasoning`` output first, as DSPy's ``ChainOfThought`` adds one.
+    ``outputs`` are ``(name, type)`` pairs from the parsed signature, or ``(name, type, schema)``
+    with the field's JSON Schema. ``chain_of_thought`` programs also get a ``reasoning`` output
+    first, as DSPy's ``ChainOfThought`` adds one.
     """
     stream = _Stream(canonical_json({"program": definition, "inputs": inputs}))
     values: dict[str, Any] = {}
     if definition.get("program_type") == "chain_of_thought":
         values["reasoning"] = f"synthetic reasoning {stream.word()}: no recording exists for these inputs"
-    for name, type_text in outputs:
-        values[name] = synthetic_value(type_text, name, stream)
-    return {"outputs": values, "usage": {}, "source": "synthetic"}
+    types: dict[str, str] = {"reasoning": "str"} if values else {}
+    for name, type_text, *schema in outputs:
+        values[name] = synthetic_value(type_text, name, stream, schema[0] if schema else None)
+        types[name] = type_text
+    return {"outputs": values, "output_types": types, "usage": {}, "source": "synthetic"}

@@ -3,6 +3,11 @@
 Order of answers: stubs registered by the test → the bridge cassette named in the request's
 context → synthetic answers (opt-in) → ``cassette_miss``. Everything else (sessions, programs,
 ``configure_lm``) is inherited from ``BaseHandlers``, so error paths behave as in a real worker.
+
+Every answer is checked against the program's output schemas (``_output_shape``): the ones the
+real worker reported in the recorded ``create_program`` result when the cassette has it, else the
+ones derived from the signature's type text. A stub real DSPy could never return is
+``invalid_request``; such a cassette answer is a ``cassette_miss`` (reason ``invalid_answer``).
 """
 
 from __future__ import annotations
@@ -12,6 +17,9 @@ if TYPE_CHECKING:
     from typing import Any
 
     from dspy_bridge.cassettes._library import CassetteLibrary
+
+    #: (names or None, {field: JSON Schema}, {field: type text})
+    _Shape = tuple[list[str] | None, dict[str, Any], dict[str, str]]
 
 from dspy_bridge.protocol._commands import CommandError, StubTable
 from dspy_bridge.protocol._programs import canonical_json
@@ -40,6 +48,20 @@ class CassetteHandlers(BaseHandlers):
         except CommandError as exc:
             raise HandlerFailure(ErrorType.INVALID_REQUEST, str(exc)) from None
 
+    def cmd_create_program(
+        self, args: dict[str, Any], session_id: str | None, context: dict[str, Any]
+    ) -> dict[str, Any]:
+        """The base result plus the schemas the type text gives (``{}`` for a model by import path:
+        only a recording knows it)."""
+        result = super().cmd_create_program(args, session_id, context)
+        _, schemas, _ = self._output_shape(self.program(session_id, result["program_id"]), {})
+        from dspy_bridge.protocol._schema import schema_for_type
+
+        spec = self.program(session_id, result["program_id"]).spec
+        inputs = {f.name: schema_for_type(f.type, f.schema) for f in spec.inputs} if spec is not None else {}
+        result["schema"] = {"inputs": inputs, "outputs": schemas}
+        return result
+
     # -- execute_program: stub → cassette → synthetic → cassette_miss ----------------------
     def cmd_execute_program(
         self, args: dict[str, Any], session_id: str | None, context: dict[str, Any]
@@ -66,7 +88,9 @@ class CassetteHandlers(BaseHandlers):
                 raise HandlerFailure(
                     ErrorType(error["type"]), error["message"], retryable=error["retryable"], details=error["details"]
                 )
-            return {"outputs": dict(stub["outputs"]), "usage": {}, "source": "stub"}
+            shape = self._output_shape(program, context)
+            _check_answer(program, shape, stub["outputs"], "stub", ErrorType.INVALID_REQUEST)
+            return {"outputs": dict(stub["outputs"]), "output_types": shape[2], "usage": {}, "source": "stub"}
         if context.get("cassette") is not None:
             return self._from_cassette(session_id, lm_session, program, inputs, context)
         raise HandlerFailure(
@@ -104,7 +128,7 @@ class CassetteHandlers(BaseHandlers):
         except UsageError as exc:
             raise HandlerFailure(ErrorType.INVALID_REQUEST, str(exc), details={"argument": "context.cassette"}) from exc
         if config.path is None:
-            return synthetic_answer(program.definition, _output_types(program), inputs)
+            return synthetic_answer(program.definition, _synthetic_fields(program, context, self), inputs)
         args = dict(context.get(_ARGS_KEY) or {"program_id": program.program_id, "inputs": inputs})
         model = (lm_session.lm_settings or {}).get("model")
         request = make_request("execute_program", args, program=program.definition, model=model)
@@ -112,7 +136,7 @@ class CassetteHandlers(BaseHandlers):
             response = library.play(session_id, config, request, context)
         except CassetteMiss as miss:
             if config.synthetic:
-                return synthetic_answer(program.definition, _output_types(program), inputs)
+                return synthetic_answer(program.definition, _synthetic_fields(program, context, self), inputs)
             raise HandlerFailure(ErrorType.CASSETTE_MISS, miss.message, details=miss.details) from miss
         except CassetteCorrupt as exc:
             raise HandlerFailure(
@@ -129,10 +153,47 @@ class CassetteHandlers(BaseHandlers):
         result = copy.deepcopy(response["result"])
         if not isinstance(result, dict):
             result = {"outputs": result}
+        shape = self._output_shape(program, context)
+        _check_answer(program, shape, result.get("outputs"), "cassette answer", ErrorType.CASSETTE_MISS)
+        result.setdefault("output_types", shape[2])
         if context.get(CHUNK_SINK) is not None and response.get("chunks") is not None:
             context[CHUNK_SINK].replay(response["chunks"])  # a streamed recording: chunk for chunk
         result["source"] = "cassette"
         return result
+
+    # -- output schemas -----------------------------------------------------------------------
+    def _recorded_schema(self, program: Program, context: dict[str, Any]) -> dict[str, Any] | None:
+        """The recorded ``create_program`` result's ``schema``/``signature`` for this program, if the
+        request names a cassette that has one (loading it: pydantic and YAML, on the request path)."""
+        reference = context.get("cassette")
+        if reference is None:
+            return None
+        from dspy_bridge._exceptions import CassetteCorrupt, UsageError
+        from dspy_bridge.cassettes._config import CassetteConfig
+
+        try:
+            config = CassetteConfig.from_context(reference)
+            return None if config.path is None else self._library().program_schema(config.path, program.program_id)
+        except (UsageError, CassetteCorrupt):
+            return None  # the replay itself reports these
+
+    def _output_shape(self, program: Program, context: dict[str, Any]) -> _Shape:
+        """``(names or None, {field: schema}, {field: type text})`` of the program's outputs."""
+        recorded = self._recorded_schema(program, context)
+        if recorded is not None and isinstance(recorded.get("schema"), dict):
+            schemas = dict(recorded["schema"].get("outputs") or {})
+            fields = (recorded.get("signature") or {}).get("outputs") or []
+            types = {str(f.get("name")): str(f.get("type")) for f in fields if isinstance(f, dict)}
+            return (list(schemas) or None), schemas, types
+        from dspy_bridge.protocol._schema import schema_for_type
+
+        outputs = list(program.spec.outputs) if program.spec is not None else []
+        schemas = {field.name: schema_for_type(field.type, field.schema) for field in outputs}
+        types = {field.name: field.type for field in outputs}
+        if program.definition.get("program_type") == "chain_of_thought":
+            schemas = {"reasoning": {"type": "string"}, **schemas}
+            types = {"reasoning": "str", **types}
+        return (list(schemas) or None), schemas, types
 
     # -- replay bookkeeping -------------------------------------------------------------------
     def cmd_cassette_report(
@@ -168,7 +229,36 @@ class CassetteHandlers(BaseHandlers):
         return result
 
 
-def _output_types(program: Program) -> list[tuple[str, str]]:
-    if program.spec is None:  # a module program: its outputs are known only from a recording
-        return []
-    return [(field.name, field.type) for field in program.spec.outputs]
+def _check_answer(program: Program, shape: _Shape, outputs: Any, what: str, error: ErrorType) -> None:
+    """Refuse an answer real DSPy could never return for this program (a field of the wrong type,
+    a missing or unknown field)."""
+    from dspy_bridge.protocol._schema import answer_mismatch
+
+    names, schemas, types = shape
+    if (
+        what == "stub"
+        and names
+        and names[0] == "reasoning"
+        and isinstance(outputs, dict)
+        and "reasoning" not in outputs
+    ):
+        names = names[1:]  # a stub may leave chain-of-thought's reasoning out: tests rarely care what it says
+    problem = answer_mismatch(outputs, schemas, names)
+    if problem is None:
+        return
+    field = problem.get("field")
+    kind = f" (field {field!r} is {types[field]})" if field in types else ""
+    details: dict[str, Any] = {"program_id": program.program_id, "field": field, "expected": problem.get("expected")}
+    if error is ErrorType.CASSETTE_MISS:
+        details["reason"] = "invalid_answer"
+    raise HandlerFailure(
+        error,
+        f"{what} for program {program.program_id} is not an answer real DSPy could return: {problem['message']}{kind}",
+        details=details,
+    )
+
+
+def _synthetic_fields(program: Program, context: dict[str, Any], handlers: CassetteHandlers) -> list[Any]:
+    """``(name, type, schema)`` of every output (``reasoning`` left to ``synthetic_answer``)."""
+    _, schemas, types = handlers._output_shape(program, context)
+    return [(name, types.get(name, "str"), schema) for name, schema in schemas.items() if name != "reasoning"]

@@ -48,7 +48,15 @@ from dspy_bridge.protocol._signature import FieldSpec
 from dspy_bridge.protocol._taxonomy import ErrorType
 from dspy_bridge.worker import _guard
 from dspy_bridge.worker._base import BaseHandlers, HandlerFailure, Program, Session
-from dspy_bridge.worker._dspy_types import plain, python_type
+from dspy_bridge.worker._dspy_types import (
+    import_resolver,
+    needs_python_types,
+    output_types,
+    plain,
+    python_type,
+    signature_dict,
+    wire_inputs,
+)
 from dspy_bridge.worker._streaming import CHUNK_SINK
 
 __all__ = ["NO_KEY_REMEDY", "DSPyHandlers", "plain", "python_type"]
@@ -66,12 +74,18 @@ class DSPyHandlers(BaseHandlers):
 
     mode = "real"
     extra_capabilities = ("dspy", "stream")
+    #: Module prefixes pydantic models (``pkg.module:Model`` types) may be imported from; the worker adds the
+    #: ones the pool allows (``$DSPY_BRIDGE_ALLOWED_MODULES``, ``PoolConfig.allowed_modules``).
+    allowed_modules: tuple[str, ...] = ()
 
     def __init__(self, worker_id: str) -> None:
         os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
         import dspy
 
         self._dspy = dspy
+        from dspy_bridge.worker._modules import allowed_prefixes
+
+        self.allowed_modules = tuple(dict.fromkeys((*type(self).allowed_modules, *allowed_prefixes())))
         self._cache_lock = threading.Lock()
         self._cache_enabled = False
         # A disabled cache until some LM asks for one: cache=False workers never touch the disk.
@@ -144,8 +158,10 @@ class DSPyHandlers(BaseHandlers):
     # -- programs ----------------------------------------------------------------------------
     def _field(self, spec: FieldSpec, kind: Literal["input", "output"]) -> tuple[Any, Any]:
         make = self._dspy.InputField if kind == "input" else self._dspy.OutputField
-        field = make(desc=spec.description) if spec.description else make()
-        return python_type(spec.type), field
+        options = {"desc": spec.description, "prefix": spec.prefix}
+        field = make(**{key: value for key, value in options.items() if value})
+        resolve = import_resolver(self.allowed_modules)
+        return python_type(spec.type, resolve, schema=spec.schema, name=spec.name), field
 
     def _build_module(self, program: Program) -> Any:
         from dspy_bridge.worker import _modules
@@ -184,7 +200,7 @@ class DSPyHandlers(BaseHandlers):
         assert spec is not None
         signature = program.definition["signature"]
         try:
-            if isinstance(signature, str):
+            if isinstance(signature, str) and not needs_python_types([f.type for f in (*spec.inputs, *spec.outputs)]):
                 built = dspy.Signature(signature, spec.instructions or None)
             else:
                 fields = {f.name: self._field(f, "input") for f in spec.inputs}
@@ -218,6 +234,9 @@ class DSPyHandlers(BaseHandlers):
         dspy = self._dspy
         lm = lm_session.lm
         options = context.get(CALL_OPTIONS) or {}
+        final_signature = _final_signature(program.module)
+        if final_signature is not None:
+            inputs = wire_inputs(final_signature, inputs)
         try:
             sink = context.get(CHUNK_SINK)  # a stream: true request (see worker/_streaming.py)
             prediction, tracker, trace = run_program(dspy, program, lm, inputs, options, sink)
@@ -245,6 +264,8 @@ class DSPyHandlers(BaseHandlers):
                 )
             raise failure from None
         result = full_result(program.module, prediction, tracker, trace, int((options.get("config") or {}).get("n", 1)))
+        types = output_types(final_signature) if final_signature is not None else {}
+        result["output_types"] = {name: types[name] for name in result["outputs"] if name in types}
         result["model"] = lm.model
         return result
 
@@ -258,6 +279,20 @@ class DSPyHandlers(BaseHandlers):
         allowed = _guard.install(hosts)
         _no_retry_when_blocked()
         return {"guarded": True, "allowed": allowed}
+
+    def cmd_create_program(
+        self, args: dict[str, Any], session_id: str | None, context: dict[str, Any]
+    ) -> dict[str, Any]:
+        """The base result plus every field's type text and JSON Schema (``signature``, ``schema``)."""
+        result = super().cmd_create_program(args, session_id, context)
+        signature = _final_signature(self.program(session_id, result["program_id"]).module)
+        if signature is not None:
+            described = signature_dict(signature)
+            result["signature"] = described
+            result["schema"] = {
+                side: {field["name"]: field["schema"] for field in described[side]} for side in ("inputs", "outputs")
+            }
+        return result
 
     def cmd_get_stats(self, args: dict[str, Any], session_id: str | None, context: dict[str, Any]) -> dict[str, Any]:
         stats = super().cmd_get_stats(args, session_id, context)
@@ -291,3 +326,10 @@ def _no_retry_when_blocked() -> None:
 
     is_retryable_lm_error._bridge_guarded = True  # type: ignore[attr-defined]
     execution.is_retryable_lm_error = is_retryable_lm_error
+
+
+def _final_signature(module: Any) -> Any:
+    """The signature of the predictor whose outputs a signature program returns (``ChainOfThought``'s
+    includes ``reasoning``), or ``None``."""
+    predictors = module.named_predictors() if hasattr(module, "named_predictors") else []
+    return predictors[-1][1].signature if predictors else getattr(module, "signature", None)
