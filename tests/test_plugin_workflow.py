@@ -98,7 +98,7 @@ def test_xdist_prints_one_merged_summary(pytester: pytest.Pytester) -> None:
     result.stdout.fnmatch_lines(
         [
             "*dspy-bridge summary (main, merged from gw0, gw1)*",
-            "pool mock * [gw*] 1 workers, ready in *",
+            "pool mock*gw?? 1 workers, ready in *",
             "mock * tests 4, requests 16, *stubs 4*",
         ]
     )
