@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from dspy_bridge import Bridge, HandlerError, Result
+from dspy_bridge import Bridge, CassetteMiss, HandlerError, Result
 from dspy_bridge.cassettes import Recorder
 from dspy_bridge.pool import PoolConfig, SyncPool
 from dspy_bridge.testing import FakeGemini, Reply
@@ -133,11 +133,11 @@ def test_saved_state_reaches_the_module_changes_the_id_and_a_stale_replay_names_
     stale = _replayer(mock_pool, path)
     new_id = stale.create_program(module="usermods.rag:RAG", state=reoptimised)
     assert new_id != program
-    with pytest.raises(HandlerError) as caught:
+    with pytest.raises(CassetteMiss) as caught:  # what a Bridge (a test) sees of a replay miss
         stale.execute(new_id, question="Capital of Italy?")
-    assert caught.value.type == "cassette_miss"
     assert "DIFF  program.state_digest" in str(caught.value)
-    differing = [d["field"] for d in caught.value.error_details["closest"]["diff"] if not d["same"]]
+    assert "--bridge-record=rewrite" in str(caught.value)  # the program changed: its old recordings are dead weight
+    differing = [d["field"] for d in caught.value.details["closest"]["diff"] if not d["same"]]
     assert differing == ["program.state_digest"]
 
 
@@ -187,10 +187,10 @@ def test_per_call_n_gives_completions_and_n3_never_answers_n1(
     replay.create_program("question -> answer")
     again = replay.execute(program, full=True, config={"n": 3, "temperature": 1.0}, question="Pick a word")
     assert (again.outputs, again.completions, again.usage) == (three.outputs, three.completions, three.usage)
-    with pytest.raises(HandlerError) as caught:
+    with pytest.raises(CassetteMiss) as caught:
         replay.execute(program, config={"n": 1, "temperature": 1.0}, question="Pick a word")
-    assert caught.value.type == "cassette_miss" and "args.config" in str(caught.value)
-    with pytest.raises(HandlerError):  # without the json adapter the traced recording does not answer either
+    assert "args.config" in str(caught.value)
+    with pytest.raises(CassetteMiss):  # without the json adapter the traced recording does not answer either
         replay.execute(program, trace=True, question="Pick a word")
 
 

@@ -184,6 +184,10 @@ class CassetteHandlers(BaseHandlers):
             schemas = dict(recorded["schema"].get("outputs") or {})
             fields = (recorded.get("signature") or {}).get("outputs") or []
             types = {str(f.get("name")): str(f.get("type")) for f in fields if isinstance(f, dict)}
+            if program.spec is None or recorded.get("kind") == "module":
+                # A module's forward() decides what it returns (a ReAct agent adds its trajectory): only the
+                # fields its final predictor names are known, so only their types are checked.
+                return None, schemas, types
             return (list(schemas) or None), schemas, types
         from dspy_bridge.protocol._schema import schema_for_type
 
