@@ -138,3 +138,21 @@ def test_stub_table_matches_canonical_inputs_newest_first_and_forgets_by_session
     assert table.answer("s", "p", {}) is None and table.answer("t", "p", {}) == {"outputs": {"a": 3}}
     table.forget(everything=True)
     assert len(table) == 0
+
+
+@pytest.mark.slow
+def test_a_host_side_stub_gets_the_same_schema_check_as_on_a_mock_worker() -> None:
+    """While recording on real workers, stubs are answered by the Bridge: an impossible one is refused there too."""
+    from dspy_bridge.testing import FakeGemini
+
+    with FakeGemini() as gemini, SyncPool(PoolConfig(size=1, mode="real", start_strategy="spawn")) as real:
+        bridge = Bridge(real, host_stubs=True)
+        bridge.configure_lm("gemini/gemini-2.5-flash", api_base=gemini.base_url, api_key="k" * 12, cache=False)
+        program = bridge.create_program("text -> sentiment: Literal['positive', 'negative'], score: float")
+        bridge.stub(program, {"sentiment": "surprised", "score": 0.5})
+        with pytest.raises(HandlerError) as refused:
+            bridge.execute(program, text="hm")
+        assert refused.value.type == "invalid_request" and "sentiment" in refused.value.message
+        bridge.stub(program, {"sentiment": "negative", "score": 0.5})
+        assert bridge.execute(program, text="hm") == {"sentiment": "negative", "score": 0.5}
+        assert gemini.request_count == 0  # both answered on the host

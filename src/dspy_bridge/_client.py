@@ -110,6 +110,7 @@ class Bridge:
         self.pinned_lm: dict[str, Any] = dict(pinned_lm or {})
         self.pinned_reason = pinned_reason
         self._stubs = commands.StubTable()
+        self._schemas: dict[str, tuple[dict[str, Any], list[str] | None]] = {}  # program id -> output schemas
         self.outcomes: Counter[str] = Counter()  # where execute answers came from: cassette, stub, miss, …
 
     def __repr__(self) -> str:
@@ -146,8 +147,31 @@ class Bridge:
                 return None
             if "error" in answer:
                 return {"ok": False, "error": answer["error"]}
+            refused = self._impossible_stub(str(args.get("program_id")), answer["outputs"])
+            if refused is not None:
+                return refused
             return {"ok": True, "result": {"outputs": answer["outputs"], "usage": {}, "source": "stub"}}
         return None
+
+    def _impossible_stub(self, program_id: str, outputs: dict[str, Any]) -> dict[str, Any] | None:
+        """A host-side stub gets the mock worker's check: an answer real DSPy could never return is refused.
+
+        The schemas come from the real worker's ``create_program`` result, seen in ``_observe``.
+        """
+        known = self._schemas.get(program_id)
+        if known is None:
+            return None
+        from dspy_bridge.protocol._schema import answer_mismatch
+
+        schemas, names = known
+        if names and names[0] == "reasoning" and "reasoning" not in outputs:
+            names = names[1:]  # as on the mock worker: a stub may leave chain-of-thought's reasoning out
+        problem = answer_mismatch(outputs, schemas, names)
+        if problem is None:
+            return None
+        message = f"stub for program {program_id} is not an answer real DSPy could return: {problem['message']}"
+        details = {"program_id": program_id, "field": problem.get("field"), "expected": problem.get("expected")}
+        return {"ok": False, "error": {"type": "invalid_request", "message": message, "details": details}}
 
     def _answer_on_host(self, request: dict[str, Any]) -> Future[Any] | None:
         """Answers that never reach a worker: host-side stubs, and in ``new_episodes`` what the
@@ -178,6 +202,8 @@ class Bridge:
             result = done.result()
             if request["command"] == "execute_program" and isinstance(result, dict):
                 self.outcomes[str(result.get("source", "lm"))] += 1
+            if request["command"] == "create_program" and isinstance(result, dict):
+                self._learn_schema(result)
             response: dict[str, Any] = {"ok": True, "result": result}
             if chunks is not None:  # a streamed answer: the cassette keeps its chunks
                 response["chunks"] = list(chunks)
@@ -192,14 +218,25 @@ class Bridge:
         if self.observer is not None:
             self.observer(request, response)
 
+    def _learn_schema(self, result: dict[str, Any]) -> None:
+        """Keep a program's output schemas (a real worker reports them) for checking host-side stubs."""
+        schema = result.get("schema")
+        outputs = schema.get("outputs") if isinstance(schema, dict) else None
+        if isinstance(outputs, dict) and outputs:
+            names = None if result.get("kind") == "module" else list(outputs)  # a module's outputs are open
+            self._schemas[str(result.get("program_id"))] = (dict(outputs), names)
+
     def request(self, command: str, args: dict[str, Any] | None = None) -> Any:
         """Send any protocol command in this session and wait for its result."""
         __tracebackhide__ = True
         future = self._submit(command, dict(args or {}))
         try:
-            return future.result()
+            result = future.result()
         except BridgeError as exc:
             raise _surfaced(exc) from exc.__cause__
+        if command == "create_program" and isinstance(result, dict):
+            self._learn_schema(result)  # before the next stub (the done-callback may not have run yet)
+        return result
 
     async def arequest(self, command: str, args: dict[str, Any] | None = None) -> Any:
         __tracebackhide__ = True
