@@ -65,4 +65,4 @@ def synthetic_answer(
     for name, type_text, *schema in outputs:
         values[name] = synthetic_value(type_text, name, stream, schema[0] if schema else None)
         types[name] = type_text
-    return {"outputs": values, "output_types": types, "usage": {}, "source": "synthetic"}
+    return {"outputs": values, "output_types": types, "usage": {"synthetic": True}, "source": "synthetic"}
