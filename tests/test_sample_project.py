@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import shutil
+import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -101,6 +103,7 @@ def test_an_integration_test_without_its_http_cassette_fails_with_the_command(
 def test_two_xdist_processes_record_into_one_directory_without_loss(pytester: pytest.Pytester, project: Path) -> None:
     cassettes = project / CASSETTES
     shutil.rmtree(cassettes)
+    started = time.time() - 1
     result = _run(pytester, "-n", "2", "--bridge-record=all", "--bridge-upstream=fake", "-p", "xdist")
     result.assert_outcomes(passed=5)
     assert len(list(cassettes.glob("*.http.yaml"))) == 4
@@ -108,6 +111,12 @@ def test_two_xdist_processes_record_into_one_directory_without_loss(pytester: py
     for path in cassettes.glob("*.yaml"):
         assert yaml.safe_load(path.read_text())["interactions"], f"{path.name} is empty"
     assert os.environ.get("GEMINI_API_KEY") is None
+    # Every process that started real workers forked them from the run's one zygote, and it is gone now.
+    real_pools = [line for line in result.outlines if line.startswith("pool integration")]
+    assert real_pools and all("strategy zygote:daemon" in line for line in real_pools), real_pools
+    assert "merged from gw0, gw1" in result.stdout.str()
+    leftovers = [p for p in Path(tempfile.gettempdir()).glob("dspy-bridge-run-*") if p.stat().st_mtime >= started]
+    assert not leftovers
 
 
 @pytest.mark.slow

@@ -28,6 +28,7 @@ from dspy_bridge._pytest._settings import add_options, validate_all, validate_ma
 from dspy_bridge._pytest._setup import BridgeSetup
 from dspy_bridge._pytest._state import CALL_FAILED, STATE_KEY, BridgeState
 from dspy_bridge._pytest._summary import WORKEROUTPUT_KEY
+from dspy_bridge._pytest._xdist import RUN_DIR_KEY
 
 if TYPE_CHECKING:
     from dspy_bridge._client import Bridge
@@ -161,6 +162,14 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 
 
 @pytest.hookimpl(optionalhook=True)
+def pytest_configure_node(node: Any) -> None:
+    """xdist controller: every worker process learns the run's directory (one zygote serves them all)."""
+    state = node.config.stash.get(STATE_KEY, None)
+    if state is not None:
+        node.workerinput[RUN_DIR_KEY] = str(state.run_dir())
+
+
+@pytest.hookimpl(optionalhook=True)
 def pytest_testnodedown(node: Any, error: Any) -> None:
     """xdist controller: merge a finished worker's report into the run's."""
     data = getattr(node, "workeroutput", {}).get(WORKEROUTPUT_KEY)
@@ -179,6 +188,7 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     state = config.stash.get(STATE_KEY, None)
     if state is not None:
         state.close()
+        state.close_run_dir()
 
 
 # -- fixtures ----------------------------------------------------------------------------------

@@ -17,6 +17,7 @@ import logging
 import threading
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -27,6 +28,7 @@ __all__ = ["BridgePools", "PoolRecord", "env_names", "parse_hosts"]
 log = logging.getLogger("dspy_bridge.pytest")
 
 _POOL_MODE = {"mock": "mock", "integration": "real"}
+RUN_DAEMON_IDLE_S = 120.0  # a run-wide zygote outlives a crashed controller by at most this long
 
 
 def env_names(setting: str | tuple[str, ...] | list[str] | None) -> tuple[str, ...]:
@@ -77,6 +79,7 @@ class BridgePools:
         worker_id_prefix: str = "",
         secret_env: str | tuple[str, ...] | list[str] | None = None,
         allowed_hosts: list[str] | None = None,
+        run_dir: Path | None = None,
         allowed_modules: str | tuple[str, ...] | list[str] | None = None,
     ) -> None:
         self.workers = workers
@@ -85,6 +88,7 @@ class BridgePools:
         self.secret_env = env_names(secret_env)  # ini bridge_secret_env: more names workers never inherit
         self.allowed_modules = env_names(allowed_modules)  # ini bridge_allowed_modules: user modules workers import
         self.worker_id_prefix = worker_id_prefix  # "gw0-" under xdist: worker ids unique across processes
+        self.run_dir = run_dir  # xdist: the run's private directory, where one zygote serves every process
         self.allowed_hosts = list(allowed_hosts or [])  # real pools: the guard is on; these plus the proxy
         self._late_hosts: list[str] = []  # allowed after the real pool's config was built (the proxy)
         self.records: dict[str, PoolRecord] = {}
@@ -113,6 +117,25 @@ class BridgePools:
             options["retries"] = 0
         return PoolConfig(**options)
 
+    def _launcher(self, kind: str, config: Any) -> Any:
+        """Under xdist, real workers fork from ONE zygote for the whole run (a daemon in the run's directory,
+        started by whichever process needs it first, stopped by the controller); else the pool's own choice."""
+        if kind != "integration" or self.run_dir is None or config.start_strategy == "spawn":
+            return None
+        from dspy_bridge.pool._daemon import daemon_start
+        from dspy_bridge.pool._zygote import ZygoteLauncher
+
+        info = daemon_start(
+            directory=self.run_dir,
+            idle_timeout=RUN_DAEMON_IDLE_S,
+            extra_preload=config.preload_modules,
+            secret_env=self.secret_env,
+        )
+        if not info.running:
+            log.warning("no run-wide zygote (%s); this process starts its own", info)
+            return None
+        return ZygoteLauncher(config, daemon="require", runtime_dir=self.run_dir)
+
     def _start(self, kind: str) -> None:
         from dspy_bridge.pool import SyncPool
 
@@ -120,7 +143,7 @@ class BridgePools:
         try:
             with self._lock:
                 config = self._config(kind)
-            pool = SyncPool(config)
+            pool = SyncPool(config, launcher=self._launcher(kind, config))
             pool.start()
             with self._lock:
                 self._pools[kind] = pool

@@ -6,6 +6,7 @@ import contextlib
 import os
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -38,6 +39,7 @@ class BridgeState:
         self.lm_defaults: dict[str, Any] = {}
         self.plans: dict[str, TestPlan] = {}
         self._pools: BridgePools | None = None
+        self._run_dir: Path | None = None
         self._route: LMRoute | None = None
         self.xdist = xdist_identity(config)
         self.worker_label = self.xdist.label
@@ -58,6 +60,7 @@ class BridgeState:
                 worker_id_prefix=self.xdist.worker_id_prefix,
                 secret_env=run_level(self.config, "secret_env")[0],
                 allowed_hosts=parse_hosts(run_level(self.config, "allowed_hosts")[0]),
+                run_dir=Path(self.xdist.run_dir) if self.xdist.run_dir else None,
                 allowed_modules=run_level(self.config, "allowed_modules")[0],
             )
         return self._pools
@@ -219,6 +222,30 @@ class BridgeState:
             self._pools.close_all()
         if self._route is not None:
             self._route.close()
+
+    # -- xdist controller: run-wide resources ----------------------------------------------------
+    def run_dir(self) -> Path:
+        """The controller's private directory (0700) for resources every xdist process shares."""
+        if self._run_dir is None:
+            import tempfile
+
+            self._run_dir = Path(tempfile.mkdtemp(prefix="dspy-bridge-run-"))
+        return self._run_dir
+
+    def close_run_dir(self) -> None:
+        """Stop the run-wide zygote (if a worker started one) and remove the directory."""
+        if self._run_dir is None:
+            return
+        import shutil
+
+        from dspy_bridge.protocol._rendezvous import socket_path
+
+        if socket_path(self._run_dir).exists():
+            from dspy_bridge.pool._daemon import daemon_stop
+
+            daemon_stop(self._run_dir)
+        shutil.rmtree(self._run_dir, ignore_errors=True)
+        self._run_dir = None
 
     def finish(self) -> None:
         """Close pools and the route, and put what they did into the report (once)."""

@@ -14,7 +14,9 @@ from dataclasses import dataclass
 
 import pytest
 
-__all__ = ["XdistIdentity", "xdist_identity"]
+__all__ = ["RUN_DIR_KEY", "XdistIdentity", "xdist_identity"]
+
+RUN_DIR_KEY = "dspy_bridge_run_dir"  # workerinput key: the controller hands its run directory to every worker
 
 
 @dataclass(frozen=True)
@@ -23,6 +25,7 @@ class XdistIdentity:
 
     worker_id: str | None = None
     run_id: str | None = None
+    run_dir: str | None = None  # the controller's private directory for run-wide resources (one zygote)
 
     @property
     def label(self) -> str:
@@ -39,7 +42,11 @@ def xdist_identity(config: pytest.Config) -> XdistIdentity:
     """This process's identity: from xdist's ``workerinput`` on a worker, else its environment."""
     workerinput = getattr(config, "workerinput", None)
     if isinstance(workerinput, dict) and workerinput.get("workerid"):
-        return XdistIdentity(str(workerinput["workerid"]), workerinput.get("testrunuid") or None)
+        return XdistIdentity(
+            str(workerinput["workerid"]),
+            workerinput.get("testrunuid") or None,
+            workerinput.get(RUN_DIR_KEY) or None,
+        )
     return XdistIdentity(
         os.environ.get("PYTEST_XDIST_WORKER") or None, os.environ.get("PYTEST_XDIST_TESTRUNUID") or None
     )
