@@ -23,6 +23,7 @@ BENCHMARKS = [
     ("bench_startup.py", []),
     ("bench_cassette_lookup.py", []),
     ("bench_plugin.py", []),
+    ("bench_xdist.py", []),
 ]
 
 
