@@ -59,7 +59,7 @@ def test_the_mock_suite_runs_offline_from_the_shipped_cassettes(pytester: pytest
     result = _run(pytester, "-m", "not integration")
     result.assert_outcomes(passed=4, deselected=4)
     output = result.stdout.str()
-    assert "mock        tests 4, requests 13, LM answers 0, cassette hits 4, stubs 0, synthetic 0, misses 0" in output
+    assert "mock        tests 4, requests 14, LM answers 0, cassette hits 4, stubs 0, synthetic 0, misses 0" in output
     assert "new recordings 0" in output
     assert "pool integration" not in output  # nothing started a real worker
 

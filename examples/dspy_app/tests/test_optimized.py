@@ -17,9 +17,9 @@ def test_the_optimized_program_is_a_different_program_and_answers(bridge, lm_ans
     plain = bridge.create_program(module="dspy_app.rag:RAG")
     optimized = bridge.create_program(module="dspy_app.rag:RAG", state=OPTIMIZED)  # read here, on the host
     assert optimized != plain  # the saved state is part of the program's identity
-    if kind == "integration":  # a real worker loaded the state into DSPy (a mock worker does not know predictors)
-        [predictor] = bridge.request("get_program_info", {"program_id": optimized})["predictors"]
-        assert predictor["name"] == "generate_answer.predict" and predictor["demos"] == 3
+    # A real worker loaded the state into DSPy; a mock worker knows the predictors from the recording.
+    [predictor] = bridge.request("get_program_info", {"program_id": optimized})["predictors"]
+    assert predictor["name"] == "generate_answer.predict" and predictor["demos"] == 3
 
     prediction = bridge.execute(optimized, question="What is the capital of Japan?")
 

@@ -65,7 +65,8 @@ class CassetteLibrary:
 
     def program_schema(self, path: Path, program_id: str) -> dict[str, Any] | None:
         """What the recorded ``create_program`` result said about ``program_id``: ``{"schema":
-        {"inputs": {...}, "outputs": {...}}, "signature": {...}}`` (the last recording wins), or ``None``."""
+        {"inputs": {...}, "outputs": {...}}, "signature": {...}, "predictors": [...], "kind": ...}`` (the last
+        recording wins), or ``None``."""
         with self._lock:
             cassette = self._cassette(path)
             if cassette is None:
@@ -77,7 +78,12 @@ class CassetteLibrary:
             for item in cassette:
                 result = item.response.get("result") if item.command == "create_program" else None
                 if isinstance(result, dict) and result.get("program_id") == program_id and "schema" in result:
-                    found = {"schema": result["schema"], "signature": result.get("signature")}
+                    found = {
+                        "schema": result["schema"],
+                        "signature": result.get("signature"),
+                        "predictors": result.get("predictors"),
+                        "kind": result.get("kind"),
+                    }
             self._schemas[(path, program_id)] = (cassette, found)
             return found
 

@@ -39,6 +39,7 @@ class CassetteHandlers(BaseHandlers):
     def __init__(self, worker_id: str) -> None:
         super().__init__(worker_id)
         self.stubs = StubTable()  # the same table (and matching rule) a host-side Bridge uses
+        self._recorded_predictors: dict[str, list[dict[str, Any]]] = {}  # program id -> from its recording
         self._cassettes: CassetteLibrary | None = None  # loaded on the first request naming a cassette
 
     def cmd_stub_program(self, args: dict[str, Any], session_id: str | None, context: dict[str, Any]) -> dict[str, Any]:
@@ -54,13 +55,23 @@ class CassetteHandlers(BaseHandlers):
         """The base result plus the schemas the type text gives (``{}`` for a model by import path:
         only a recording knows it)."""
         result = super().cmd_create_program(args, session_id, context)
-        _, schemas, _ = self._output_shape(self.program(session_id, result["program_id"]), {})
+        program = self.program(session_id, result["program_id"])
+        recorded = self._recorded_schema(program, context)
+        if recorded is not None and recorded.get("predictors"):
+            # A module's predictors (names, signatures, demo counts) are known only from a recording.
+            self._recorded_predictors[program.program_id] = list(recorded["predictors"])
+            result["predictors"] = list(recorded["predictors"])
+        _, schemas, _ = self._output_shape(program, context)
         from dspy_bridge.protocol._schema import schema_for_type
 
-        spec = self.program(session_id, result["program_id"]).spec
+        spec = program.spec
         inputs = {f.name: schema_for_type(f.type, f.schema) for f in spec.inputs} if spec is not None else {}
         result["schema"] = {"inputs": inputs, "outputs": schemas}
         return result
+
+    def _predictors(self, program: Program) -> list[dict[str, Any]]:
+        recorded = self._recorded_predictors.get(program.program_id)
+        return list(recorded) if recorded is not None else super()._predictors(program)
 
     # -- execute_program: stub → cassette → synthetic → cassette_miss ----------------------
     def cmd_execute_program(
