@@ -203,3 +203,21 @@ def test_the_plugin_reads_more_secret_names_from_its_ini_option(
     pytester.makeini(f"[pytest]\nbridge_secret_env = OTHER_NAME, {CUSTOM}\n")
     pytester.makepyfile(PLUGIN_TEST)
     pytester.runpytest_subprocess("-p", "no:cacheprovider").assert_outcomes(passed=1)
+
+
+@pytest.mark.slow
+def test_a_key_given_in_configure_lm_never_comes_back_in_an_error_reply() -> None:
+    """The worker scrubs every reply with the keys it holds: here a user module's error quotes the key."""
+    from dspy_bridge import Bridge, HandlerError
+    from dspy_bridge.pool import PoolConfig, SyncPool
+    from dspy_bridge.testing import FakeGemini
+
+    key = "zz-" + secrets.token_hex(12)
+    config = PoolConfig(size=1, mode="real", start_strategy="spawn", allowed_modules=("usermods",))
+    with FakeGemini() as gemini, SyncPool(config) as pool:
+        bridge = Bridge(pool)
+        bridge.configure_lm("gemini/gemini-2.5-flash", api_base=gemini.base_url, api_key=key, cache=False)
+        with pytest.raises(HandlerError) as refused:
+            bridge.create_program(module="usermods.boom:Boom", kwargs={"token": key})
+    text = str(refused.value) + repr(refused.value.error_details)
+    assert "cannot use token" in text and key not in text

@@ -137,6 +137,10 @@ class BaseHandlers:
     def dspy_version(self) -> str | None:
         return None
 
+    def known_secrets(self) -> list[str]:
+        """Keys this worker holds (given in ``configure_lm``), to scrub from any reply or log line."""
+        return []
+
     def _make_lm(self, settings: dict[str, Any], api_key: str | None) -> Any:
         return None
 

@@ -43,6 +43,13 @@ def _log(level: str, message: str, *args: object, exc_info: bool = False) -> Non
 _UINT64_MAX = 2**64 - 1
 
 
+def _scrubbed(text: str, secrets: list[str]) -> str:
+    for secret in secrets:
+        if secret and len(secret) >= 4:
+            text = text.replace(secret, "[REDACTED]")
+    return text
+
+
 def hello_message(handlers: BaseHandlers, codec: str) -> dict[str, Any]:
     return {
         "type": "hello",
@@ -107,16 +114,24 @@ def answer(handlers: BaseHandlers, message: dict[str, Any], writer: FrameWriter 
         result = handlers.handle(command, args, session_id, context)
     except HandlerFailure as failure:
         handlers.errors += 1
+        secrets = handlers.known_secrets()
+        if secrets:  # e.g. a user module's constructor error quoting what it was given
+            failure.message = _scrubbed(failure.message, secrets)
+            if failure.details:
+                failure.details = {
+                    key: _scrubbed(value, secrets) if isinstance(value, str) else value
+                    for key, value in failure.details.items()
+                }
         return _error_response(request_id, failure, started)
     except Exception as exc:  # a handler bug must not kill the worker: report it with its traceback
         handlers.errors += 1
         import traceback
 
-        _log("error", "handler raised while serving request %s", request_id, exc_info=True)
+        secrets = handlers.known_secrets()  # a key given in configure_lm never reaches a reply or a log line
+        trace = _scrubbed(traceback.format_exc(), secrets)
+        _log("error", "handler raised while serving request %s:\n%s", request_id, trace)
         internal = HandlerFailure(
-            ErrorType.INTERNAL,
-            f"{type(exc).__name__}: {exc}",
-            details={"traceback": traceback.format_exc()},
+            ErrorType.INTERNAL, _scrubbed(f"{type(exc).__name__}: {exc}", secrets), details={"traceback": trace}
         )
         return _error_response(request_id, internal, started)
     return {

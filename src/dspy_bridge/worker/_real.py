@@ -145,6 +145,9 @@ class DSPyHandlers(BaseHandlers):
             self._enable_cache()
         return lm
 
+    def known_secrets(self) -> list[str]:
+        return self._secrets()
+
     def _secrets(self) -> list[str]:
         """Every key this worker knows of: the sessions' LM keys (from ``configure_lm(api_key=...)``, in memory
         only) and the values of key variables, which are there only if ``PoolConfig.env`` named them."""
