@@ -122,7 +122,7 @@ def test_record_mode_precedence(
         if old is not None:
             os.environ["DSPY_BRIDGE_RECORD"] = old
     result.assert_outcomes(passed=1)
-    assert re.search(rf"PLAN mock {expected} test_probe\.yaml", result.stdout.str())
+    assert re.search(rf"PLAN mock {expected} test_probe\.bridge\.yaml", result.stdout.str())
 
 
 def test_forced_integration_mode_moves_mock_tests_onto_real_workers(pytester: pytest.Pytester) -> None:
@@ -217,7 +217,7 @@ def test_cassette_names_follow_module_class_test(pytester: pytest.Pytester) -> N
     )
     result = _run(pytester, "-s")
     result.assert_outcomes(passed=1)
-    assert "PATH cassettes/test_names/TestGroup.test_param-a-b-c.yaml" in result.stdout.str()
+    assert "PATH cassettes/test_names/TestGroup.test_param-a-b-c.bridge.yaml" in result.stdout.str()
 
 
 def test_a_failing_test_leaves_no_worker_behind(pytester: pytest.Pytester) -> None:

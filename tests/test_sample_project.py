@@ -78,7 +78,8 @@ def test_recording_against_the_fake_rewrites_both_cassette_levels(pytester: pyte
     verify(sorted(cassettes.glob("*.yaml")))
     for path in cassettes.glob("*.http.yaml"):
         verify_http_cassette(path)
-    meta = yaml.safe_load((cassettes / "test_answer_is_some_text.yaml").read_text())["meta"]
+    assert all(name.endswith(".bridge.yaml") for name in bridge_files)  # a fresh recording: the new names
+    meta = yaml.safe_load((cassettes / "test_answer_is_some_text.bridge.yaml").read_text())["meta"]
     assert meta["recorded_against"] == "fake-gemini"
     replay = _run(pytester)
     replay.assert_outcomes(passed=5)

@@ -5,13 +5,16 @@
         bridge.configure_lm("gemini/gemini-2.5-flash")
         assert bridge.run("question -> answer", question="2+2?")["answer"]
 
-Marks: ``mock`` and ``integration`` (keywords: cassette, record, synthetic, allow_repeats, match_on).
+Marks: ``mock`` and ``integration`` (keywords: cassette, record, synthetic, allow_repeats, match_on; for
+the HTTP level record_errors, http_match_on, http_ignore_body_fields, http_allow_repeats, http_near_match).
 Options (each also an ini key and an env var; precedence documented in docs/pytest-plugin.md):
 ``--bridge-mode``, ``--bridge-record``, ``--bridge-workers``, ``--bridge-cassette-dir``, and a few more.
 Hook: ``pytest_dspy_bridge_configure(config, state)`` gets a ``BridgeSetup`` (workers, pool_env,
 lm_defaults) before any pool starts.
 Fixtures: ``bridge`` (per test: fresh session, this test's cassette), ``bridge_pool`` (the shared pool
-of this test's kind), ``bridge_cassette`` (this test's cassette paths and replay settings).
+of this test's kind), ``bridge_cassette`` (this test's cassette paths and replay settings),
+``http_cassette_config`` (override it to configure HTTP cassettes per module or conftest).
+Next to pytest-recording, its ``--block-network`` lets our tests reach the loopback proxy (``allowed_hosts``).
 Heavy imports (pool, cassettes, proxy) happen inside fixtures, never at plugin load.
 """
 
@@ -34,7 +37,15 @@ if TYPE_CHECKING:
     from dspy_bridge._client import Bridge
     from dspy_bridge.pool import SyncPool
 
-__all__ = ["BridgeMarkWarning", "BridgeSetup", "bridge", "bridge_cassette", "bridge_pool", "bridge_proxy"]
+__all__ = [
+    "BridgeMarkWarning",
+    "BridgeSetup",
+    "bridge",
+    "bridge_cassette",
+    "bridge_pool",
+    "bridge_proxy",
+    "http_cassette_config",
+]
 
 _FIXTURES = {"bridge", "bridge_pool", "bridge_cassette", "bridge_proxy"}
 
@@ -57,11 +68,16 @@ def pytest_configure(config: pytest.Config) -> None:
     )
     config.addinivalue_line(
         "markers",
-        "integration(cassette=None, record=None, live=False): run on real DSPy workers; LM calls go through the "
-        "cassette proxy (offline replay of the test's HTTP cassette unless recording); live=True: the test "
-        "configures its own endpoint and is never replayed or recorded",
+        "integration(cassette=None, record=None, live=False, record_errors=False, http_match_on=None, "
+        "http_ignore_body_fields=None, http_allow_repeats=None, http_near_match=None): run on real DSPy workers; "
+        "LM calls go through the cassette proxy (offline replay of the test's HTTP cassette unless recording); "
+        "live=True: the test configures its own endpoint and is never replayed or recorded",
     )
     validate_all(config)  # a typo in any run-level setting is a usage error now, not inside every test
+    if config.pluginmanager.hasplugin("recording"):
+        # pytest-recording's vcrpy patches http.client while a vcr-marked test runs: bind the proxy's control
+        # client to the real HTTPConnection now, so that no cassette of the user's ever sees our control calls.
+        import dspy_bridge.proxy._control  # noqa: F401
     state = BridgeState(config)
     config.stash[STATE_KEY] = state
     config.hook.pytest_dspy_bridge_configure(config=config, state=BridgeSetup(state))
@@ -146,6 +162,32 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
             report.longrepr = (str(item.path), item.location[1] or 0, f"dspy-bridge: {reason}")
 
 
+#: What pytest-recording's --block-network must let through for our tests: the cassette proxy (and an
+#: in-process fake Gemini) listen on loopback; they are never the network.
+LOOPBACK_ALLOWED_HOSTS = (r"127\.0\.0\.1", "localhost")
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_fixture_setup(
+    fixturedef: pytest.FixtureDef[Any], request: pytest.FixtureRequest
+) -> Generator[None, Any, Any]:
+    """pytest-recording decides blocked hosts in its ``allowed_hosts`` fixture (the block_network mark, else
+    ``--allowed-hosts``, else ``vcr_config["allowed_hosts"]``); for a test using our fixtures, add loopback."""
+    __tracebackhide__ = True  # a fixture's own error must not show this wrapper
+    result = yield
+    if (
+        fixturedef.argname != "allowed_hosts"
+        or not getattr(fixturedef.func, "__module__", "").startswith("pytest_recording")
+        or not _uses_bridge(request.node)
+    ):
+        return result
+    hosts = list(result) if isinstance(result, list | tuple) else [] if result is None else [str(result)]
+    merged = [*hosts, *(host for host in LOOPBACK_ALLOWED_HOSTS if host not in hosts)]
+    if fixturedef.cached_result is not None:  # what getfixturevalue (pytest-recording's block_network) returns
+        fixturedef.cached_result = (merged, *fixturedef.cached_result[1:])
+    return merged
+
+
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     """An xdist worker hands its report to the controller; whoever prints the summary may fail on drift."""
     config = session.config
@@ -225,11 +267,23 @@ def bridge_proxy(request: pytest.FixtureRequest) -> Any:
 
 
 @pytest.fixture
-def bridge(request: pytest.FixtureRequest, bridge_pool: SyncPool) -> Iterator[Bridge]:
+def http_cassette_config() -> dict[str, Any]:
+    """How integration tests' HTTP cassettes are used; override per conftest or module (like ``vcr_config``).
+
+    Keys: match_on, ignore_body_fields, allow_repeats, record_errors, near_match, filter_headers,
+    filter_query_parameters, filter_post_data_parameters. The mark's keywords win over it.
+    """
+    return {}
+
+
+@pytest.fixture
+def bridge(
+    request: pytest.FixtureRequest, bridge_pool: SyncPool, http_cassette_config: dict[str, Any]
+) -> Iterator[Bridge]:
     """A client bound to this test: a fresh session, its cassette, its mode (and recorder when recording)."""
     state: BridgeState = request.config.stash[STATE_KEY]
     plan = _plan(request)
     started = time.perf_counter()
-    with state.bridge_for(plan, bridge_pool, request.node) as client:
+    with state.bridge_for(plan, bridge_pool, request.node, http_cassette_config) as client:
         yield client
     state.report.test_seconds += time.perf_counter() - started

@@ -1,4 +1,10 @@
-"""Where a test's cassettes live: ``cassettes/<module>/<Class>.<test>.yaml`` (pytest-recording's layout).
+"""Where a test's cassettes live: ``cassettes/<module>/<Class>.<test>.bridge.yaml`` (bridge level) and
+``….http.yaml`` (HTTP level), in pytest-recording's directory layout.
+
+The bridge level has its own suffix so that pytest-recording's own cassette for the same test
+(``cassettes/<module>/<test>.yaml``) never collides with it. Projects recorded before the suffix keep
+their files: when ``<test>.yaml`` exists and ``<test>.bridge.yaml`` does not, the old file is read *and*
+written (no churn in existing cassette folders; rename it to move to the new name).
 
 Unsafe characters become ``-``; names longer than 120 characters keep a readable prefix plus a stable
 hash, so the same test always maps to the same file on every machine.
@@ -12,7 +18,11 @@ from pathlib import Path
 
 import pytest
 
-__all__ = ["cassette_paths", "safe_name"]
+__all__ = ["BRIDGE_SUFFIX", "HTTP_SUFFIX", "cassette_paths", "resolve_bridge_path", "safe_name"]
+
+BRIDGE_SUFFIX = ".bridge.yaml"
+HTTP_SUFFIX = ".http.yaml"
+_LEGACY_SUFFIX = ".yaml"
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.\-]+")
 _MAX = 120
@@ -26,15 +36,30 @@ def safe_name(name: str) -> str:
     return f"{cleaned[: _MAX - 13]}-{digest}"
 
 
+def _stem_of(explicit: str) -> str:
+    for suffix in (BRIDGE_SUFFIX, HTTP_SUFFIX, _LEGACY_SUFFIX):
+        if explicit.endswith(suffix):
+            return explicit.removesuffix(suffix)
+    return explicit
+
+
+def resolve_bridge_path(base: Path, stem: str) -> Path:
+    """``<stem>.bridge.yaml``, unless only the pre-suffix ``<stem>.yaml`` exists: then that one."""
+    new = base / f"{stem}{BRIDGE_SUFFIX}"
+    legacy = base / f"{stem}{_LEGACY_SUFFIX}"
+    if not new.exists() and legacy.exists():
+        return legacy
+    return new
+
+
 def cassette_paths(item: pytest.Item, root: str | None, explicit: str | None) -> tuple[Path, Path]:
     """(bridge cassette, HTTP cassette) for ``item``; ``explicit`` is the mark's ``cassette=`` name."""
     module_path = Path(str(item.path))
     base = Path(root) if root else module_path.parent / "cassettes"
     if explicit:
-        stem = explicit.removesuffix(".yaml")
+        stem = _stem_of(explicit)
     else:
         cls = getattr(item, "cls", None)
         parts = [part for part in (cls.__name__ if cls else None, item.name) if part]
         stem = str(Path(module_path.stem) / safe_name(".".join(parts)))
-    bridge = base / f"{stem}.yaml"
-    return bridge, bridge.with_name(bridge.stem + ".http.yaml")
+    return resolve_bridge_path(base, stem), base / f"{stem}{HTTP_SUFFIX}"

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import shlex
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +16,7 @@ import pytest
 
 from dspy_bridge._modes import RecordMode
 from dspy_bridge._pytest._names import cassette_paths
-from dspy_bridge._pytest._settings import run_level, validate_mark
+from dspy_bridge._pytest._settings import HTTP_MARK_KEYS, run_level, validate_mark
 
 __all__ = ["KINDS", "TestPlan", "plan_for"]
 
@@ -35,6 +35,7 @@ class TestPlan:
     allow_repeats: bool
     match_on: tuple[str, ...] | None
     live: bool = False  # @pytest.mark.integration(live=True): its own LM endpoint; never replayed or recorded
+    http_mark: dict[str, Any] = field(default_factory=dict)  # the mark's HTTP-level keywords (record_errors, http_*)
 
     @property
     def records(self) -> bool:
@@ -111,4 +112,5 @@ def plan_for(item: pytest.Item) -> TestPlan:
         allow_repeats=bool(options.get("allow_repeats", False)),
         match_on=tuple(match_on) if match_on is not None else None,
         live=_truthy(options.get("live", False)),
+        http_mark={key: options[key] for key in sorted(HTTP_MARK_KEYS | {"allow_repeats"}) if key in options},
     )

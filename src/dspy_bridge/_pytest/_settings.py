@@ -17,7 +17,17 @@ import pytest
 
 from dspy_bridge._modes import RECORD_MODES
 
-__all__ = ["RECORD_MODES", "SETTINGS", "Setting", "add_options", "run_level", "validate_all", "validate_mark"]
+__all__ = [
+    "HTTP_MARK_KEYS",
+    "MARK_KEYS",
+    "RECORD_MODES",
+    "SETTINGS",
+    "Setting",
+    "add_options",
+    "run_level",
+    "validate_all",
+    "validate_mark",
+]
 
 MODES = ("auto", "mock", "integration")
 UPSTREAM_NAMES = ("gemini", "fake")
@@ -167,7 +177,34 @@ def run_level(config: pytest.Config, name: str) -> tuple[Any, str]:
     return setting.default, "default"
 
 
-MARK_KEYS = {"cassette", "record", "synthetic", "workers", "allow_repeats", "match_on", "live"}
+MARK_KEYS = {
+    "cassette",
+    "record",
+    "synthetic",
+    "workers",
+    "allow_repeats",
+    "match_on",
+    "live",
+    # the HTTP level (the cassette proxy), merged over the http_cassette_config fixture
+    "record_errors",
+    "http_match_on",
+    "http_ignore_body_fields",
+    "http_allow_repeats",
+    "http_near_match",
+}
+HTTP_MARK_KEYS = {key for key in MARK_KEYS if key.startswith("http_")} | {"record_errors"}
+
+
+def _http_mark_problem(key: str, value: Any) -> str | None:
+    if key in ("http_match_on", "http_ignore_body_fields"):
+        if isinstance(value, str) or not all(isinstance(item, str) for item in value or ()):
+            return "must be a list of strings"
+    elif key == "http_near_match":
+        if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value <= 1:
+            return "must be a similarity in (0, 1], e.g. 0.9"
+    elif not isinstance(value, bool):
+        return "must be True or False"
+    return None
 
 
 def validate_mark(mark: pytest.Mark, nodeid: str) -> dict[str, Any]:
@@ -183,6 +220,10 @@ def validate_mark(mark: pytest.Mark, nodeid: str) -> dict[str, Any]:
         raise pytest.UsageError(
             f"{nodeid}: live=True belongs on @pytest.mark.integration (a mock test never reaches an LM)"
         )
+    for key in HTTP_MARK_KEYS & set(mark.kwargs):
+        problem = _http_mark_problem(key, mark.kwargs[key])
+        if problem:
+            raise pytest.UsageError(f"{nodeid}: @pytest.mark.{mark.name}({key}={mark.kwargs[key]!r}) {problem}")
     if "record" in mark.kwargs and mark.kwargs["record"] not in RECORD_MODES:
         raise pytest.UsageError(f"{nodeid}: record={mark.kwargs['record']!r} is not one of {', '.join(RECORD_MODES)}")
     return dict(mark.kwargs)

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from dspy_bridge._exceptions import CassetteMiss, HandlerError
+from dspy_bridge._exceptions import BridgeError, CassetteMiss, HandlerError
 from dspy_bridge._pytest._plan import TestPlan
 from dspy_bridge._pytest._pools import BridgePools, env_names, parse_hosts
 from dspy_bridge._pytest._settings import run_level
@@ -113,7 +113,13 @@ class BridgeState:
 
     # -- one test -------------------------------------------------------------------------
     @contextlib.contextmanager
-    def bridge_for(self, plan: TestPlan, pool: SyncPool, item: pytest.Item | None = None) -> Iterator[Bridge]:
+    def bridge_for(
+        self,
+        plan: TestPlan,
+        pool: SyncPool,
+        item: pytest.Item | None = None,
+        http_config: dict[str, Any] | None = None,
+    ) -> Iterator[Bridge]:
         from dspy_bridge._client import Bridge
 
         recorder = None
@@ -131,7 +137,7 @@ class BridgeState:
         elif plan.real:
             self._check_real_preconditions(plan)
             route = self.route()
-            pinned = route.activate(plan)
+            pinned = route.activate(plan, http_config)
             lm_defaults.update(pinned)
             pinned.pop("cache", None)  # a test may turn DSPy's cache on; it may not leave the proxy
             if plan.records:
@@ -156,7 +162,11 @@ class BridgeState:
             with contextlib.suppress(Exception):  # the session may already be gone with its worker
                 client.close()
             report = route.deactivate() if route is not None else None
-            if recorder is not None:
+            call_failed = item is not None and item.stash.get(CALL_FAILED, False)
+            unsaved = self._recording_policy(plan, report, call_failed)
+            if recorder is not None and unsaved:
+                self.report.notes.append({"nodeid": plan.nodeid, "kind": "not recorded", "message": unsaved})
+            elif recorder is not None:
                 self.counts[plan.kind]["recorded"] += recorder.pending
                 recorder.save()
             if drift is not None:
@@ -170,6 +180,15 @@ class BridgeState:
             if report is not None:
                 counts["http_hits"] += report.replayed
                 counts["http_recorded"] += report.forwarded if report.saved else 0
+            if report is not None and report.unreachable:
+                message = (
+                    f"{plan.nodeid}: {report.not_recorded[0]}. {unsaved} Check the upstream "
+                    f"(--bridge-upstream, the network, a proxy) and record again: {plan.record_command(plan.record)}"
+                )
+                if call_failed and item is not None:
+                    item.add_report_section("teardown", "dspy-bridge", message)
+                else:
+                    raise BridgeError(message)
             if report is not None and report.misses:
                 counts["http_misses"] += report.misses
                 message = (
@@ -177,11 +196,32 @@ class BridgeState:
                     f"(even if the program handled the error). vcrpy said: {report.miss_messages[0]} — "
                     f"re-record with: {plan.record_command('new_episodes')}"
                 )
-                if item is not None and item.stash.get(CALL_FAILED, False):
+                if item is not None and call_failed:
                     # The test already failed (most likely of this miss): one report, with the diagnosis beside it.
                     item.add_report_section("teardown", "dspy-bridge", message)
                 else:
                     raise CassetteMiss(message)
+
+    def _recording_policy(self, plan: TestPlan, report: Any, call_failed: bool) -> str:
+        """Note what the proxy left out (and near matches) for the summary; say why the bridge cassette is
+        not saved either, or return "" when it may be."""
+        if report is None:
+            return ""
+        for message in report.near_matches:
+            self.report.notes.append({"nodeid": plan.nodeid, "kind": "near match", "message": message})
+        errors = [m for m in report.not_recorded if not m.startswith("upstream unreachable")]
+        for message in errors:
+            self.report.notes.append({"nodeid": plan.nodeid, "kind": "not recorded", "message": message})
+        if report.unreachable:
+            return (
+                f"Nothing was recorded: neither {plan.http_cassette.name} nor {plan.bridge_cassette.name} was written."
+            )
+        if errors and call_failed:
+            return (
+                f"{plan.bridge_cassette.name} was not written: the test failed after the upstream answered with an "
+                "error, which is recorded only with @pytest.mark.integration(record_errors=True)."
+            )
+        return ""
 
     def _recorder(self, plan: TestPlan) -> Any:
         from dspy_bridge.cassettes import Recorder

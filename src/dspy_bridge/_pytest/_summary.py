@@ -45,6 +45,7 @@ class RunReport:
     pools: list[dict[str, Any]] = field(default_factory=list)  # PoolRecord fields + "process"
     drifts: list[dict[str, str]] = field(default_factory=list)  # Drift.as_dict()
     drift_compared: int = 0
+    notes: list[dict[str, str]] = field(default_factory=list)  # {nodeid, kind: near match|not recorded, message}
     test_seconds: float = 0.0
     processes: list[str] = field(default_factory=list)  # xdist workers merged into this report
 
@@ -57,6 +58,7 @@ class RunReport:
             "pools": self.pools,
             "drifts": self.drifts,
             "drift_compared": self.drift_compared,
+            "notes": self.notes,
             "test_seconds": self.test_seconds,
         }
 
@@ -66,6 +68,7 @@ class RunReport:
         self.pools.extend(data.get("pools") or [])
         self.drifts.extend(data.get("drifts") or [])
         self.drift_compared += int(data.get("drift_compared") or 0)
+        self.notes.extend(data.get("notes") or [])
         self.test_seconds += float(data.get("test_seconds") or 0.0)
         self.processes.append(str(data.get("label")))
 
@@ -100,6 +103,15 @@ class RunReport:
                     f"  {drift['nodeid']}: {drift['program']} {drift['inputs']} field {drift['field']!r}\n"
                     f"    recorded: {drift['recorded']}\n    real now: {drift['now']}"
                 )
+        for kind, title in (
+            ("near match", "HTTP near matches (a drifted prompt answered by a similar recording, not an exact one)"),
+            ("not recorded", "not recorded"),
+        ):
+            notes = [note for note in self.notes if note.get("kind") == kind]
+            if notes:
+                reporter.write_line(f"{title}: {len(notes)}")
+                for note in notes:
+                    reporter.write_line(f"  {note['nodeid']}: {note['message']}")
         share = 100.0 * blocked / wall if wall > 0 else 0.0
         reporter.write_line(
             f"wall time {wall:.2f} s: waiting for workers to start {blocked:.2f} s ({share:.1f}%), "

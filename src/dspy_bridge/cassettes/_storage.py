@@ -3,15 +3,18 @@
 Every write goes to a temporary file in the cassette's own directory, is ``fsync``-ed, then
 ``os.replace``-d over the old file (atomic on POSIX): a reader sees the old file or the new one,
 never half of one, and a writer killed at any point leaves the old file intact. Writers hold a
-``filelock.FileLock`` on ``<cassette>.lock`` (released by the kernel if the holder dies) and
-re-read the file under it, so several pytest-xdist workers recording into one cassette merge
-their interactions instead of overwriting each other.
+``filelock.FileLock`` (released by the kernel if the holder dies) and re-read the file under it, so
+several pytest-xdist workers recording into one cassette merge their interactions instead of
+overwriting each other. Lock files live outside the cassette folders (``lock_path``: one per
+cassette, named by a hash of its real path, in a per-user directory under the temp dir), so
+nothing but cassettes ever appears next to cassettes. Both cassette kinds use it.
 """
 
 from __future__ import annotations
 
 import contextlib
 import glob
+import hashlib
 import os
 import tempfile
 from collections.abc import Iterator
@@ -21,14 +24,24 @@ import filelock
 
 from dspy_bridge._exceptions import CassetteError
 
-__all__ = ["LOCK_TIMEOUT", "cassette_lock", "lock_path", "remove_stale_temps", "write_atomic"]
+__all__ = ["LOCK_TIMEOUT", "cassette_lock", "lock_dir", "lock_path", "remove_stale_temps", "write_atomic"]
 
 LOCK_TIMEOUT = 60.0  # seconds; a writer holds the lock only while merging and writing one file
 _FILE_MODE = 0o644  # cassettes are reviewed and committed: readable by all, like any source file
 
 
+def lock_dir() -> Path:
+    """Where every cassette lock lives: ``<tempdir>/dspy-bridge-locks-<uid>`` (shared by xdist processes)."""
+    uid = os.getuid() if hasattr(os, "getuid") else "user"
+    directory = Path(tempfile.gettempdir()) / f"dspy-bridge-locks-{uid}"
+    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    return directory
+
+
 def lock_path(path: Path) -> Path:
-    return path.with_name(path.name + ".lock")
+    """The lock file of one cassette: keyed by its resolved absolute path, never beside it."""
+    digest = hashlib.sha256(os.path.realpath(path).encode()).hexdigest()[:32]
+    return lock_dir() / f"{digest}.lock"
 
 
 @contextlib.contextmanager

@@ -84,13 +84,17 @@ class CassetteReport:
     interactions: int  # in the cassette at eject time
     unplayed: int  # loaded from the file but never asked for
     saved: bool  # the file was (re)written
+    unreachable: int = 0  # calls the proxy could not deliver upstream (DNS, refused, timeout, TLS)
+    not_recorded: tuple[str, ...] = ()  # "upstream unreachable: …" and error answers left out, with why
+    near_matches: tuple[str, ...] = ()  # misses answered by a near match (near_match=…), with the similarity
+    discarded_because: str = ""  # why a recording was not saved at all (keep_partial=False)
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> CassetteReport:
         names = {f.name for f in fields(cls)}
         values = {k: v for k, v in data.items() if k in names}
-        values["match_on"] = tuple(values["match_on"])
-        values["miss_messages"] = tuple(values["miss_messages"])
+        for name in ("match_on", "miss_messages", "not_recorded", "near_matches"):
+            values[name] = tuple(values.get(name) or ())
         return cls(**values)
 
 
@@ -298,6 +302,13 @@ class ProxyProcess:
         match_on: tuple[str, ...] | list[str] = DEFAULT_MATCH_ON,
         ignore_body_fields: tuple[str, ...] | list[str] = (),
         allow_playback_repeats: bool = False,
+        record_errors: bool = False,
+        record_empty: bool = False,
+        keep_partial: bool = True,
+        near_match: float | None = None,
+        filter_headers: tuple[str, ...] | list[str] = (),
+        filter_query_parameters: tuple[str, ...] | list[str] = (),
+        filter_post_data_parameters: tuple[str, ...] | list[str] = (),
     ) -> None:
         """Answer calls from (and record into) this vcrpy cassette until ``eject()``.
 
@@ -305,16 +316,31 @@ class ProxyProcess:
         (vcrpy's meanings) or ``rewrite`` (``all``, keeping only this run's recordings); a
         ``RecordMode`` works too. ``match_on``: vcrpy matcher names; the key is never compared.
         ``ignore_body_fields``: dotted JSON paths (``*`` wildcards) the ``body`` matcher skips.
+        ``record_errors``: also record error statuses the upstream answers (default: they reach the
+        worker but not the file; ``report.not_recorded`` says so). An unreachable upstream is never
+        recorded; ``keep_partial=False`` then discards the whole recording. ``record_empty``: a
+        recording run that made no call still writes the file (no interactions). ``near_match``: a
+        difflib ratio (e.g. 0.9) at which a miss is answered by the most similar recording
+        (``report.near_matches``). ``filter_*``: more headers, query or form parameters never stored.
         Raises ``CassetteCorrupt`` for an unreadable file, ``UsageError`` for bad options or when a
         cassette is already in use.
         """
         mode = RecordMode.parse(record_mode).value  # a misspelling fails here, listing the modes
+        if near_match is not None and not 0.0 < float(near_match) <= 1.0:
+            raise UsageError(f"near_match must be a similarity in (0, 1], e.g. 0.9, not {near_match!r}")
         payload = {
             "path": str(Path(path).absolute()),
             "record_mode": mode,
             "match_on": list(match_on),
             "ignore_body_fields": list(ignore_body_fields),
             "allow_playback_repeats": allow_playback_repeats,
+            "record_errors": record_errors,
+            "record_empty": record_empty,
+            "keep_partial": keep_partial,
+            "near_match": near_match,
+            "filter_headers": list(filter_headers),
+            "filter_query_parameters": list(filter_query_parameters),
+            "filter_post_data_parameters": list(filter_post_data_parameters),
         }
         self._call("POST", "cassette", payload)
 

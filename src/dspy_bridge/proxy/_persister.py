@@ -9,34 +9,29 @@ and treats an unreadable file as empty (the next recording silently overwrites i
 * merges: if another process saved the same cassette since we loaded it, interactions it added
   are kept next to ours (two xdist workers recording into one file lose nothing).
 
-Lock files live in the temp directory (keyed by the cassette's absolute path), not next to the
-cassettes, so nothing extra shows up in a project's cassette folders.
+Lock files are the bridge cassettes' (``cassettes._storage.lock_path``: in a per-user temp directory,
+keyed by the cassette's real path), never next to the cassettes.
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 from filelock import FileLock
 
 from dspy_bridge._exceptions import CassetteCorrupt
-from dspy_bridge.cassettes._storage import write_atomic  # one atomic-write routine for both cassette kinds
+from dspy_bridge.cassettes._storage import lock_path, write_atomic  # one routine each for both cassette kinds
 
 __all__ = ["AtomicPersister", "lock_for"]
 
 
 def lock_for(path: str | os.PathLike[str], timeout: float = 120.0) -> FileLock:
-    """The inter-process lock guarding one cassette path."""
-    digest = hashlib.sha256(os.path.realpath(path).encode()).hexdigest()[:32]
-    lock_dir = Path(tempfile.gettempdir()) / "dspy-bridge-locks"
-    lock_dir.mkdir(parents=True, exist_ok=True)
-    return FileLock(lock_dir / f"{digest}.lock", timeout=timeout)
+    """The inter-process lock guarding one cassette path (the same file the bridge level would use)."""
+    return FileLock(lock_path(Path(path)), timeout=timeout)
 
 
 def _canonical(interaction: Any) -> str:

@@ -10,7 +10,15 @@ vcrpy patches ``http.client`` process-wide while a cassette is open, which is wh
 proxy process and nowhere else, and why exchanges are serialised: vcrpy's ``Cassette`` is not
 thread-safe. Record modes, matchers and the cassette format are vcrpy's; this module adds the
 ``rewrite`` mode (vcrpy ``all`` + ``drop_unused_requests``), a ``body`` matcher that can ignore
-volatile JSON fields, SSE events kept as a list, scrubbing hooks and the atomic persister.
+volatile JSON fields, SSE separators beside vcrpy's ``body.string``, scrubbing hooks, loopback
+upstream URIs without their (random) port, the atomic persister, and the recording policy:
+
+* a failure the proxy itself saw (DNS, refused, timeout, TLS, a cut connection) is never recorded:
+  it is reported as ``upstream unreachable: <reason>`` (``not_recorded``);
+* an error status the upstream answered (429, 5xx, 4xx) is recorded only with ``record_errors``;
+  otherwise it reaches the worker but not the file, and the report says so;
+* ``record_empty`` writes a cassette with no interactions when a recording run made no call, so the
+  next replay finds its file; ``near_match`` (see ``_near``) answers a drifted prompt, and says so.
 """
 
 from __future__ import annotations
@@ -18,20 +26,22 @@ from __future__ import annotations
 import copy
 import http.client
 import json
+import os
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
 from dspy_bridge._exceptions import UsageError
 from dspy_bridge._modes import RecordMode
 from dspy_bridge._secrets import key_env_hint
 from dspy_bridge.proxy._constants import DEFAULT_MATCH_ON
+from dspy_bridge.proxy._near import drop_fields, find_near_match
 from dspy_bridge.proxy._persister import AtomicPersister
 from dspy_bridge.proxy._scrub import Scrubber, vcr_filter_options
 from dspy_bridge.proxy._serializer import ReadableYaml
-from dspy_bridge.proxy._sse import EventFramer, events_to_storage, is_event_stream, storage_to_body
+from dspy_bridge.proxy._sse import EventFramer, is_event_stream, restore_sse_events, store_sse_events
 
 __all__ = ["CassetteOptions", "CassetteSession", "Exchange", "Relay", "Upstream"]
 
@@ -54,10 +64,19 @@ class CassetteOptions:
     match_on: tuple[str, ...] = DEFAULT_MATCH_ON
     ignore_body_fields: tuple[str, ...] = ()
     allow_playback_repeats: bool = False
+    record_errors: bool = False  # record error statuses the upstream answered (fault tests)
+    record_empty: bool = False  # a recording run without calls still writes the (empty) file
+    keep_partial: bool = True  # False: an unreachable upstream discards the whole cassette's save
+    near_match: float | None = None  # difflib ratio threshold on the prompt text; None = exact only
+    filter_headers: tuple[str, ...] = ()  # request headers never stored, besides credentials
+    filter_query_parameters: tuple[str, ...] = ()
+    filter_post_data_parameters: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if not self.path:
             raise UsageError("a cassette path is required")
+        if self.near_match is not None and not 0.0 < float(self.near_match) <= 1.0:
+            raise UsageError(f"near_match must be a similarity in (0, 1], e.g. 0.9, not {self.near_match!r}")
         object.__setattr__(self, "record_mode", RecordMode.parse(self.record_mode).value)  # UsageError lists them
         import vcr
 
@@ -73,16 +92,31 @@ class CassetteOptions:
             "match_on": list(self.match_on),
             "ignore_body_fields": list(self.ignore_body_fields),
             "allow_playback_repeats": self.allow_playback_repeats,
+            "record_errors": self.record_errors,
+            "record_empty": self.record_empty,
+            "keep_partial": self.keep_partial,
+            "near_match": self.near_match,
+            "filter_headers": list(self.filter_headers),
+            "filter_query_parameters": list(self.filter_query_parameters),
+            "filter_post_data_parameters": list(self.filter_post_data_parameters),
         }
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> CassetteOptions:
+        near = data.get("near_match")
         return cls(
             path=str(data["path"]),
             record_mode=str(data.get("record_mode", "none")),
             match_on=tuple(data.get("match_on") or DEFAULT_MATCH_ON),
             ignore_body_fields=tuple(data.get("ignore_body_fields") or ()),
             allow_playback_repeats=bool(data.get("allow_playback_repeats", False)),
+            record_errors=bool(data.get("record_errors", False)),
+            record_empty=bool(data.get("record_empty", False)),
+            keep_partial=bool(data.get("keep_partial", True)),
+            near_match=float(near) if near is not None else None,
+            filter_headers=tuple(str(h) for h in data.get("filter_headers") or ()),
+            filter_query_parameters=tuple(str(q) for q in data.get("filter_query_parameters") or ()),
+            filter_post_data_parameters=tuple(str(q) for q in data.get("filter_post_data_parameters") or ()),
         )
 
 
@@ -175,55 +209,17 @@ def _tee_response_class(relay: Relay) -> type[http.client.HTTPResponse]:
 # -- vcrpy hooks and matcher -------------------------------------------------------------------
 
 
-def _header_pairs(headers: dict[str, Any]) -> list[tuple[str, str]]:
-    return [(k, v) for k, values in headers.items() for v in (values if isinstance(values, list) else [values])]
+_LOOPBACK = ("127.", "localhost", "::1", "[::1]")
 
 
-def _store_sse_events(request: Any, response: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
-    """``before_save_interaction``: keep an event stream as a list of events, not one blob."""
-    body = response.get("body")
-    if (
-        isinstance(body, dict)
-        and isinstance(body.get("string"), bytes)
-        and is_event_stream(_header_pairs(response.get("headers") or {}))
-    ):
-        stored = events_to_storage(body["string"])
-        if stored is not None:
-            response["body"] = stored
-    return request, response
-
-
-def _restore_sse_events(request: Any, response: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
-    """``after_load_interaction``: the inverse of ``_store_sse_events``."""
-    body = response.get("body")
-    if isinstance(body, dict) and "sse_events" in body:
-        response["body"] = {"string": storage_to_body(body)}
-    return request, response
-
-
-def _drop_path(node: Any, path: Sequence[str]) -> None:
-    if not path:
-        return
-    head, rest = path[0], path[1:]
-    if isinstance(node, dict):
-        keys = list(node) if head == "*" else [head] if head in node else []
-        for key in keys:
-            if rest:
-                _drop_path(node[key], rest)
-            else:
-                del node[key]
-    elif isinstance(node, list):
-        if head == "*":
-            indexes = list(range(len(node)))
-        elif head.isdigit() and int(head) < len(node):
-            indexes = [int(head)]
-        else:
-            indexes = []
-        for index in reversed(indexes):
-            if rest:
-                _drop_path(node[index], rest)
-            else:
-                del node[index]
+def portable_uri(uri: str) -> str:
+    """A loopback upstream's URI without its port: a fake on another random port matches the same recording."""
+    parts = urlsplit(uri)
+    host = parts.hostname or ""
+    if parts.port is None or not host.startswith(_LOOPBACK):
+        return uri
+    netloc = f"[{host}]" if ":" in host else host
+    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
 
 
 def body_matcher(ignore_fields: Sequence[str]) -> Callable[[Any, Any], None]:
@@ -233,15 +229,13 @@ def body_matcher(ignore_fields: Sequence[str]) -> Callable[[Any, Any], None]:
 
     if not ignore_fields:
         return matchers.body  # type: ignore[no-any-return]
-    paths = [field.split(".") for field in ignore_fields]
 
     def without_ignored(request: Any) -> Any:
         try:
             data = json.loads(request.body or b"")
         except (ValueError, TypeError):
             return request
-        for path in paths:
-            _drop_path(data, path)
+        drop_fields(data, ignore_fields)
         clone = copy.copy(request)
         clone.body = json.dumps(data, sort_keys=True)
         return clone
@@ -276,33 +270,60 @@ class CassetteSession:
         self._context: Any = None
         self._cassette: Any = None
         self._loaded = 0
-        self.counts = {"requests": 0, "replayed": 0, "forwarded": 0, "misses": 0, "errors": 0}
+        self._current = ""  # "METHOD target" of the exchange in progress (exchanges are serialised)
+        self._live = False  # inside an exchange: vcrpy's hooks also run for interactions loaded from the file
+        self.counts = {"requests": 0, "replayed": 0, "forwarded": 0, "misses": 0, "errors": 0, "unreachable": 0}
         self.misses: list[str] = []
+        self.not_recorded: list[str] = []  # what was not written, and why
+        self.near_matches: list[str] = []
+
+    # vcrpy hooks ------------------------------------------------------------------------------
+
+    def _before_record_request(self, request: Any) -> Any:
+        request = self._scrubber.request(request)
+        request.uri = portable_uri(request.uri)
+        return request
+
+    def _before_record_response(self, response: dict[str, Any]) -> dict[str, Any] | None:
+        status = response.get("status") or {}
+        code = int(status.get("code") or 0)
+        if self._live and code >= 400 and not self.options.record_errors:
+            self.not_recorded.append(
+                f"{self._current}: the upstream answered {code} {status.get('message') or ''}".rstrip()
+                + " — not recorded (an error answer is recorded only with record_errors=True)"
+            )
+            return None  # vcrpy: not appended; the worker still gets the answer
+        return self._scrubber.response(response)
 
     def open(self) -> None:
         """Load the cassette (``CassetteCorrupt`` on a bad file) and patch ``http.client``."""
         import vcr
         from vcr.patch import PATCHER_NAMES
 
-        mode, drop_unused = _VCR_MODES[RecordMode(self.options.record_mode)]
+        options = self.options
+        mode, drop_unused = _VCR_MODES[RecordMode(options.record_mode)]
+        filters = vcr_filter_options()
+        filters["filter_headers"] += [(name, None) for name in options.filter_headers]
+        filters["filter_query_parameters"] += [(name, None) for name in options.filter_query_parameters]
         recorder = vcr.VCR(
             record_mode=mode,
-            match_on=self.options.match_on,
-            before_record_request=self._scrubber.request,
-            before_record_response=self._scrubber.response,
-            before_save_interaction=_store_sse_events,
-            after_load_interaction=_restore_sse_events,
+            match_on=options.match_on,
+            before_record_request=self._before_record_request,
+            before_record_response=self._before_record_response,
+            before_save_interaction=store_sse_events,
+            after_load_interaction=restore_sse_events,
             decode_compressed_response=True,
             drop_unused_requests=drop_unused,
             skip_patchers=[name for name in PATCHER_NAMES if name != "httplib"],
-            **vcr_filter_options(),
+            filter_post_data_parameters=[(name, None) for name in options.filter_post_data_parameters],
+            **filters,
         )
         recorder.register_serializer("yaml", ReadableYaml)
         recorder.register_persister(AtomicPersister())
-        recorder.register_matcher("body", body_matcher(self.options.ignore_body_fields))
+        recorder.register_matcher("body", body_matcher(options.ignore_body_fields))
         context = recorder.use_cassette(
-            self.options.path,
-            allow_playback_repeats=self.options.allow_playback_repeats,
+            options.path,
+            allow_playback_repeats=options.allow_playback_repeats,
             record_on_exception=False,  # close(save=False) passes an exception to skip the save
         )
         with self._lock:
@@ -317,20 +338,36 @@ class CassetteSession:
             self._cassette = self._context = None
         if cassette is None:
             raise RuntimeError("cassette session is not open")
+        discarded_because = ""
+        if save and self.counts["unreachable"] and not self.options.keep_partial:
+            save, discarded_because = False, "the upstream could not be reached"
         will_write = save and bool(cassette.dirty)
+        write_empty = (
+            save
+            and self.options.record_empty
+            and not cassette.write_protected
+            and not cassette.data
+            and not self.not_recorded
+            and not os.path.exists(self.options.path)
+        )
         unplayed = sum(1 for index in range(self._loaded) if cassette.play_counts[index] == 0)
         if save:
             context.__exit__(None, None, None)
         else:
             discarded = RuntimeError("cassette discarded")
             context.__exit__(RuntimeError, discarded, None)
+        if write_empty:  # vcrpy writes only a dirty cassette; the next replay needs the file
+            AtomicPersister().save_cassette(self.options.path, {"requests": [], "responses": []}, ReadableYaml)
         return {
             **self.options.to_json(),
             **self.counts,
             "miss_messages": list(self.misses),
+            "not_recorded": list(self.not_recorded),
+            "near_matches": list(self.near_matches),
             "interactions": len(cassette.data),
             "unplayed": unplayed,
-            "saved": will_write,
+            "saved": will_write or write_empty,
+            "discarded_because": discarded_because,
         }
 
     def exchange(self, method: str, target: str, headers: dict[str, str], body: bytes, relay: Relay) -> Exchange:
@@ -346,6 +383,7 @@ class CassetteSession:
             if cassette is None:
                 raise RuntimeError("cassette session is not open")
             self.counts["requests"] += 1
+            self._current = f"{method} {target}"
             probe = Request(method, self._upstream.uri(target), body, sent_headers)
             if not self._api_key and not cassette.write_protected and not cassette.can_play_response_for(probe):
                 self.counts["errors"] += 1
@@ -357,27 +395,58 @@ class CassetteSession:
             played_before = cassette.play_count
             connection = self._upstream.connect(self._timeout)
             connection.response_class = _tee_response_class(relay)
+            self._live = True
             try:
                 connection.request(method, self._upstream.target(target), body=body, headers=sent_headers)
                 response = connection.getresponse()
                 data = response.read()
             except CannotOverwriteExistingCassetteException as exc:
+                near = self._near_match(cassette, probe)
+                if near is not None:
+                    return near
                 message = self._scrubber.text(str(exc))
                 self.counts["misses"] += 1
                 self.misses.append(message)
                 return Exchange("miss", message=message)
             except (OSError, http.client.HTTPException) as exc:
                 self.counts["errors"] += 1
-                return Exchange(
-                    "upstream-error",
-                    streamed=relay.started,
-                    message=f"upstream {self._upstream.scheme}://{self._upstream.host}:{self._upstream.port} "
-                    f"failed: {type(exc).__name__}: {self._scrubber.text(str(exc))}",
-                )
+                self.counts["unreachable"] += 1
+                where = f"{self._upstream.scheme}://{self._upstream.host}:{self._upstream.port}"
+                reason = f"{type(exc).__name__}: {self._scrubber.text(str(exc))}".rstrip(": ")
+                message = f"upstream unreachable: {reason} ({where}, {method} {target}) — nothing recorded"
+                self.not_recorded.append(message)
+                return Exchange("upstream-error", streamed=relay.started, message=message)
             finally:
+                self._live = False
                 connection.close()
             kind = "replayed" if cassette.play_count > played_before else "forwarded"
             self.counts[kind] += 1
         return Exchange(
             kind, response.status, response.reason, list(response.getheaders()), data, streamed=relay.started
         )
+
+    def _near_match(self, cassette: Any, probe: Any) -> Exchange | None:
+        """With ``near_match`` set: answer a miss from the most similar recording, and say so."""
+        threshold = self.options.near_match
+        if threshold is None:
+            return None
+        request = cassette.filter_request(probe)
+        found = find_near_match(cassette, request, threshold, self.options.ignore_body_fields)
+        if found is None:
+            return None
+        cassette.play_counts[found.index] += 1
+        self.counts["replayed"] += 1
+        self.near_matches.append(
+            f"{self._current}: answered by recording #{found.index + 1} of {len(cassette.data)} "
+            f"(prompt similarity {found.similarity:.3f}, threshold {threshold:g}) — re-record to make it exact"
+        )
+        response = cassette.data[found.index][1]
+        status = response.get("status") or {}
+        headers = [(name, str(value)) for name, value in _header_items(response.get("headers") or {})]
+        content = (response.get("body") or {}).get("string") or b""
+        content = content if isinstance(content, bytes) else str(content).encode("utf-8")
+        return Exchange("replayed", int(status.get("code") or 200), str(status.get("message") or ""), headers, content)
+
+
+def _header_items(headers: dict[str, Any]) -> list[tuple[str, Any]]:
+    return [(k, v) for k, values in headers.items() for v in (values if isinstance(values, list) else [values])]

@@ -1,14 +1,15 @@
-"""Server-sent events: split a body into events, and keep them as a list in the cassette.
+"""Server-sent events: split a body into events, and store event streams in vcrpy's own format.
 
-vcrpy stores a response body as one ``string``. For ``text/event-stream`` answers the proxy
-stores the events instead, one list item each, through vcrpy's own interaction hooks::
+An HTTP cassette keeps an event stream where vcrpy keeps every body, in ``body.string``, so plain
+``vcr.use_cassette(...)`` loads and replays it; the event separator is stored beside it::
 
-    body:                                  body:
-      string: "data: {..}\\r\\n\\r\\ndata: {..}\\r\\n\\r\\n"   →     sse_events: ['data: {..}', 'data: {..}']
-                                             sse_separator: "\\r\\n\\r\\n"
+    body:
+      string: "data: {..}\\r\\n\\r\\ndata: {..}\\r\\n\\r\\n"
+      sse_separator: "\\r\\n\\r\\n"
 
-Only when that round-trips byte for byte; otherwise the ``string`` stays. Replay re-emits each
-event with its separator as its own HTTP chunk (see ``EventFramer``).
+Files written before this shape kept a list of events (``sse_events`` + ``sse_separator``) instead
+of ``string``; they are still read (``restore_sse_events``). Replay re-emits each event with its
+separator as its own HTTP chunk (see ``EventFramer``).
 """
 
 from __future__ import annotations
@@ -22,8 +23,10 @@ __all__ = [
     "EventFramer",
     "events_to_storage",
     "is_event_stream",
+    "restore_sse_events",
     "split_events",
     "storage_to_body",
+    "store_sse_events",
 ]
 
 SSE_CONTENT_TYPE = "text/event-stream"
@@ -82,3 +85,30 @@ def storage_to_body(stored: dict[str, Any]) -> bytes:
     """The raw SSE bytes back from ``events_to_storage``'s form."""
     sep = str(stored["sse_separator"]).encode("ascii")
     return b"".join(str(text).encode("utf-8") + sep for text in stored["sse_events"])
+
+
+def _header_pairs(headers: dict[str, Any]) -> list[tuple[str, str]]:
+    return [(k, v) for k, values in headers.items() for v in (values if isinstance(values, list) else [values])]
+
+
+def store_sse_events(request: Any, response: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
+    """vcrpy ``before_save_interaction``: an event stream keeps ``string`` and gets ``sse_separator`` beside it."""
+    body = response.get("body")
+    if (
+        isinstance(body, dict)
+        and isinstance(body.get("string"), bytes | str)
+        and is_event_stream(_header_pairs(response.get("headers") or {}))
+    ):
+        raw = body["string"] if isinstance(body["string"], bytes) else body["string"].encode("utf-8")
+        stored = events_to_storage(raw)
+        if stored is not None:
+            body["sse_separator"] = stored["sse_separator"]
+    return request, response
+
+
+def restore_sse_events(request: Any, response: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
+    """vcrpy ``after_load_interaction``: the older list-of-events shape becomes ``string`` again."""
+    body = response.get("body")
+    if isinstance(body, dict) and "sse_events" in body and "string" not in body:
+        response["body"] = {"string": storage_to_body(body), "sse_separator": body.get("sse_separator")}
+    return request, response
