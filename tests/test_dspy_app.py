@@ -81,7 +81,7 @@ def test_the_integration_suite_runs_real_dspy_offline_from_http_cassettes(
 
 @pytest.mark.slow
 def test_one_test_re_recorded_against_the_fake_then_replays(pytester: pytest.Pytester, project: Path) -> None:
-    bridge_file = project / AGENT.with_name(AGENT.name + ".yaml")
+    bridge_file = project / AGENT.with_name(AGENT.name + ".bridge.yaml")
     http_file = project / AGENT.with_name(AGENT.name + ".http.yaml")
     shipped = yaml.safe_load(bridge_file.read_text())["interactions"]
     bridge_file.unlink()

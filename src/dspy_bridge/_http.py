@@ -58,6 +58,9 @@ class LoopbackServer(ThreadingHTTPServer):
     """
 
     daemon_threads = True
+    # socketserver's default backlog is 5: a burst of parallel clients (an xdist run, a threaded
+    # evaluation) on a loaded machine then sees refused connections before the accept loop catches up.
+    request_queue_size = 128
 
     def __init__(
         self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler], *, verbose: bool = False
