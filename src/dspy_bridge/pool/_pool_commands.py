@@ -7,28 +7,14 @@ path; ``SyncPool`` and ``Bridge`` wrap these same builders, so a command's shape
 from __future__ import annotations
 
 import warnings
-from collections.abc import Awaitable
-from typing import Any, Protocol
+from typing import Any
 
 from dspy_bridge.pool._config import UNSET, Unset
 from dspy_bridge.pool._errors import usage_errors
+from dspy_bridge.pool._streaming import Requester as _Requester
 from dspy_bridge.protocol import _commands as commands
 
 __all__ = ["CommandsMixin"]
-
-
-class _Requester(Protocol):
-    def request(
-        self,
-        command: str,
-        args: dict[str, Any] | None = None,
-        *,
-        session_id: str | None = None,
-        context: dict[str, Any] | None = None,
-        timeout: float | Unset | None = UNSET,
-    ) -> Awaitable[Any]: ...
-
-    async def stub(self, *args: Any, **kwargs: Any) -> None: ...
 
 
 class CommandsMixin:
@@ -99,7 +85,7 @@ class CommandsMixin:
     async def stub_program(self: _Requester, *args: Any, **kwargs: Any) -> None:
         """Deprecated name of ``stub`` (one name on ``Pool``, ``SyncPool`` and ``Bridge``)."""
         warnings.warn("Pool.stub_program() is deprecated; use Pool.stub()", DeprecationWarning, stacklevel=2)
-        await self.stub(*args, **kwargs)
+        await CommandsMixin.stub(self, *args, **kwargs)
 
     async def execute(
         self: _Requester,

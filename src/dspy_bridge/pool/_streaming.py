@@ -98,7 +98,9 @@ def stream_args(program_id: str, inputs: dict[str, Any]) -> dict[str, Any]:
         return {**commands.execute_args(program_id, inputs), "stream": True}
 
 
-class _Requester(Protocol):
+class Requester(Protocol):
+    """What the Pool's command and streaming mixins need of it: its ``request``."""
+
     def request(
         self,
         command: str,
@@ -147,7 +149,7 @@ class StreamingMixin:
     """``Pool.stream`` (kept here so the coordinator stays one screenful shorter)."""
 
     def stream(
-        self: _Requester,
+        self: Requester,
         program_id: str,
         inputs: dict[str, Any],
         *,
