@@ -29,6 +29,7 @@ def __getattr__(name: str) -> Any:
         return getattr(_scrub, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
+
 __all__ = [
     "DEFAULT_MATCH_ON",
     "DEFAULT_UPSTREAM",

@@ -42,6 +42,14 @@ class CassetteHandlers(BaseHandlers):
         self._recorded_predictors: dict[str, list[dict[str, Any]]] = {}  # program id -> from its recording
         self._cassettes: CassetteLibrary | None = None  # loaded on the first request naming a cassette
 
+    def after_hello(self) -> None:
+        """Import what replay needs (cassette library, YAML, schemas; ~25 ms) on a daemon thread while the
+        host is busy elsewhere, so the first request naming a cassette does not pay for it. A request that
+        arrives first just waits on the same import locks: never slower than importing on demand."""
+        import threading
+
+        threading.Thread(target=_warm_replay_imports, name="warm-imports", daemon=True).start()
+
     def cmd_stub_program(self, args: dict[str, Any], session_id: str | None, context: dict[str, Any]) -> dict[str, Any]:
         """Register a canned answer: ``{program_id, inputs?, outputs | error}`` (inputs omitted = any)."""
         try:
@@ -242,6 +250,18 @@ class CassetteHandlers(BaseHandlers):
             self._cassettes.forget(everything=True)
         self.stubs.forget(everything=True)
         return result
+
+
+def _warm_replay_imports() -> None:
+    try:
+        import copy  # noqa: F401
+
+        import dspy_bridge.cassettes._config
+        import dspy_bridge.cassettes._library
+        import dspy_bridge.cassettes._replay
+        import dspy_bridge.protocol._schema  # noqa: F401
+    except Exception:  # warming is best effort: the request path imports (and reports) for real
+        pass
 
 
 def _check_answer(program: Program, shape: _Shape, outputs: Any, what: str, error: ErrorType) -> None:
