@@ -46,6 +46,10 @@ class CassetteHandlers(BaseHandlers):
         """Import what replay needs (cassette library, YAML, schemas; ~25 ms) on a daemon thread while the
         host is busy elsewhere, so the first request naming a cassette does not pay for it. A request that
         arrives first just waits on the same import locks: never slower than importing on demand."""
+        import sys
+
+        if all(name in sys.modules for name in REPLAY_MODULES):
+            return  # a forked worker: the zygote imported them once for all its children
         import threading
 
         threading.Thread(target=_warm_replay_imports, name="warm-imports", daemon=True).start()
@@ -252,14 +256,22 @@ class CassetteHandlers(BaseHandlers):
         return result
 
 
-def _warm_replay_imports() -> None:
-    try:
-        import copy  # noqa: F401
+#: What replaying a cassette imports (the zygote preloads them; a spawned worker warms them after its Hello).
+REPLAY_MODULES = (
+    "copy",
+    "dspy_bridge.cassettes._config",
+    "dspy_bridge.cassettes._library",
+    "dspy_bridge.cassettes._replay",
+    "dspy_bridge.protocol._schema",
+)
 
-        import dspy_bridge.cassettes._config
-        import dspy_bridge.cassettes._library
-        import dspy_bridge.cassettes._replay
-        import dspy_bridge.protocol._schema  # noqa: F401
+
+def _warm_replay_imports() -> None:
+    import importlib
+
+    try:
+        for name in REPLAY_MODULES:
+            importlib.import_module(name)
     except Exception:  # warming is best effort: the request path imports (and reports) for real
         pass
 
