@@ -29,4 +29,19 @@ def typecheck(session: nox.Session) -> None:
 @nox.session
 def bench(session: nox.Session) -> None:
     """Run every benchmark and rewrite docs/benchmarks.md (takes a few minutes: real workers start)."""
-    session.run("python", "benchmarks/run_all.py", "--out", "docs/benchmarks.md", *session.posargs)
+    session.run(
+        "python",
+        "benchmarks/run_all.py",
+        "--out",
+        "docs/benchmarks.md",
+        "--json",
+        "docs/benchmarks.json",
+        *session.posargs,
+    )
+
+
+@nox.session(name="bench-compare")
+def bench_compare(session: nox.Session) -> None:
+    """Run the benchmarks into a scratch JSON and report every figure worse than the committed one by > 10%."""
+    session.run("python", "benchmarks/run_all.py", "--out", "/tmp/benchmarks.md", "--json", "/tmp/benchmarks.json")
+    session.run("python", "benchmarks/compare.py", "/tmp/benchmarks.json", *session.posargs)

@@ -244,3 +244,94 @@ def test_small_cassettes_and_a_disabled_cache_write_nothing(tmp_path: Path, monk
     _big(tmp_path)
     Cassette.load(tmp_path / "big.yaml")
     assert not (tmp_path / "cache").exists()
+
+
+# --- the hand check agrees with the pydantic models (it may doubt, never wrongly accept) ---------------
+def _valid_cassette() -> dict[str, Any]:
+    return {
+        "version": 1,
+        "meta": {"created": "2026-01-01T00:00:00Z", "dspy_bridge_version": "0.1.0", "extra": 1},
+        "interactions": [
+            {
+                "request": {"command": "execute_program", "session": "s", "args": {"program_id": "p"}},
+                "response": {"ok": True, "result": {"outputs": {"a": 1}}, "chunks": [{"field": "a", "text": "1"}]},
+            },
+            {
+                "request": {"command": "create_program", "program": {"signature": "q -> a"}, "model": None},
+                "response": {"ok": False, "error": {"type": "lm_error", "message": "m", "retryable": True}},
+            },
+        ],
+    }
+
+
+_MUTATIONS: list[tuple[str, Any]] = [
+    ("version", "1"),
+    ("version", True),
+    ("meta", None),
+    ("meta.created", 5),
+    ("meta.dspy_version", 3),
+    ("meta.recorded_against", None),
+    ("interactions", None),
+    ("interactions", {}),
+    ("interactions.0", []),
+    ("interactions.0.extra", 1),
+    ("interactions.0.request.command", ""),
+    ("interactions.0.request.command", 7),
+    ("interactions.0.request.session", 1),
+    ("interactions.0.request.args", None),
+    ("interactions.0.request.args", {1: "x"}),
+    ("interactions.0.request.other", 1),
+    ("interactions.1.request.program", "p"),
+    ("interactions.0.response.ok", "true"),
+    ("interactions.0.response.ok", 1),
+    ("interactions.0.response.error", {"type": "lm_error", "message": "m"}),
+    ("interactions.0.response.chunks", [{"field": "a"}]),
+    ("interactions.0.response.chunks", [{"field": "a", "text": 1}]),
+    ("interactions.0.response.chunks", "x"),
+    ("interactions.1.response.error", None),
+    ("interactions.1.response.error.type", "nonsense"),
+    ("interactions.1.response.error.retryable", "yes"),
+    ("interactions.1.response.error.retryable", 1),
+    ("interactions.1.response.error.details", "d"),
+    ("interactions.1.response.error.more", 1),
+    ("interactions.1.response.extra", 1),
+    ("extra", 1),
+]
+
+
+def _mutated(dotted: str, value: Any) -> dict[str, Any]:
+    data = _valid_cassette()
+    *parents, last = dotted.split(".")
+    target: Any = data
+    for part in parents:
+        target = target[int(part)] if isinstance(target, list) else target[part]
+    if isinstance(target, list):
+        target[int(last)] = value
+    else:
+        target[last] = value
+    return data
+
+
+@pytest.mark.parametrize(("dotted", "value"), _MUTATIONS)
+def test_the_hand_check_never_accepts_what_the_models_reject(dotted: str, value: Any) -> None:
+    from pydantic import ValidationError
+
+    from dspy_bridge.cassettes._models import CassetteModel
+    from dspy_bridge.cassettes._shape import well_formed
+
+    data = _mutated(dotted, value)
+    try:
+        CassetteModel.model_validate(data)
+        models_accept = True
+    except ValidationError:
+        models_accept = False
+    assert not (well_formed(data) and not models_accept)
+
+
+def test_the_hand_check_accepts_a_valid_cassette() -> None:
+    from dspy_bridge.cassettes._models import CassetteModel
+    from dspy_bridge.cassettes._shape import well_formed
+
+    data = _valid_cassette()
+    CassetteModel.model_validate(data)
+    assert well_formed(data)

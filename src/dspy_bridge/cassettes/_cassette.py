@@ -21,7 +21,6 @@ from dspy_bridge.cassettes._format import CassetteDocument, corrupt, dump_docume
 from dspy_bridge.cassettes._interaction import Interaction
 from dspy_bridge.cassettes._match import Matcher
 from dspy_bridge.cassettes._replay import Replay
-from dspy_bridge.cassettes._storage import cassette_lock, remove_stale_temps, write_atomic
 
 __all__ = ["Cassette", "current_versions", "default_meta"]
 
@@ -109,6 +108,8 @@ class Cassette:
 
     def save(self) -> None:
         """Write the whole cassette atomically, under the file lock (no merge: see ``Recorder``)."""
+        from dspy_bridge.cassettes._storage import cassette_lock, remove_stale_temps, write_atomic  # filelock
+
         text = self.dumps()
         with cassette_lock(self.path):
             remove_stale_temps(self.path)
@@ -154,6 +155,8 @@ class Cassette:
         drop = {item.index for item in self.unused(*played)}
         if not drop:
             return 0
+        from dspy_bridge.cassettes._storage import cassette_lock, remove_stale_temps, write_atomic  # filelock
+
         with cassette_lock(self.path):
             current = self.path.read_bytes() if self.path.exists() else b""
             if self._digest is not None and hashlib.sha256(current).hexdigest() != self._digest:

@@ -14,14 +14,16 @@ files) and checked with pydantic; the checked data stays plain dicts. Anything w
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from dspy_bridge._exceptions import CassetteCorrupt
 from dspy_bridge._version import __version__
-from dspy_bridge.protocol._taxonomy import ErrorType
+from dspy_bridge.cassettes._shape import well_formed
+
+if TYPE_CHECKING:
+    from pydantic import ValidationError
 
 __all__ = [
     "FORMAT_VERSION",
@@ -132,67 +134,6 @@ def _node(value: Any) -> yaml.Node:
     return node
 
 
-# -- schema (pydantic validates; the data stays plain) ----------------------------------------
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class MetaModel(BaseModel):
-    model_config = ConfigDict(extra="allow")
-
-    created: str
-    dspy_bridge_version: str
-    dspy_version: str | None = None
-    model: str | None = None
-    recorded_against: str = "unknown"
-
-
-class RequestModel(_Strict):
-    command: Annotated[str, Field(min_length=1)]
-    session: str | None = None
-    program: dict[str, Any] | None = None
-    model: str | None = None
-    args: dict[str, Any] = Field(default_factory=dict)
-
-
-class ErrorModel(_Strict):
-    type: ErrorType
-    message: str
-    retryable: bool = False
-    details: dict[str, Any] | None = None
-
-
-class ChunkModel(_Strict):
-    field: str
-    text: str
-
-
-class ResponseModel(_Strict):
-    ok: bool
-    result: Any = None
-    error: ErrorModel | None = None
-    chunks: list[ChunkModel] | None = None  # a streamed answer's chunks, in order (optional: version 1 still)
-
-    @model_validator(mode="after")
-    def _result_xor_error(self) -> ResponseModel:
-        if self.ok and self.error is not None:
-            raise ValueError("a response with ok: true must not carry an error")
-        if not self.ok and self.error is None:
-            raise ValueError("a response with ok: false needs an error {type, message}")
-        return self
-
-
-class InteractionModel(_Strict):
-    request: RequestModel
-    response: ResponseModel
-
-
-class CassetteModel(_Strict):
-    version: int
-    meta: MetaModel
-    interactions: list[InteractionModel] = Field(default_factory=list)
-
-
 class CassetteDocument:
     """A parsed, validated cassette: ``meta`` and ``interactions`` as plain data."""
 
@@ -242,6 +183,19 @@ def _validation_error(path: Path, text: str, exc: ValidationError) -> CassetteCo
     )
 
 
+def _explain(data: Any, text: str, path: Path) -> None:
+    """The pydantic models are the reference: raise their first problem as a ``CassetteCorrupt`` with a
+    position (``well_formed`` is conservative, so data it doubts may still be valid: then nothing is raised)."""
+    from pydantic import ValidationError
+
+    from dspy_bridge.cassettes._models import CassetteModel
+
+    try:
+        CassetteModel.model_validate(data)
+    except ValidationError as exc:
+        raise _validation_error(path, text, exc) from exc
+
+
 def parse_document(text: str, path: Path) -> CassetteDocument:
     """Parse and validate cassette text; every failure is a ``CassetteCorrupt`` with a position."""
     try:
@@ -279,10 +233,8 @@ def parse_document(text: str, path: Path) -> CassetteDocument:
         )
     if version != FORMAT_VERSION:
         raise corrupt(path, 1, 1, f"'version' must be {FORMAT_VERSION}, got {version!r}")
-    try:
-        CassetteModel.model_validate(data)
-    except ValidationError as exc:
-        raise _validation_error(path, text, exc) from exc
+    if not well_formed(data):  # the common case skips pydantic (and its import) entirely
+        _explain(data, text, path)
     interactions = data.get("interactions") or []
     for interaction in interactions:
         request = interaction["request"]

@@ -8,10 +8,27 @@ See docs/recording.md for the team workflow.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from dspy_bridge.proxy._constants import DEFAULT_MATCH_ON, DEFAULT_UPSTREAM, ERROR_HEADER, PLACEHOLDER_KEY
 from dspy_bridge.proxy._control import CassetteReport, ProxyProcess, ProxyStats
 from dspy_bridge.proxy._faults import Fault
-from dspy_bridge.proxy._scrub import find_http_secrets, verify_http_cassette
+
+if TYPE_CHECKING:
+    from dspy_bridge.proxy._scrub import find_http_secrets, verify_http_cassette
+
+# The scrubbing checks pull in the cassette models (pydantic, YAML): loaded on first use, so that binding the
+# control client early (the pytest plugin does, next to pytest-recording) costs a run without bridge tests nothing.
+_LAZY = {"find_http_secrets", "verify_http_cassette"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        from dspy_bridge.proxy import _scrub
+
+        return getattr(_scrub, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "DEFAULT_MATCH_ON",

@@ -133,6 +133,9 @@ class BaseHandlers:
         }
 
     # -- what subclasses provide -------------------------------------------------------------
+    def after_hello(self) -> None:
+        """Called once the Hello is on the wire: a chance to warm up while the host has nothing to ask."""
+
     @property
     def dspy_version(self) -> str | None:
         return None

@@ -165,6 +165,7 @@ def _answer_and_send(writer: FrameWriter, handlers: BaseHandlers, message: dict[
 def serve(reader: FrameReader, writer: FrameWriter, handlers: BaseHandlers, max_concurrency: int = 1) -> str:
     """Serve until EOF, ``shutdown`` or a broken pipe; return why the loop stopped."""
     writer.write(hello_message(handlers, writer.codec.name))
+    handlers.after_hello()
     pool = None
     if max_concurrency > 1:
         from concurrent.futures import ThreadPoolExecutor

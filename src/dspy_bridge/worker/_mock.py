@@ -42,6 +42,18 @@ class CassetteHandlers(BaseHandlers):
         self._recorded_predictors: dict[str, list[dict[str, Any]]] = {}  # program id -> from its recording
         self._cassettes: CassetteLibrary | None = None  # loaded on the first request naming a cassette
 
+    def after_hello(self) -> None:
+        """Import what replay needs (cassette library, YAML, schemas; ~25 ms) on a daemon thread while the
+        host is busy elsewhere, so the first request naming a cassette does not pay for it. A request that
+        arrives first just waits on the same import locks: never slower than importing on demand."""
+        import sys
+
+        if all(name in sys.modules for name in REPLAY_MODULES):
+            return  # a forked worker: the zygote imported them once for all its children
+        import threading
+
+        threading.Thread(target=_warm_replay_imports, name="warm-imports", daemon=True).start()
+
     def cmd_stub_program(self, args: dict[str, Any], session_id: str | None, context: dict[str, Any]) -> dict[str, Any]:
         """Register a canned answer: ``{program_id, inputs?, outputs | error}`` (inputs omitted = any)."""
         try:
@@ -242,6 +254,26 @@ class CassetteHandlers(BaseHandlers):
             self._cassettes.forget(everything=True)
         self.stubs.forget(everything=True)
         return result
+
+
+#: What replaying a cassette imports (the zygote preloads them; a spawned worker warms them after its Hello).
+REPLAY_MODULES = (
+    "copy",
+    "dspy_bridge.cassettes._config",
+    "dspy_bridge.cassettes._library",
+    "dspy_bridge.cassettes._replay",
+    "dspy_bridge.protocol._schema",
+)
+
+
+def _warm_replay_imports() -> None:
+    import importlib
+
+    try:
+        for name in REPLAY_MODULES:
+            importlib.import_module(name)
+    except Exception:  # warming is best effort: the request path imports (and reports) for real
+        pass
 
 
 def _check_answer(program: Program, shape: _Shape, outputs: Any, what: str, error: ErrorType) -> None:

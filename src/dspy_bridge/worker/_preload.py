@@ -21,7 +21,17 @@ from dataclasses import dataclass, field
 __all__ = ["THREAD_POOL_ENV", "WORKER_MODULES", "Preloaded", "import_preload", "open_fds", "thread_report", "warm_dspy"]
 
 # What every child runs, whatever the preload: imported once here so no child pays for (or un-shares) it.
-WORKER_MODULES = ("dspy_bridge.worker._main", "dspy_bridge.worker._loop", "dspy_bridge.worker._mock")
+WORKER_MODULES = (
+    "dspy_bridge.worker._main",
+    "dspy_bridge.worker._loop",
+    "dspy_bridge.worker._mock",
+    # what a mock child needs to replay a cassette (``_mock.REPLAY_MODULES``): no child imports it on its own
+    "copy",
+    "dspy_bridge.cassettes._config",
+    "dspy_bridge.cassettes._library",
+    "dspy_bridge.cassettes._replay",
+    "dspy_bridge.protocol._schema",
+)
 # numpy's OpenBLAS (and friends) would start a thread pool at import; the zygote pins them to 1 thread.
 THREAD_POOL_ENV = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
 
