@@ -337,6 +337,7 @@ class WorkerHandle:
     def fail_pending(self, make_error: Callable[[int, str, str | None], BaseException]) -> int:
         """Fail every in-flight request now (used by ``aclose``: PoolClosed); returns how many."""
         pending, self._pending = self._pending, {}
+        self._forgotten.update(pending)  # the worker may still answer them while it drains
         for request_id, item in pending.items():
             if not item.future.done():
                 item.future.set_exception(make_error(request_id, item.command, item.session_id))
