@@ -87,3 +87,20 @@ def test_a_huge_bad_id_is_quoted_briefly() -> None:
         assert reply is not None and reply["error"]["type"] == "protocol_error"
         assert len(worker.codec.dumps(reply)) < REPLY_LIMIT
         _alive(worker)
+
+
+@pytest.mark.parametrize("path", ["/etc/hostname/below-a-file.yaml", "a\x00b.yaml", "x" * 5000 + ".yaml", "/"])
+def test_cassette_file_name_problems_are_invalid_requests(path: str) -> None:
+    """Regression: a cassette path that cannot be used came back as ``internal`` with a traceback."""
+    with WorkerProc("mock") as worker:
+        worker.call("configure_lm", {"model": "gemini/gemini-2.5-flash"})
+        program = worker.call("create_program", {"signature": "question -> answer"})["program_id"]
+        error = worker.error(
+            "execute_program",
+            {"program_id": program, "inputs": {"question": "q"}},
+            context={"cassette": {"path": path}},
+        )
+        assert error["type"] == "invalid_request", error
+        error = worker.error("cassette_report", {"path": path})
+        assert error["type"] == "invalid_request", error
+        _alive(worker)
