@@ -105,6 +105,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     factor = BUDGETS.get(args.budget) or float(args.budget)
     os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+    import logging
+
+    logging.getLogger("dspy_bridge").setLevel(logging.CRITICAL)  # the probes kill workers on purpose
     began = time.monotonic()
     results = run(factor, args.only)
     if args.out:

@@ -30,6 +30,7 @@ async def _chaos(requests: int, workers: int, seed: int, env_leaks: list[int]) -
         breaker_threshold=10_000,
     )
     failed, notes, done = 0, [], 0
+    signals = {"SIGKILL": 0, "SIGSTOP": 0}
     stop = asyncio.Event()
     async with Pool(config) as pool:
 
@@ -46,6 +47,7 @@ async def _chaos(requests: int, workers: int, seed: int, env_leaks: list[int]) -
                 with_signal = signal.SIGKILL if rng.random() < 0.7 else signal.SIGSTOP
                 try:
                     os.kill(victim.pid, with_signal)
+                    signals[with_signal.name] += 1
                 except ProcessLookupError:
                     pass
 
@@ -77,6 +79,7 @@ async def _chaos(requests: int, workers: int, seed: int, env_leaks: list[int]) -
     if left:
         failed += len(left)
         notes.append(f"{len(left)} worker(s) outlived the pool")
+    notes.insert(0, f"signals sent: {signals['SIGKILL']} SIGKILL, {signals['SIGSTOP']} SIGSTOP")
     return done, failed, notes
 
 
@@ -89,11 +92,11 @@ def chaos(requests: int, workers: int = 8, seed: int = 3) -> ProbeResult:
     return ProbeResult(
         "chaos",
         f"{requests} requests across {workers} mock workers while a task SIGKILLs (70%) or SIGSTOPs (30%) a random "
-        "worker every 5-50 ms; each request must succeed or fail with WorkerCrashed/RequestTimeout within 30 s, "
+        f"worker every 5-50 ms ({notes[0]}); each request must succeed or fail with WorkerCrashed/RequestTimeout within 30 s, "
         "no worker may outlive the pool, no worker environment may hold the host's key",
         done,
         failed,
-        notes[:3],
+        notes[1:4],
     )
 
 
