@@ -42,27 +42,28 @@ def _log(level: str, message: str, *args: object, exc_info: bool = False) -> Non
 
 
 _UINT64_MAX = 2**64 - 1
-_MESSAGE_LIMIT = 4096  # an error message quotes at most this much (hostile input included)
+_MESSAGE_LIMIT = 16384  # an error message (a cassette miss's diagnosis included) is cut here
+_ITEMS_LIMIT = 200  # items kept per list or map in an error's details
 _TRACEBACK_LIMIT = 16384
 
 
 def _bounded(value: Any, depth: int = 0) -> Any:
     """An error's ``details`` with every string clipped and nesting cut, so an error reply stays small."""
     if isinstance(value, str):
-        return clip(value, _TRACEBACK_LIMIT if depth == 1 else _MESSAGE_LIMIT)
+        return clip(value, _TRACEBACK_LIMIT if depth == 1 else 4096)
     if value is None or isinstance(value, bool):
         return value
     if isinstance(value, int):
         return value if -(2**63) <= value <= _UINT64_MAX else clip(repr(value), 200)
     if isinstance(value, float):
         return value if abs(value) < float("inf") else repr(value)  # NaN and infinities as text
-    if depth >= 3:
+    if depth >= 12:
         return clip(repr(value), 200)
     if isinstance(value, dict):
-        items = list(value.items())[:50]
+        items = list(value.items())[:_ITEMS_LIMIT]
         return {clip(str(key), 200): _bounded(item, depth + 1) for key, item in items}
     if isinstance(value, list | tuple):
-        return [_bounded(item, depth + 1) for item in value[:50]]
+        return [_bounded(item, depth + 1) for item in value[:_ITEMS_LIMIT]]
     return clip(repr(value), 200)
 
 
