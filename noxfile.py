@@ -17,8 +17,8 @@ def tests(session: nox.Session) -> None:
 
 @nox.session
 def lint(session: nox.Session) -> None:
-    session.run("ruff", "check", "src", "tests", "benchmarks", "noxfile.py")
-    session.run("ruff", "format", "--check", "src", "tests", "benchmarks", "noxfile.py")
+    session.run("ruff", "check", "src", "tests", "benchmarks", "reliability", "noxfile.py")
+    session.run("ruff", "format", "--check", "src", "tests", "benchmarks", "reliability", "noxfile.py")
 
 
 @nox.session
@@ -45,3 +45,20 @@ def bench_compare(session: nox.Session) -> None:
     """Run the benchmarks into a scratch JSON and report every figure worse than the committed one by > 10%."""
     session.run("python", "benchmarks/run_all.py", "--out", "/tmp/benchmarks.md", "--json", "/tmp/benchmarks.json")
     session.run("python", "benchmarks/compare.py", "/tmp/benchmarks.json", *session.posargs)
+
+
+@nox.session
+def reliability(session: nox.Session) -> None:
+    """Attack the pool, workers, recorder and cassette reader at full budget; rewrite docs/reliability.md
+    (minutes; not run by default). ``nox -s reliability -- --budget 0.1`` for a quicker pass."""
+    session.run(
+        "python",
+        "-m",
+        "reliability",
+        "--budget",
+        "full",
+        "--out",
+        "docs/reliability.md",
+        *session.posargs,
+        env={"PYTHONPATH": "src:."},
+    )

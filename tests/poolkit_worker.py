@@ -2,7 +2,7 @@
 
 Run as a script (the pool appends ``--mode mock --codec C --worker-id ID``). It is the real worker
 (same ``run_worker``, same loop, same ``CassetteHandlers``) plus commands a healthy worker never
-needs: ``sleep``, ``exit``, ``flaky``, ``raise``, ``garbage``, ``whoami``. Environment switches
+needs: ``sleep``, ``exit``, ``flaky``, ``raise``, ``garbage``, ``stray`` (a Response with an unknown id), ``whoami``. Environment switches
 make it fail before its hello: ``POOLKIT_FAIL_FILE``/``POOLKIT_FAIL_IDS`` (exit 3 if that file exists or
 this worker's id is listed), ``POOLKIT_HANG_FILE``/``POOLKIT_HANG_IDS`` (never say hello),
 ``POOLKIT_PROTOCOL`` (announce that version),
@@ -96,6 +96,15 @@ class MisbehavingHandlers(CassetteHandlers):
 
     def cmd_raise(self, args: dict[str, Any], session_id: str | None, context: dict[str, Any]) -> dict[str, Any]:
         raise ValueError("a handler bug on purpose")
+
+    def cmd_stray(self, args: dict[str, Any], session_id: str | None, context: dict[str, Any]) -> dict[str, Any]:
+        """Answer a request id nobody sent (a protocol violation), then keep the real request waiting."""
+        import msgpack
+
+        payload = msgpack.packb({"type": "response", "id": 987_654_321, "ok": True, "result": {}}, use_bin_type=True)
+        os.write(self.frames_fd, len(payload).to_bytes(4, "big") + payload)
+        time.sleep(60)
+        return {}
 
     def cmd_garbage(self, args: dict[str, Any], session_id: str | None, context: dict[str, Any]) -> dict[str, Any]:
         os.write(self.frames_fd, b"\x00\x00\x00\x05not-a-frame")

@@ -157,6 +157,37 @@ async def test_a_worker_that_breaks_the_protocol_is_killed_and_replaced() -> Non
         assert (await pool.request("whoami"))["pid"] != liar.pid
 
 
+async def test_a_response_with_an_unknown_id_breaks_that_worker_loudly() -> None:
+    """Regression: the host silently dropped it, and the real request waited out its timeout."""
+    log = EventLog()
+    async with Pool(config(size=1, request_timeout=30.0)) as pool:
+        pool.add_listener(log)
+        liar = pool.workers()[0]
+        with pytest.raises(WorkerCrashed, match="not in flight") as caught:
+            async with asyncio.timeout(10):
+                await pool.request("stray")
+        assert isinstance(caught.value.__cause__, ProtocolError)
+        await log.wait_for("worker_replaced")
+        assert (await pool.request("whoami"))["pid"] != liar.pid
+
+
+async def test_an_idle_worker_that_stops_answering_is_replaced_before_a_request_lands_on_it() -> None:
+    """Regression: a SIGSTOPped idle worker stayed "ready" until requests timed out on it."""
+    log = EventLog()
+    async with Pool(config(size=2, heartbeat_interval=0.2, heartbeat_timeout=0.5, request_timeout=30.0)) as pool:
+        pool.add_listener(log)
+        stopped = pool.workers()[0]
+        os.kill(stopped.pid, signal.SIGSTOP)
+        failed = await log.wait_for("heartbeat_failed")
+        assert failed.pid == stopped.pid
+        await log.wait_for("worker_replaced")
+        assert stopped.pid not in [w.pid for w in pool.workers()]
+        async with asyncio.timeout(5):  # every request lands on an answering worker
+            for _ in range(20):
+                await pool.request("whoami")
+        assert pool.stats().workers_by_state["ready"] == 2
+
+
 async def test_a_worker_terminated_from_outside_says_goodbye_and_is_replaced_without_counting_a_crash() -> None:
     log = EventLog()
     async with Pool(config(size=1)) as pool:

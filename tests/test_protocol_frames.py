@@ -170,9 +170,9 @@ def test_wrong_shape_is_malformed_after_decoding(message: dict[str, Any]) -> Non
 # --- property tests -------------------------------------------------------------------------------
 
 _INT = st.integers(min_value=-(2**63), max_value=2**64 - 1)
-_FLOAT = st.floats(allow_nan=False)
+_FLOAT = st.floats(allow_nan=False, allow_infinity=False)  # the JSON codec refuses infinities (spec §3)
 _JSON_SCALARS = st.none() | st.booleans() | _INT | _FLOAT | st.text(max_size=40)
-_MSGPACK_SCALARS = _JSON_SCALARS | st.binary(max_size=40)
+_MSGPACK_SCALARS = _JSON_SCALARS | st.binary(max_size=40) | st.floats(allow_nan=False)
 
 
 def _maps(scalars: st.SearchStrategy[Any]) -> st.SearchStrategy[dict[str, Any]]:

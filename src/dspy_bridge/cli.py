@@ -67,17 +67,18 @@ def demo(args: argparse.Namespace) -> int:
 
 
 def verify(args: argparse.Namespace) -> int:
-    from dspy_bridge._exceptions import SecretLeak
+    from dspy_bridge._exceptions import CassetteError, UsageError
     from dspy_bridge.cassettes import verify as verify_cassettes
 
-    paths = [Path(p) for p in args.paths]
-    files = [f for p in paths for f in (sorted(p.rglob("*.yaml")) if p.is_dir() else [p])]
     try:
-        verify_cassettes(files)
-    except SecretLeak as exc:
+        files = verify_cassettes([Path(p) for p in args.paths])
+    except UsageError as exc:
+        print(f"dspy-bridge verify: {exc}", file=sys.stderr)
+        return 2
+    except CassetteError as exc:  # SecretLeak, CassetteCorrupt
         print(f"dspy-bridge verify: {exc}", file=sys.stderr)
         return 1
-    print(f"dspy-bridge verify: {len(files)} cassette file(s) hold nothing key-shaped")
+    print(f"dspy-bridge verify: {len(files)} cassette file(s) are plain data and hold nothing key-shaped")
     return 0
 
 

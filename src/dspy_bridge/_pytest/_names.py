@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-__all__ = ["BRIDGE_SUFFIX", "HTTP_SUFFIX", "cassette_paths", "resolve_bridge_path", "safe_name"]
+__all__ = ["BRIDGE_SUFFIX", "HTTP_SUFFIX", "cassette_paths", "checked_explicit", "resolve_bridge_path", "safe_name"]
 
 BRIDGE_SUFFIX = ".bridge.yaml"
 HTTP_SUFFIX = ".http.yaml"
@@ -52,12 +52,25 @@ def resolve_bridge_path(base: Path, stem: str) -> Path:
     return new
 
 
+def checked_explicit(name: str) -> str:
+    """A mark's ``cassette=`` name, refused (``UsageError``) if it could leave the cassette directory."""
+    from dspy_bridge._exceptions import UsageError
+
+    path = Path(name)
+    if not name or path.is_absolute() or ".." in path.parts or "\\" in name or "\x00" in name:
+        raise UsageError(
+            f"cassette name {name!r} must be a relative path inside the cassette directory "
+            "(no absolute path, no '..'): e.g. cassette='shared/qa.yaml'"
+        )
+    return name
+
+
 def cassette_paths(item: pytest.Item, root: str | None, explicit: str | None) -> tuple[Path, Path]:
     """(bridge cassette, HTTP cassette) for ``item``; ``explicit`` is the mark's ``cassette=`` name."""
     module_path = Path(str(item.path))
     base = Path(root) if root else module_path.parent / "cassettes"
     if explicit:
-        stem = _stem_of(explicit)
+        stem = _stem_of(checked_explicit(explicit))
     else:
         cls = getattr(item, "cls", None)
         parts = [part for part in (cls.__name__ if cls else None, item.name) if part]

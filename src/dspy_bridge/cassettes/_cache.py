@@ -2,7 +2,7 @@
 
 PyYAML builds Python objects in Python even with the C parser, so a 10,000-interaction cassette
 takes seconds to parse, and every mock worker of a pool parses it again. Files of at least
-``MIN_BYTES`` are cached (at most ``MAX_ENTRIES``) after their first successful parse and validation, keyed by the SHA-256
+``MIN_BYTES`` are cached (at most ``MAX_ENTRIES`` and ``max_total_bytes()`` in all) after their first successful parse and validation, keyed by the SHA-256
 of their bytes (any edit is a new key, so the cache can never serve stale data). Small files are
 never cached: they parse in milliseconds. Every cache failure is silent and falls back to YAML.
 
@@ -26,6 +26,17 @@ __all__ = ["MIN_BYTES", "cache_dir", "read", "write"]
 
 MIN_BYTES = 256 * 1024
 MAX_ENTRIES = 64  # oldest entries beyond this are deleted on write: old versions of edited files
+_DEFAULT_MAX_TOTAL_BYTES = 256 * 1024 * 1024
+_LAYOUT = "L1"  # entries written since cassettes are checked against ``_limits`` (older ones are never read)
+
+
+def max_total_bytes() -> int:
+    """The cache's size budget (``$DSPY_BRIDGE_CASSETTE_CACHE_MAX_BYTES``, default 256 MiB): the oldest
+    entries go first; an entry larger than the whole budget is never written."""
+    try:
+        return int(os.environ.get("DSPY_BRIDGE_CASSETTE_CACHE_MAX_BYTES", _DEFAULT_MAX_TOTAL_BYTES))
+    except ValueError:
+        return _DEFAULT_MAX_TOTAL_BYTES
 
 
 def cache_dir() -> Path | None:
@@ -41,7 +52,7 @@ def cache_dir() -> Path | None:
 
 def _entry(digest: str) -> Path | None:
     directory = cache_dir()
-    return None if directory is None else directory / f"{digest}-{__version__}.msgpack"
+    return None if directory is None else directory / f"{digest}-{__version__}-{_LAYOUT}.msgpack"
 
 
 def read(digest: str) -> tuple[dict[str, Any], list[dict[str, Any]]] | None:
@@ -66,7 +77,9 @@ def write(digest: str, meta: dict[str, Any], interactions: list[dict[str, Any]])
     try:
         payload = msgpack.packb([meta, interactions], use_bin_type=True)
     except (TypeError, ValueError, OverflowError):
-        return  # e.g. a YAML timestamp someone typed by hand: such a file just is not cached
+        return  # cannot happen for a checked cassette; never worth failing a load over
+    if len(payload) > max_total_bytes():
+        return
     try:
         entry.parent.mkdir(parents=True, exist_ok=True)
         fd, temp = tempfile.mkstemp(dir=entry.parent, prefix=".", suffix=".tmp")
@@ -81,8 +94,17 @@ def write(digest: str, meta: dict[str, Any], interactions: list[dict[str, Any]])
 
 
 def _evict(directory: Path) -> None:
+    """Keep the newest entries within ``MAX_ENTRIES`` and ``max_total_bytes()``."""
+    budget = max_total_bytes()
     with contextlib.suppress(OSError):
-        entries = sorted(directory.glob("*.msgpack"), key=lambda p: p.stat().st_mtime, reverse=True)
-        for stale in entries[MAX_ENTRIES:]:
+        stats = []
+        for entry in directory.glob("*.msgpack"):
             with contextlib.suppress(FileNotFoundError):
-                stale.unlink()
+                stats.append((entry, entry.stat()))
+        stats.sort(key=lambda item: item[1].st_mtime, reverse=True)
+        total = 0
+        for index, (entry, stat) in enumerate(stats):
+            total += stat.st_size
+            if index >= MAX_ENTRIES or total > budget:
+                with contextlib.suppress(FileNotFoundError):
+                    entry.unlink()

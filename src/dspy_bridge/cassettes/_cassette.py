@@ -19,6 +19,7 @@ from dspy_bridge._modes import RecordMode
 from dspy_bridge._version import __version__
 from dspy_bridge.cassettes._format import CassetteDocument, corrupt, dump_document, parse_document
 from dspy_bridge.cassettes._interaction import Interaction
+from dspy_bridge.cassettes._limits import max_bytes
 from dspy_bridge.cassettes._match import Matcher
 from dspy_bridge.cassettes._replay import Replay
 
@@ -83,6 +84,9 @@ class Cassette:
     def load(cls, path: str | Path) -> Cassette:
         """Read and validate a cassette (``CassetteCorrupt`` on any problem, ``FileNotFoundError`` if absent)."""
         file = Path(path)
+        limit = max_bytes()
+        if file.stat().st_size > limit:
+            raise corrupt(file, None, None, f"larger than {limit} bytes ($DSPY_BRIDGE_CASSETTE_MAX_BYTES)")
         raw = file.read_bytes()
         digest = hashlib.sha256(raw).hexdigest()
         big = len(raw) >= _cache.MIN_BYTES

@@ -24,6 +24,7 @@ from dspy_bridge.cassettes._shape import well_formed
 
 if TYPE_CHECKING:
     from pydantic import ValidationError
+from dspy_bridge.cassettes._limits import LimitError, check_nodes, compose
 
 __all__ = [
     "FORMAT_VERSION",
@@ -103,13 +104,10 @@ def _construct(node: yaml.Node, memo: dict[int, Any]) -> Any:
 
 
 def _load_yaml(text: str) -> Any:
-    loader = SafeLoader(text)
-    try:
-        root = loader.get_single_node()
-    finally:
-        loader.dispose()
+    root = compose(text, SafeLoader)
     if root is None:
         return None
+    check_nodes(root)  # plain, bounded, JSON-representable data only (``_limits``)
     try:
         return _construct(root, {})
     except _Fallback:
@@ -200,6 +198,8 @@ def parse_document(text: str, path: Path) -> CassetteDocument:
     """Parse and validate cassette text; every failure is a ``CassetteCorrupt`` with a position."""
     try:
         data = _load_yaml(text)
+    except LimitError as exc:
+        raise corrupt(path, exc.line, exc.column, exc.problem) from None
     except RecursionError as exc:
         raise corrupt(path, None, None, "nested too deeply (or a recursive alias)") from exc
     except yaml.MarkedYAMLError as exc:

@@ -12,6 +12,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from dspy_bridge._exceptions import UsageError
 from dspy_bridge.cassettes._cassette import Cassette
 from dspy_bridge.cassettes._config import CassetteConfig
 from dspy_bridge.cassettes._replay import Replay, default_record_hint, missing_file_miss
@@ -35,11 +36,16 @@ class CassetteLibrary:
             stat = os.stat(path)
         except FileNotFoundError:
             return None
+        except (OSError, ValueError) as exc:  # a name too long, a NUL byte, a file used as a folder, no access
+            raise UsageError(f"cassette path {str(path)[:300]!r} cannot be used: {exc}") from None
         signature = (stat.st_mtime_ns, stat.st_size, stat.st_ino)
         cached = self._cassettes.get(path)
         if cached is not None and cached[0] == signature:
             return cached[1]
-        cassette = Cassette.load(path)  # CassetteCorrupt passes through
+        try:
+            cassette = Cassette.load(path)  # CassetteCorrupt passes through
+        except OSError as exc:  # e.g. a directory, or unreadable
+            raise UsageError(f"cassette path {str(path)[:300]!r} cannot be read: {exc}") from None
         self._cassettes[path] = (signature, cassette)
         for key in [key for key in self._replays if key[1] == path]:
             del self._replays[key]  # recordings changed: old positions mean nothing now

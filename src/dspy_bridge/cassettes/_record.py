@@ -108,6 +108,8 @@ class Recorder:
         self._rerecorded: set[str] = set()  # match keys of replayable requests recorded in this run
         self._rerecorded_setup: set[str] = set()  # (command, session, args) of the other ones
         self._saved = False
+        # What this recorder already saved, by canonical JSON: never dropped by its own later saves
+        self._written: dict[str, dict[str, Any]] = {}
         self._existing: Cassette | None = None
         self._replays: dict[str | None, Replay] = {}
         self._lock = threading.Lock()  # record() may run on the pool's thread while the test saves
@@ -248,7 +250,15 @@ class Recorder:
             start = int(old_meta.get("run_start", 0)) if same_run and old_meta else len(old)
             start = min(max(start, 0), len(old))
             before, this_run = old[:start], old[start:]
-            before = [] if self.mode is RecordMode.REWRITE else [i for i in before if not self._replaced(i)]
+            # What this recorder saved earlier is its own recording, whoever wrote in between (another run
+            # may have moved ``run_id``/``run_start``): it is never dropped as "replaced" or "older".
+            if self.mode is RecordMode.REWRITE:
+                # another run's rewrite dropped ours: put them back (each rewrite run keeps its own)
+                kept = {canonical_json(i) for i in old}
+                before = [i for i in before if canonical_json(i) in self._written]
+                before += [item for key, item in self._written.items() if key not in kept]
+            else:
+                before = [i for i in before if canonical_json(i) in self._written or not self._replaced(i)]
             merged = before + this_run
             meta = self._meta_for(None if self.mode is RecordMode.REWRITE and not same_run else old_meta)
             meta["run_id"], meta["run_start"] = self.run_id, len(before)
@@ -277,6 +287,7 @@ class Recorder:
                 remove_stale_temps(self.path)
                 meta, interactions = self._merge(self._read_current())
                 write_atomic(self.path, dump_document(CassetteDocument(meta, interactions)))
+            self._written.update((canonical_json(item), item) for item in self._pending)
             self._pending.clear()
             self._saved = True
             return True

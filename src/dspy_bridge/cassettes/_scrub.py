@@ -20,7 +20,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from dspy_bridge._exceptions import SecretLeak
+from dspy_bridge._exceptions import CassetteCorrupt, SecretLeak, UsageError
 from dspy_bridge._secrets import redact_values
 
 __all__ = [
@@ -170,8 +170,12 @@ def _scan_nodes(path: Path, text: str) -> list[Finding]:
         return []  # not YAML: the raw scan is all we can do
     findings: list[Finding] = []
     stack: list[yaml.Node] = [root] if root is not None else []
+    seen: set[int] = set()  # a node shared by aliases (or containing itself) is scanned once
     while stack:
         node = stack.pop()
+        if id(node) in seen:
+            continue
+        seen.add(id(node))
         if isinstance(node, yaml.ScalarNode):
             for match in _ANY.finditer(node.value):
                 if match.group(0) not in text:  # shown verbatim: the raw scan already has it
@@ -212,18 +216,57 @@ def _expand(paths: str | Path | Iterable[str | Path]) -> Iterator[Path]:
     for item in items:
         path = Path(item)
         if path.is_dir():
-            yield from sorted(p for p in path.rglob("*") if p.suffix in (".yaml", ".yml") and p.is_file())
-        else:
+            found = sorted(p for p in path.rglob("*") if p.suffix in (".yaml", ".yml") and p.is_file())
+            if not found:
+                raise UsageError(f"{path} holds no cassette (*.yaml or *.yml) to verify")
+            yield from found
+        elif path.exists():
             yield path
+        else:
+            raise UsageError(f"{path} does not exist")
+
+
+def format_problem(path: Path) -> str | None:
+    """Why ``path`` is not plain, bounded YAML data (``_limits``), or None if it is.
+
+    Aliases that do not recurse are accepted here (HTTP cassettes are written by other tools);
+    ``Cassette.load`` is stricter and refuses every alias.
+    """
+    import yaml
+
+    from dspy_bridge.cassettes._format import SafeLoader
+    from dspy_bridge.cassettes._limits import LimitError, check_nodes, compose, max_bytes
+
+    try:
+        if path.stat().st_size > max_bytes():
+            return f"{path}: larger than {max_bytes()} bytes"
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})"
+    try:
+        check_nodes(compose(text, SafeLoader), allow_aliases=True)
+    except LimitError as exc:
+        where = f"{path}:{exc.line}:{exc.column}" if exc.line is not None else str(path)
+        return f"{where}: {exc.problem}"
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
+        return f"{where}: not YAML ({' '.join(str(p) for p in (exc.context, exc.problem) if p)})"
+    except yaml.YAMLError as exc:
+        return f"{path}: not YAML ({exc})"
+    return None
 
 
 def verify(paths: str | Path | Iterable[str | Path]) -> list[Path]:
-    """Scan cassette files (or directories of them); raise ``SecretLeak`` on anything key-shaped.
+    """Scan cassette files (or directories of them); raise ``SecretLeak`` on anything key-shaped,
+    ``CassetteCorrupt`` on a file that is not plain bounded YAML data (unsafe or unknown tags, dates,
+    huge ints, NaN, recursive aliases, too deep) and ``UsageError`` on a missing path or an empty folder.
 
     Returns the files scanned. The error names file, line and column, never the secret.
     """
     files = list(_expand(paths))
     findings = [finding for file in files for finding in find_secrets(file)]
+    problems = [problem for file in files if (problem := format_problem(file)) is not None]
     if findings:
         shown = "\n".join(f"  {finding}" for finding in findings[:20])
         more = f"\n  ... and {len(findings) - 20} more" if len(findings) > 20 else ""
@@ -232,5 +275,12 @@ def verify(paths: str | Path | Iterable[str | Path]) -> list[Path]:
             f"{shown}{more}\n"
             "Remove them (re-recording scrubs by default) and rotate any real key that was exposed.",
             findings=[finding.as_dict() for finding in findings],
+        )
+    if problems:
+        shown = "\n".join(f"  {problem}" for problem in problems[:20])
+        raise CassetteCorrupt(
+            f"{len(problems)} file(s) are not plain cassette data:\n{shown}\n"
+            "Bridge cassettes hold maps, lists, strings, finite numbers, booleans and null only.",
+            problems=problems,
         )
     return files

@@ -88,6 +88,10 @@ class PoolConfig(BaseModel):
     )
     # -- time ---------------------------------------------------------------------------------
     request_timeout: float | None = Field(60.0, gt=0, description="seconds per request attempt; None = no limit")
+    heartbeat_interval: float | None = Field(
+        5.0, gt=0, description="seconds between pings of idle workers (a stopped one is replaced); None = off"
+    )
+    heartbeat_timeout: float = Field(5.0, gt=0, description="seconds an idle worker has to answer its heartbeat")
     checkout_timeout: float = Field(30.0, gt=0, description="seconds to wait for a free worker slot")
     start_timeout: float = Field(60.0, gt=0, description="seconds from spawn to Hello")
     shutdown_grace: float = Field(2.0, ge=0, description="seconds a worker gets to obey a shutdown request")

@@ -40,6 +40,7 @@ from dspy_bridge._exceptions import HandlerError, PoolClosed, PoolError, Request
 from dspy_bridge.pool._breaker import BreakerState, CircuitBreaker
 from dspy_bridge.pool._config import UNSET, PoolConfig, Unset
 from dspy_bridge.pool._errors import handler_error, request_context
+from dspy_bridge.pool._heartbeat import HeartbeatMixin
 from dspy_bridge.pool._launch import make_launcher
 from dspy_bridge.pool._pool_commands import CommandsMixin
 from dspy_bridge.pool._sessions import Sessions
@@ -70,7 +71,7 @@ class PoolState(enum.StrEnum):
 _STOPPING = frozenset({PoolState.CLOSING, PoolState.CLOSED, PoolState.BROKEN})
 
 
-class Pool(CommandsMixin, StreamingMixin):
+class Pool(CommandsMixin, StreamingMixin, HeartbeatMixin):
     """A pool of worker processes speaking the dspy-bridge protocol (see the module docstring).
 
     Usage::
@@ -194,6 +195,7 @@ class Pool(CommandsMixin, StreamingMixin):
         self.emit("pool_ready", time_to_ready_ms=round(self._time_to_ready_ms, 3), workers=workers)
         log.info("pool ready in %.1f ms with %d %s workers", self._time_to_ready_ms, workers, self.config.mode)
         self._supervisor.replenish("initial worker failed")
+        self._start_heartbeat()
 
     async def aclose(self) -> None:
         """Close the pool; idempotent, never raises (but cancellation), never leaves a child behind."""
@@ -214,6 +216,7 @@ class Pool(CommandsMixin, StreamingMixin):
         if self._state is not PoolState.BROKEN:
             self._state = PoolState.CLOSING
         self._closing.set()
+        await self._stop_heartbeat()
         self._supervisor.halt()
         # 2. fail what is queued; stop starting workers (a cancelled start kills and reaps its process)
         self._slots.fail_waiters(self._closed_error())

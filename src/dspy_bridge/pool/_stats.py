@@ -27,6 +27,7 @@ EVENT_KINDS = (
     "session_repinned",  # a session moved to another worker and its state was replayed
     "request_retried",  # a retryable error; details: attempt, delay_s, error_type
     "request_timeout",  # a request outlived its deadline; details: request_id, command
+    "heartbeat_failed",  # an idle worker did not answer its heartbeat ping; it was killed; details: error
     "breaker_opened",  # details: reason
     "breaker_half_open",  # details: reason
     "breaker_closed",  # details: reason

@@ -60,7 +60,12 @@ class SyncPool:
         self.config = self._pool.config
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
-        self._close_future: concurrent.futures.Future[None] | None = None
+        self._stop: asyncio.Event | None = None  # set (on the loop) by close(): the loop thread closes the pool
+        self._close_requested = False  # plain attribute writes only: close() may run in a signal handler
+        self._stopped = False  # the loop is closed: nothing scheduled on it will ever run
+        self._error: BaseException | None = None  # what aclose() raised, logged by close()
+        # every future handed to a caller, with its coroutine: what the loop could not settle is failed here
+        self._futures: dict[concurrent.futures.Future[Any], Coroutine[Any, Any, Any]] = {}
         ref = weakref.ref(self)
 
         def close_at_exit() -> None:
@@ -77,35 +82,84 @@ class SyncPool:
         return self._pool
 
     def start(self) -> Self:
-        if self._close_future is not None:
+        if self._close_requested:
             raise UsageError("this SyncPool is closed; build a new one")
         if self._loop is not None:
             raise UsageError("SyncPool.start() was already called")
         loop = asyncio.new_event_loop()
         ready = threading.Event()
+        self._stop = asyncio.Event()  # made before the thread runs, so an early close() cannot be lost
         self._loop = loop
-        self._thread = threading.Thread(target=self._run_loop, args=(loop, ready), name="dspy-bridge-pool", daemon=True)
-        self._thread.start()
+        thread = threading.Thread(target=self._run_loop, args=(loop, ready), name="dspy-bridge-pool", daemon=True)
+        thread.start()
+        self._thread = thread  # only once it runs: close() joins it
         ready.wait()
         atexit.register(self._at_exit)
+        if self._close_requested:  # close() ran (another thread, a signal handler) before the loop was ours
+            self.close()
+            raise PoolClosed("the pool was closed while it was starting")
         try:
             self._call(self._pool.start())
-        except BaseException:
+        except BaseException as exc:
             self.close()
+            if isinstance(exc, UsageError) and self._close_requested:
+                raise PoolClosed("the pool was closed while it was starting") from None
             raise
         return self
 
-    @staticmethod
-    def _run_loop(loop: asyncio.AbstractEventLoop, ready: threading.Event) -> None:
+    def _run_loop(self, loop: asyncio.AbstractEventLoop, ready: threading.Event) -> None:
+        """The loop thread: serve until close(), close the pool, settle every task, then close the loop.
+
+        Nothing the loop was given is left pending: tasks still running after ``aclose`` are cancelled
+        and awaited, callbacks scheduled meanwhile run (a late request fails with ``PoolClosed``), and
+        a future scheduled after the loop closed is failed by ``_abandon``.
+        """
         asyncio.set_event_loop(loop)
-        loop.call_soon(ready.set)
         try:
-            loop.run_forever()
+            loop.run_until_complete(self._serve(ready))
+        except BaseException as exc:  # reported by close(), never lost
+            self._error = exc
         finally:
             try:
+                self._settle(loop)
                 loop.run_until_complete(loop.shutdown_asyncgens())
             finally:
                 loop.close()
+                asyncio.set_event_loop(None)
+                self._stopped = True
+                for future in list(self._futures):
+                    self._abandon(future)
+
+    async def _serve(self, ready: threading.Event) -> None:
+        assert self._stop is not None
+        ready.set()
+        await self._stop.wait()
+        await self._pool.aclose()
+
+    @staticmethod
+    def _settle(loop: asyncio.AbstractEventLoop) -> None:
+        """Run what is still scheduled until no task is left: first a grace to finish, then cancellation."""
+        for _ in range(100):
+            loop.run_until_complete(asyncio.sleep(0))  # callbacks queued by other threads create their tasks
+            tasks = [task for task in asyncio.all_tasks(loop) if not task.done()]
+            if not tasks:
+                return
+            _, pending = loop.run_until_complete(asyncio.wait(tasks, timeout=1.0))
+            for task in pending:
+                task.cancel()
+            if pending:
+                loop.run_until_complete(asyncio.wait(pending, timeout=1.0))
+
+    def _abandon(self, future: concurrent.futures.Future[Any]) -> None:
+        """Fail a future whose coroutine can no longer run (its loop is closed)."""
+        coro = self._futures.pop(future, None)
+        if coro is not None:
+            coro.close()
+        if not future.done():
+            try:
+                future.set_exception(PoolClosed("the pool was closed"))
+            except concurrent.futures.InvalidStateError:
+                pass
 
     def __enter__(self) -> Self:
         return self.start()
@@ -114,36 +168,42 @@ class SyncPool:
         self.close()
 
     def close(self, timeout: float | None = None) -> None:
-        """Close the pool and stop the loop thread; idempotent, bounded, never raises."""
+        """Close the pool and stop the loop thread; idempotent, bounded, never raises.
+
+        Safe from any thread, from a signal handler (it takes no lock: it only writes attributes and
+        wakes the loop through its self-pipe) and while ``start()`` runs elsewhere, which then raises
+        ``PoolClosed``. Every caller blocked on the pool returns.
+        """
+        self._close_requested = True
         loop, thread = self._loop, self._thread
         if loop is None or thread is None:
-            if self._close_future is None:  # never started: it stays closed
-                self._close_future = concurrent.futures.Future()
-                self._close_future.set_result(None)
-            return
+            return  # never started, or start() has not made its loop yet: it checks _close_requested after
+        atexit.unregister(self._at_exit)
         if timeout is None:
             timeout = self.config.shutdown_grace + self.config.terminate_grace + 5.0
-        if self._close_future is None:
-            try:
-                self._close_future = asyncio.run_coroutine_threadsafe(self._close_and_stop(), loop)
-            except RuntimeError:  # the loop is already closed: nothing left to do
-                return
-            atexit.unregister(self._at_exit)
+        try:
+            loop.call_soon_threadsafe(self._request_stop)
+        except RuntimeError:  # the loop is already closed
+            pass
         if threading.current_thread() is thread:
             return  # called from a listener on the loop thread: the close proceeds without us waiting
-        try:
-            self._close_future.result(timeout)
-        except concurrent.futures.TimeoutError:
-            log.error("SyncPool.close() did not finish within %.1f s", timeout)
-        except (concurrent.futures.CancelledError, Exception):
-            log.exception("SyncPool.close() failed")
         thread.join(timeout)
+        if thread.is_alive():
+            log.error("SyncPool.close() did not finish within %.1f s", timeout)
+        elif self._error is not None:
+            error, self._error = self._error, None
+            log.error("SyncPool.close() failed", exc_info=error)
 
-    async def _close_and_stop(self) -> None:
-        try:
-            await self._pool.aclose()
-        finally:
-            asyncio.get_running_loop().call_soon(asyncio.get_running_loop().stop)
+    def _request_stop(self) -> None:
+        if self._stop is not None:
+            self._stop.set()
+
+    def _track(self, future: concurrent.futures.Future[T], coro: Coroutine[Any, Any, T]) -> None:
+        """Remember ``future`` until it settles; fail it now if the loop closed before it could run."""
+        self._futures[future] = coro
+        future.add_done_callback(lambda done: self._futures.pop(done, None))
+        if self._stopped:
+            self._abandon(future)
 
     def _call(self, coro: Coroutine[Any, Any, T]) -> T:
         loop, thread = self._loop, self._thread
@@ -153,13 +213,13 @@ class SyncPool:
         if threading.current_thread() is thread:
             coro.close()
             raise UsageError("a blocking SyncPool call from its own loop thread (e.g. a listener) would deadlock")
-        try:
-            future = asyncio.run_coroutine_threadsafe(coro, loop)
-        except RuntimeError:
-            coro.close()
-            raise PoolClosed("the pool is closed") from None
+        future = self._schedule(coro)
         try:
             return future.result()
+        except concurrent.futures.CancelledError:
+            if self._close_requested:  # cancelled by the close, not by the caller
+                raise PoolClosed("the pool was closed") from None
+            raise
         except BaseException:
             future.cancel()  # e.g. KeyboardInterrupt: do not leave the request running
             raise
@@ -190,10 +250,12 @@ class SyncPool:
             coro.close()
             raise UsageError("the SyncPool is not started; call start() or use 'with SyncPool(...)'")
         try:
-            return asyncio.run_coroutine_threadsafe(coro, loop)
+            future = asyncio.run_coroutine_threadsafe(coro, loop)
         except RuntimeError:
             coro.close()
             raise PoolClosed("the pool is closed") from None
+        self._track(future, coro)
+        return future
 
     def submit_close_session(self, session_id: str) -> concurrent.futures.Future[bool]:
         """``close_session`` without waiting: the caller (e.g. a test's teardown) moves on at once."""

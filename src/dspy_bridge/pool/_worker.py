@@ -157,6 +157,7 @@ class WorkerHandle:
         self.became_ready = False
         self._state = WorkerState.SPAWNING
         self._pending: dict[int, _Pending] = {}
+        self._forgotten: set[int] = set()  # requests given up on: a late answer to one is no violation
         self._stderr_tail: deque[str] = deque(maxlen=stderr_lines)
         self._stop_reason: str | None = None
         self._kill_reason: str | None = None
@@ -322,7 +323,8 @@ class WorkerHandle:
 
     def forget(self, request_id: int) -> None:
         """Stop tracking a request whose caller gave up (its worker is being killed)."""
-        self._pending.pop(request_id, None)
+        if self._pending.pop(request_id, None) is not None:
+            self._forgotten.add(request_id)
 
     # -- stopping ---------------------------------------------------------------------------
     def kill(self, reason: str) -> None:
@@ -335,6 +337,7 @@ class WorkerHandle:
     def fail_pending(self, make_error: Callable[[int, str, str | None], BaseException]) -> int:
         """Fail every in-flight request now (used by ``aclose``: PoolClosed); returns how many."""
         pending, self._pending = self._pending, {}
+        self._forgotten.update(pending)  # the worker may still answer them while it drains
         for request_id, item in pending.items():
             if not item.future.done():
                 item.future.set_exception(make_error(request_id, item.command, item.session_id))
@@ -442,7 +445,12 @@ class WorkerHandle:
             return
         item = self._pending.pop(response.id, None)
         if item is None:
-            return  # the shutdown request's answer, or a caller that gave up
+            if response.id == 0 or response.id in self._forgotten:
+                self._forgotten.discard(response.id)
+                return  # the shutdown request's answer, or a request whose caller gave up
+            raise MalformedFrame(  # a duplicate, or an id never sent: the stream cannot be trusted (spec §6)
+                f"worker {self.worker_id} sent a response for request {response.id}, which is not in flight"
+            )
         self.requests_served += 1
         if not response.ok:
             self.failures += 1

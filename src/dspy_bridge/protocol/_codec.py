@@ -16,7 +16,22 @@ if TYPE_CHECKING:
 
 from dspy_bridge._exceptions import MalformedFrame
 
-__all__ = ["CODECS", "Codec", "get_codec"]
+__all__ = ["CODECS", "Codec", "clip", "get_codec"]
+
+QUOTE_LIMIT = 512  # how much of an offending input any error message or log line may quote
+
+
+def clip(text: str, limit: int = QUOTE_LIMIT) -> str:
+    """``text`` cut to ``limit`` characters (saying how much was cut) and made ASCII-safe.
+
+    Error replies and log lines quote hostile input through this, so no reply outgrows the frame
+    limit and no lone surrogate makes the reply itself unencodable.
+    """
+    if len(text) > limit:
+        text = f"{text[:limit]}... [{len(text) - limit} more characters]"
+    if not text.isascii():
+        text = text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return text
 
 
 class Codec:
@@ -25,6 +40,14 @@ class Codec:
     name: str = ""
 
     def dumps(self, message: dict[str, Any]) -> bytes:
+        """Encode ``message``, or raise ``MalformedFrame`` if this codec cannot carry it (a lone surrogate
+        or ``NaN`` in JSON, an int outside int64/uint64, nesting too deep, a type with no wire form)."""
+        try:
+            return self._dumps(message)
+        except Exception as exc:  # every encoder failure means the same thing here
+            raise MalformedFrame(f"cannot encode this message as {self.name}: {clip(repr(exc))}") from None
+
+    def _dumps(self, message: dict[str, Any]) -> bytes:
         raise NotImplementedError
 
     def _loads(self, payload: bytes) -> Any:
@@ -36,9 +59,9 @@ class Codec:
             value = self._loads(payload)
         except Exception as exc:  # every decoder failure means the same thing here
             raise MalformedFrame(
-                f"undecodable {self.name} payload ({len(payload)} bytes): {exc!r}; "
+                f"undecodable {self.name} payload ({len(payload)} bytes): {clip(repr(exc))}; "
                 f"check that both ends use --codec {self.name}"
-            ) from exc
+            ) from None
         if not isinstance(value, dict) or not all(isinstance(key, str) for key in value):
             raise MalformedFrame(
                 f"{self.name} payload decoded to {type(value).__name__}, expected a map with string keys"
@@ -46,24 +69,44 @@ class Codec:
         return value
 
 
+def _refuse_ext(code: int, data: bytes) -> Any:
+    raise ValueError(f"msgpack extension type {code} is not part of the protocol")
+
+
+# The encodings of a timestamp (extension -1), which msgpack decodes without calling ext_hook.
+_TIMESTAMP_MARKS = (b"\xd6\xff", b"\xd7\xff", b"\xc7\x0c\xff")
+
+
+def _has_ext(value: Any) -> bool:
+    if isinstance(value, dict):
+        return any(_has_ext(item) for item in value.values())
+    if isinstance(value, list):
+        return any(_has_ext(item) for item in value)
+    return isinstance(value, msgpack.Timestamp | msgpack.ExtType)
+
+
 class MsgpackCodec(Codec):
     name = "msgpack"
 
-    def dumps(self, message: dict[str, Any]) -> bytes:
-        return msgpack.packb(message, use_bin_type=True)  # type: ignore[no-any-return]
+    def _dumps(self, message: dict[str, Any]) -> bytes:
+        return msgpack.packb(message, use_bin_type=True, datetime=False)  # type: ignore[no-any-return]
 
     def _loads(self, payload: bytes) -> Any:
         # strict_map_key=False: int keys are rejected by the shape check with a clearer message.
-        return msgpack.unpackb(payload, raw=False, strict_map_key=False)
+        value = msgpack.unpackb(payload, raw=False, strict_map_key=False, ext_hook=_refuse_ext)
+        if any(mark in payload for mark in _TIMESTAMP_MARKS) and _has_ext(value):  # a scan only when it may hold one
+            raise ValueError("msgpack extension type -1 (timestamp) is not part of the protocol")
+        return value
 
 
 class JsonCodec(Codec):
     name = "json"
 
-    def dumps(self, message: dict[str, Any]) -> bytes:
+    def _dumps(self, message: dict[str, Any]) -> bytes:
         import json
 
-        return json.dumps(message, separators=(",", ":"), ensure_ascii=False).encode()
+        # allow_nan=False: the spec forbids NaN/Infinity; strict UTF-8: a lone surrogate is refused.
+        return json.dumps(message, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode("utf-8")
 
     def _loads(self, payload: bytes) -> Any:
         import json

@@ -380,6 +380,10 @@ class BaseHandlers:
         self, args: dict[str, Any], session_id: str | None, context: dict[str, Any]
     ) -> dict[str, Any]:
         target = args.get("session_id", session_id)
+        if target is not None and not isinstance(target, str):
+            raise HandlerFailure(
+                ErrorType.INVALID_REQUEST, "'session_id' must be a string or nil", details={"argument": "session_id"}
+            )
         session = self.sessions.pop(target, None)
         return {
             "session_id": target,

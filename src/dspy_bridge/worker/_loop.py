@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from typing import Any
 
 from dspy_bridge._exceptions import ProtocolError
+from dspy_bridge.protocol._codec import clip
 from dspy_bridge.protocol._constants import PROTOCOL_VERSION
 from dspy_bridge.protocol._streams import FrameReader, FrameWriter
 from dspy_bridge.protocol._taxonomy import ErrorType
@@ -41,6 +42,29 @@ def _log(level: str, message: str, *args: object, exc_info: bool = False) -> Non
 
 
 _UINT64_MAX = 2**64 - 1
+_MESSAGE_LIMIT = 16384  # an error message (a cassette miss's diagnosis included) is cut here
+_ITEMS_LIMIT = 200  # items kept per list or map in an error's details
+_TRACEBACK_LIMIT = 16384
+
+
+def _bounded(value: Any, depth: int = 0) -> Any:
+    """An error's ``details`` with every string clipped and nesting cut, so an error reply stays small."""
+    if isinstance(value, str):
+        return clip(value, _TRACEBACK_LIMIT if depth == 1 else 4096)
+    if value is None or isinstance(value, bool):
+        return value
+    if isinstance(value, int):
+        return value if -(2**63) <= value <= _UINT64_MAX else clip(repr(value), 200)
+    if isinstance(value, float):
+        return value if abs(value) < float("inf") else repr(value)  # NaN and infinities as text
+    if depth >= 12:
+        return clip(repr(value), 200)
+    if isinstance(value, dict):
+        items = list(value.items())[:_ITEMS_LIMIT]
+        return {clip(str(key), 200): _bounded(item, depth + 1) for key, item in items}
+    if isinstance(value, list | tuple):
+        return [_bounded(item, depth + 1) for item in value[:_ITEMS_LIMIT]]
+    return clip(repr(value), 200)
 
 
 def _scrubbed(text: str, secrets: list[str]) -> str:
@@ -65,11 +89,15 @@ def hello_message(handlers: BaseHandlers, codec: str) -> dict[str, Any]:
 
 
 def _error_response(request_id: int | None, failure: HandlerFailure, started: float) -> dict[str, Any]:
+    error = failure.to_error()
+    error["message"] = clip(str(error["message"]), _MESSAGE_LIMIT)
+    if error.get("details") is not None:
+        error["details"] = _bounded(error["details"])
     return {
         "type": "response",
         "id": request_id,
         "ok": False,
-        "error": failure.to_error(),
+        "error": error,
         "elapsed_ms": round((time.perf_counter() - started) * 1000, 3),
     }
 
@@ -80,10 +108,12 @@ def _check_request(message: dict[str, Any]) -> tuple[int, str, dict[str, Any], s
     if type(request_id) is not int or not 0 <= request_id <= _UINT64_MAX:
         raise HandlerFailure(
             ErrorType.PROTOCOL_ERROR,
-            f"request has no valid 'id' (got {request_id!r}); every request needs an unsigned integer id",
+            f"request has no valid 'id' (got {clip(repr(request_id), 200)}); every request needs an unsigned integer id",
         )
     if kind != "request":
-        raise HandlerFailure(ErrorType.INVALID_REQUEST, f"a host may only send requests, got type {kind!r}")
+        raise HandlerFailure(
+            ErrorType.INVALID_REQUEST, f"a host may only send requests, got type {clip(repr(kind), 200)}"
+        )
     command = message.get("command")
     args = message.get("args", {})
     session_id = message.get("session_id")
@@ -128,10 +158,12 @@ def answer(handlers: BaseHandlers, message: dict[str, Any], writer: FrameWriter 
         import traceback
 
         secrets = handlers.known_secrets()  # a key given in configure_lm never reaches a reply or a log line
-        trace = _scrubbed(traceback.format_exc(), secrets)
-        _log("error", "handler raised while serving request %s:\n%s", request_id, trace)
+        text = _scrubbed(clip(traceback.format_exc(), _TRACEBACK_LIMIT), secrets)
+        _log("error", "handler raised while serving request %s:\n%s", request_id, text)
         internal = HandlerFailure(
-            ErrorType.INTERNAL, _scrubbed(f"{type(exc).__name__}: {exc}", secrets), details={"traceback": trace}
+            ErrorType.INTERNAL,
+            _scrubbed(clip(f"{type(exc).__name__}: {exc}", _MESSAGE_LIMIT), secrets),
+            details={"traceback": text},
         )
         return _error_response(request_id, internal, started)
     return {
@@ -144,18 +176,23 @@ def answer(handlers: BaseHandlers, message: dict[str, Any], writer: FrameWriter 
 
 
 def _send(writer: FrameWriter, message: dict[str, Any]) -> None:
+    """Write ``message``; if it cannot go (above the frame limit, not encodable in this codec) answer its
+    request with a small error instead: a worker never dies of a request it could delimit."""
     try:
         writer.write(message)
-    except ProtocolError as exc:  # e.g. a result above the frame limit: say so instead of dying
-        writer.write(
-            {
-                "type": "response",
-                "id": message.get("id"),
-                "ok": False,
-                "error": {"type": "internal", "message": str(exc), "retryable": False, "details": None},
-                "elapsed_ms": message.get("elapsed_ms", 0.0),
-            }
-        )
+        return
+    except ProtocolError as exc:
+        reason = clip(str(exc), _MESSAGE_LIMIT)
+    raw_id = message.get("id")
+    writer.write(
+        {
+            "type": "response",
+            "id": raw_id if type(raw_id) is int and 0 <= raw_id <= _UINT64_MAX else None,
+            "ok": False,
+            "error": {"type": "internal", "message": f"the answer cannot be sent: {reason}", "retryable": False},
+            "elapsed_ms": 0.0,
+        }
+    )
 
 
 def _answer_and_send(writer: FrameWriter, handlers: BaseHandlers, message: dict[str, Any]) -> None:
@@ -177,9 +214,10 @@ def serve(reader: FrameReader, writer: FrameWriter, handlers: BaseHandlers, max_
                 payload = reader.read_payload()
             except ProtocolError as exc:
                 # Framing is lost (oversized or cut frame): answer once, then stop trusting the stream.
-                _log("error", "protocol error on stdin, stopping: %s", exc)
-                writer.write(
-                    _error_response(None, HandlerFailure(ErrorType.PROTOCOL_ERROR, str(exc)), time.perf_counter())
+                _log("error", "protocol error on stdin, stopping: %s", clip(str(exc)))
+                _send(
+                    writer,
+                    _error_response(None, HandlerFailure(ErrorType.PROTOCOL_ERROR, str(exc)), time.perf_counter()),
                 )
                 return "protocol_error"
             if payload is None:
@@ -188,9 +226,10 @@ def serve(reader: FrameReader, writer: FrameWriter, handlers: BaseHandlers, max_
                 message = reader.codec.loads(payload)
             except ProtocolError as exc:
                 # The frame boundary is intact, so the stream is still usable: report and go on.
-                _log("warning", "undecodable frame skipped: %s", exc)
-                writer.write(
-                    _error_response(None, HandlerFailure(ErrorType.PROTOCOL_ERROR, str(exc)), time.perf_counter())
+                _log("warning", "undecodable frame skipped: %s", clip(str(exc)))
+                _send(
+                    writer,
+                    _error_response(None, HandlerFailure(ErrorType.PROTOCOL_ERROR, str(exc)), time.perf_counter()),
                 )
                 continue
             raw_id = message.get("id")

@@ -157,6 +157,10 @@ class CassetteHandlers(BaseHandlers):
         request = make_request("execute_program", args, program=program.definition, model=model)
         try:
             response = library.play(session_id, config, request, context)
+        except UsageError as exc:  # the path cannot be used (see CassetteLibrary._cassette)
+            raise HandlerFailure(
+                ErrorType.INVALID_REQUEST, str(exc), details={"argument": "context.cassette"}
+            ) from None
         except CassetteMiss as miss:
             if config.synthetic:
                 return synthetic_answer(program.definition, _synthetic_fields(program, context, self), inputs)
@@ -230,10 +234,12 @@ class CassetteHandlers(BaseHandlers):
         path = args.get("path")
         if not isinstance(path, str):
             raise HandlerFailure(ErrorType.INVALID_REQUEST, "cassette_report needs a string 'path'")
-        from dspy_bridge._exceptions import CassetteCorrupt
+        from dspy_bridge._exceptions import CassetteCorrupt, UsageError
 
         try:
             return self._library().report(session_id, path)
+        except UsageError as exc:
+            raise HandlerFailure(ErrorType.INVALID_REQUEST, str(exc), details={"argument": "path"}) from None
         except CassetteCorrupt as exc:
             raise HandlerFailure(
                 ErrorType.CASSETTE_MISS, exc.message, details={"reason": "corrupt", **exc.details}

@@ -23,7 +23,8 @@ Choices a reader would otherwise have to rediscover:
   all say ``cache=False`` never creates or reads a cache directory; the first LM configured with
   ``cache=True`` (the default) switches DSPy's normal cache on, honouring ``DSPY_CACHEDIR``.
   An LM with ``cache=False`` never reads or writes the cache even after that (DSPy checks the
-  LM's own flag on every call).
+  LM's own flag on every call). An answer that holds a key (one the worker knows, or anything
+  key-shaped) is never cached, so DSPy's disk cache never persists one (``_guard_cache_put``).
 * **History is off** (``disable_history=True`` per call): nothing in the protocol reads it, and
   DSPy would otherwise keep up to 10 000 prompt/response entries per LM, per module and globally
   in a long-lived worker. Token usage comes from ``dspy.track_usage`` instead.
@@ -105,7 +106,27 @@ class DSPyHandlers(BaseHandlers):
                 self._dspy.configure_cache(
                     enable_disk_cache=True, enable_memory_cache=True, disk_cache_dir=default_cache_dir()
                 )
+                self._guard_cache_put(self._dspy.cache)
                 self._cache_enabled = True
+
+    def _guard_cache_put(self, cache: Any) -> None:
+        """Never cache (in memory or on disk) an LM answer that holds a key: one this worker knows of, or
+        anything key-shaped (a provider echoing the key in an error or a completion)."""
+        from dspy_bridge.cassettes._scrub import redact_text
+
+        original = cache.put
+
+        def put(request: Any, value: Any, *args: Any, **kwargs: Any) -> None:
+            try:
+                text = repr(value)
+            except Exception:  # an answer we cannot inspect is not cached
+                return None
+            if redact_text(text) != text or any(secret in text for secret in self._secrets() if len(secret) >= 8):
+                return None
+            original(request, value, *args, **kwargs)
+            return None
+
+        cache.put = put
 
     def _make_lm(self, settings: dict[str, Any], api_key: str | None) -> Any:
         from dspy_bridge.worker._lm_errors import scrub
