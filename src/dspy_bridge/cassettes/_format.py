@@ -20,11 +20,11 @@ import yaml
 
 from dspy_bridge._exceptions import CassetteCorrupt
 from dspy_bridge._version import __version__
+from dspy_bridge.cassettes._limits import LimitError, check_nodes, compose
 from dspy_bridge.cassettes._shape import well_formed
 
 if TYPE_CHECKING:
     from pydantic import ValidationError
-from dspy_bridge.cassettes._limits import LimitError, check_nodes, compose
 
 __all__ = [
     "FORMAT_VERSION",
