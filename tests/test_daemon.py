@@ -261,3 +261,32 @@ async def test_an_idle_daemon_exits_by_itself(runtime: Path) -> None:
     assert not socket_path().exists()
     launcher, reason = await connect_daemon()
     assert launcher is None and "no daemon running" in reason
+
+
+def test_daemon_status_exit_codes_say_running_absent_or_incompatible(daemon: Path, capsys: Any) -> None:
+    """``dspy-bridge daemon status``: 0 running and usable, 1 not running, 2 running but incompatible (--json too)."""
+    from dspy_bridge.cli import main, status_exit_code
+    from dspy_bridge.pool._daemon import DaemonInfo
+
+    assert main(["daemon", "status", "--json"]) == 0
+    reported = json.loads(capsys.readouterr().out)
+    assert reported["running"] is True and reported["compatible"] is True
+    daemon_stop()
+    assert main(["daemon", "status"]) == 1
+    assert "not running" in capsys.readouterr().out
+    incompatible = DaemonInfo(running=True, socket="s", compatible=False, incompatibility="DSPy version differs")
+    assert status_exit_code(incompatible) == 2
+
+
+def test_version_names_dspy_bridge_dspy_and_python(capsys: Any) -> None:
+    from importlib.metadata import version
+
+    from dspy_bridge import __version__
+    from dspy_bridge.cli import main
+
+    with pytest.raises(SystemExit) as exited:
+        main(["--version"])
+    assert exited.value.code == 0
+    assert capsys.readouterr().out.strip() == (
+        f"dspy-bridge {__version__} (DSPy {version('dspy')}, Python {sys.version.split()[0]})"
+    )

@@ -3,12 +3,14 @@
 dspy-bridge demo                 real worker → fake Gemini, recorded; mock worker replays it (offline)
 dspy-bridge verify PATH...       fail if any cassette holds something key-shaped
 dspy-bridge daemon start|stop|status   keep a warm zygote between test runs
+                                 (status exits 0 running, 1 not running, 2 incompatible; --json)
 dspy-bridge fake-gemini          serve the bundled fake Gemini on 127.0.0.1
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -97,8 +99,17 @@ def daemon(args: argparse.Namespace) -> int:
     except PermissionError as exc:
         print(f"dspy-bridge daemon: {exc}", file=sys.stderr)
         return 1
-    print(info)
+    print(json.dumps(dataclasses.asdict(info), indent=2) if args.json else info)
+    if args.action == "status":
+        return status_exit_code(info)
     return 1 if args.action == "start" and not info.running else 0
+
+
+def status_exit_code(info: Any) -> int:
+    """``daemon status``: 0 running and usable, 1 not running, 2 running but incompatible with this environment."""
+    if not info.running:
+        return 1
+    return 2 if info.compatible is False else 0
 
 
 def fake_gemini(args: argparse.Namespace) -> int:
@@ -113,10 +124,24 @@ def fake_gemini(args: argparse.Namespace) -> int:
     return 0
 
 
+def _version_line() -> str:
+    """``dspy-bridge X (DSPy Y, Python Z)`` — read from the installed metadata, without importing DSPy."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    from dspy_bridge._version import __version__
+
+    try:
+        dspy_version = version("dspy")
+    except PackageNotFoundError:
+        dspy_version = "not installed"
+    return f"dspy-bridge {__version__} (DSPy {dspy_version}, Python {sys.version.split()[0]})"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="dspy-bridge", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
+    parser.add_argument("--version", action="version", version=_version_line())
     commands = parser.add_subparsers(dest="command", required=True)
     p = commands.add_parser("demo", help="record with a real worker against the fake Gemini, replay with a mock worker")
     p.add_argument("--dir", help="where to write the demo cassette (default: a temp dir)")
@@ -135,6 +160,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="NAME",
         help="start: one more variable the daemon must not inherit (keys such as GEMINI_API_KEY never are)",
     )
+    p.add_argument("--json", action="store_true", help="print what the daemon reports as JSON")
     p.set_defaults(func=daemon)
     p = commands.add_parser("fake-gemini", help="serve the bundled fake Gemini until stdin closes")
     p.add_argument("--port", type=int, default=0)
