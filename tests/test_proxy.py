@@ -463,3 +463,47 @@ def test_the_proxy_dies_with_its_host() -> None:
         assert readable, "the proxy outlived its SIGKILLed host"
     finally:
         os.close(pidfd)
+
+
+class _ChattyUpstream(BaseHTTPRequestHandler):
+    """Answers the same JSON every time, with headers that change on every call (as Google's front end does)."""
+
+    calls = 0
+
+    def do_POST(self) -> None:
+        type(self).calls += 1
+        self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        body = json.dumps({"candidates": [{"content": {"role": "model", "parts": [{"text": "4"}]}}]}).encode()
+        self.send_response(200)  # adds Date and Server
+        self.send_header("Content-Type", "application/json; charset=UTF-8")
+        self.send_header("Server-Timing", f"gfet4t7; dur={type(self).calls * 17}")
+        self.send_header("Alt-Svc", 'h3=":443"; ma=2592000')
+        self.send_header("X-Request-Id", f"req-{type(self).calls}")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+def test_re_recording_the_same_answer_changes_nothing_in_the_file(tmp_path: Path) -> None:
+    """Volatile response headers (Date, Server-Timing, Alt-Svc, X-*, framing) are never stored: no churn in review."""
+    cassette = tmp_path / "quiet.http.yaml"
+    texts = []
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _ChattyUpstream)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        with ProxyProcess(upstream=f"http://127.0.0.1:{server.server_port}", api_key=KEY) as proxy:
+            for _ in range(2):
+                proxy.use_cassette(cassette, record_mode="rewrite")
+                assert post(proxy.port, GENERATE, gemini_body("same question"))[0] == 200
+                proxy.eject()
+                texts.append(cassette.read_text())
+    finally:
+        server.shutdown()
+    assert texts[0] == texts[1]
+    headers = yaml.safe_load(texts[0])["interactions"][0]["response"]["headers"]
+    names = {name.lower() for name in headers}
+    assert not names & {"date", "server-timing", "alt-svc", "x-request-id", "content-length"}
+    assert "content-type" in names  # what the answer is, is kept

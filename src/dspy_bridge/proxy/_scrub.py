@@ -94,7 +94,9 @@ class Scrubber:
             body["string"] = self.body(body["string"])
         headers = response.get("headers")
         if isinstance(headers, dict):
-            response["headers"] = {name: self._header_value(value) for name, value in headers.items()}
+            response["headers"] = {
+                name: self._header_value(value) for name, value in headers.items() if not volatile_header(name)
+            }
         return response
 
     def _header_value(self, value: Any) -> Any:
@@ -103,6 +105,28 @@ class Scrubber:
         if isinstance(value, list | tuple):
             return [self.text(v) if isinstance(v, str) else v for v in value]
         return value
+
+
+#: Response headers that change on every call (or describe the transfer, not the answer): never recorded, so
+#: re-recording the same answer gives the same file. The proxy computes the framing of a replayed answer itself.
+VOLATILE_HEADERS = frozenset(
+    {
+        "date",
+        "server-timing",
+        "alt-svc",
+        "transfer-encoding",
+        "content-length",
+        "connection",
+        "keep-alive",
+        "age",
+        "expires",
+    }
+)
+
+
+def volatile_header(name: str) -> bool:
+    lower = name.lower()
+    return lower in VOLATILE_HEADERS or lower.startswith("x-")
 
 
 # -- verify ------------------------------------------------------------------------------------
