@@ -204,3 +204,19 @@ def test_subcommand_is_required(capsys: pytest.CaptureFixture[str]) -> None:
         main(["cassettes"])
     assert exited.value.code == 2
     capsys.readouterr()
+
+
+def test_a_plain_yaml_in_vcrpy_shape_counts_as_http(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    shutil.copy(QA / QA_HTTP, tmp_path / "test_from_pytest_recording.yaml")
+    code, out, err = run(capsys, "list", str(tmp_path), "--json")
+    (entry,) = json.loads(out)
+    assert (code, err) == (0, "") and entry["level"] == "http" and entry["interactions"] == 1
+
+
+def test_show_json_handles_a_binary_http_body(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    text = (QA / QA_HTTP).read_text().replace("    body: '{", "    body: !!binary aGVsbG8=\n    old_body: '{", 1)
+    (tmp_path / "binary.http.yaml").write_text(text)
+    code, out, err = run(capsys, "show", str(tmp_path / "binary.http.yaml"), "--json")
+    assert (code, err) == (0, "") and json.loads(out)["interactions"][0]["request"]["body"] == "hello"
+    code, out, err = run(capsys, "show", str(tmp_path / "binary.http.yaml"))
+    assert code == 0 and "prompt: hello" in out

@@ -194,7 +194,9 @@ def _show_cassette(args: argparse.Namespace, prog: str) -> int:
     if args.json:
         shown = [{"index": i, **items[i]} for i in indexes]
         print(
-            json.dumps({"path": str(path), "level": level, "meta": meta, "interactions": shown}, indent=2, default=str)
+            json.dumps(
+                {"path": str(path), "level": level, "meta": meta, "interactions": shown}, indent=2, default=_plain
+            )
         )
         return 0
     print(f"{path}  ({level} cassette, {len(items)} interaction(s))")
@@ -203,6 +205,11 @@ def _show_cassette(args: argparse.Namespace, prog: str) -> int:
     for i in indexes:
         print(inventory.render_interaction(level, i, items[i]))
     return 0
+
+
+def _plain(value: Any) -> str:
+    """JSON for what YAML may hold and JSON may not (a ``!!binary`` HTTP body: bytes)."""
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
 
 
 def _version_line() -> str:

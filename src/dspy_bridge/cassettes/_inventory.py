@@ -70,7 +70,18 @@ def installed_dspy_version() -> str | None:
 
 
 def level_of(path: Path) -> str:
-    return HTTP if path.name.endswith(".http.yaml") else BRIDGE
+    """``http`` for ``*.http.yaml`` and for a plain ``*.yaml`` in vcrpy's shape (requests with a ``uri``, no
+    ``meta``: e.g. written by pytest-recording itself); ``bridge`` otherwise."""
+    if path.name.endswith(".http.yaml"):
+        return HTTP
+    if path.name.endswith(".bridge.yaml"):
+        return BRIDGE
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return BRIDGE
+    vcr_shaped = re.search(r"^\s+uri: ", text, re.MULTILINE) and not re.search(r"^meta:", text, re.MULTILINE)
+    return HTTP if vcr_shaped else BRIDGE
 
 
 def _looks_like_cassette(path: Path) -> bool:
