@@ -281,8 +281,10 @@ def bridge(
     request: pytest.FixtureRequest, bridge_pool: SyncPool, http_cassette_config: dict[str, Any]
 ) -> Iterator[Bridge]:
     """A client bound to this test: a fresh session, its cassette, its mode (and recorder when recording)."""
+    __tracebackhide__ = True
     state: BridgeState = request.config.stash[STATE_KEY]
     plan = _plan(request)
+    state.check_preconditions(plan)
     started = time.perf_counter()
     with state.bridge_for(plan, bridge_pool, request.node, http_cassette_config) as client:
         yield client

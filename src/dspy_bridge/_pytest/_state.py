@@ -95,7 +95,12 @@ class BridgeState:
     def api_key() -> str | None:
         return api_key_from_env(os.environ)
 
-    def _check_real_preconditions(self, plan: TestPlan) -> None:
+    def check_preconditions(self, plan: TestPlan) -> None:
+        """A real-worker test that would need the network without a key or cassette fails before it starts,
+        with the command that fixes it (and nothing of the plugin's own frames in the report)."""
+        __tracebackhide__ = True
+        if plan.live or not plan.real:
+            return
         if plan.records and self.upstream == "gemini" and self.api_key() is None:
             raise CassetteMiss(
                 f"{plan.nodeid} would record against real Gemini, but no key is set. Export {key_env_hint()} "
@@ -135,7 +140,6 @@ class BridgeState:
         if plan.live:
             context["live"] = True  # its own endpoint, on purpose: no proxy, no cassette, no connect guard
         elif plan.real:
-            self._check_real_preconditions(plan)
             route = self.route()
             pinned = route.activate(plan, http_config)
             lm_defaults.update(pinned)
