@@ -189,10 +189,7 @@ class BridgeState:
                     f"{plan.nodeid}: {report.not_recorded[0]}. {unsaved} Check the upstream "
                     f"(--bridge-upstream, the network, a proxy) and record again: {plan.record_command(plan.record)}"
                 )
-                if call_failed and item is not None:
-                    item.add_report_section("teardown", "dspy-bridge", message)
-                else:
-                    raise BridgeError(message)
+                _report_once(item, call_failed, BridgeError(message))
             if report is not None and report.misses:
                 counts["http_misses"] += report.misses
                 message = (
@@ -200,11 +197,7 @@ class BridgeState:
                     f"(even if the program handled the error). vcrpy said: {report.miss_messages[0]} — "
                     f"re-record with: {plan.record_command('new_episodes')}"
                 )
-                if item is not None and call_failed:
-                    # The test already failed (most likely of this miss): one report, with the diagnosis beside it.
-                    item.add_report_section("teardown", "dspy-bridge", message)
-                else:
-                    raise CassetteMiss(message)
+                _report_once(item, call_failed, CassetteMiss(message))
 
     def _recording_policy(self, plan: TestPlan, report: Any, call_failed: bool) -> str:
         """Note what the proxy left out (and near matches) for the summary; say why the bridge cassette is
@@ -306,6 +299,15 @@ class BridgeState:
     def drift_failed(self) -> bool:
         """``--bridge-drift=fail`` and some recorded answer differs from real DSPy now."""
         return self.drift_mode == "fail" and bool(self.report.drifts)
+
+
+def _report_once(item: pytest.Item | None, call_failed: bool, error: BridgeError) -> None:
+    """A problem found at teardown: if the test already failed (most likely of it), one report, with the
+    diagnosis beside it as a section; else the teardown fails with it."""
+    if item is not None and call_failed:
+        item.add_report_section("teardown", "dspy-bridge", error.message)
+        return
+    raise error
 
 
 def _pinned_reason(plan: TestPlan) -> str:
