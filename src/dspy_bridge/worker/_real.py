@@ -58,6 +58,7 @@ from dspy_bridge.worker._dspy_types import (
     signature_dict,
     wire_inputs,
 )
+from dspy_bridge.worker._genai import route_google_genai
 from dspy_bridge.worker._streaming import CHUNK_SINK
 
 __all__ = ["NO_KEY_REMEDY", "DSPyHandlers", "plain", "python_type"]
@@ -164,6 +165,7 @@ class DSPyHandlers(BaseHandlers):
             raise HandlerFailure(ErrorType.INVALID_REQUEST, message) from None
         if settings.get("cache", True):
             self._enable_cache()
+        route_google_genai(model, api_base, api_key)
         return lm
 
     def known_secrets(self) -> list[str]:
@@ -263,6 +265,8 @@ class DSPyHandlers(BaseHandlers):
             inputs = wire_inputs(final_signature, inputs)
         try:
             sink = context.get(CHUNK_SINK)  # a stream: true request (see worker/_streaming.py)
+            kwargs = getattr(lm, "kwargs", {})
+            route_google_genai(str(getattr(lm, "model", "")), kwargs.get("api_base"), kwargs.get("api_key"))
             prediction, tracker, trace = run_program(dspy, program, lm, inputs, options, sink)
         except HandlerFailure:
             raise
