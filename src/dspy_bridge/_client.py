@@ -29,7 +29,7 @@ from dspy_bridge._result import Result
 from dspy_bridge.pool._errors import error_info, handler_error, usage_errors
 from dspy_bridge.pool._streaming import StreamChunk, StreamEnd, StreamEvent, iterate_blocking, stream_args
 from dspy_bridge.protocol import _commands as commands
-from dspy_bridge.worker._streaming import chunk_text
+from dspy_bridge.worker._streaming import chunk_text, rechunk
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
@@ -426,7 +426,11 @@ class Bridge:
         if chunks is None:
             outputs = result.get("outputs") or {}
             chunks = [{"field": field, "text": chunk_text(value)} for field, value in outputs.items()]
-        for chunk in chunks:
+        from dspy_bridge.cassettes._config import stream_chunk_size
+
+        cassette = (self.context or {}).get("cassette")
+        size = stream_chunk_size(cassette.get("stream_chunks")) if isinstance(cassette, dict) else None
+        for chunk in rechunk(chunks, size) if size else chunks:
             yield StreamChunk(str(chunk["field"]), str(chunk["text"]))
         yield StreamEnd(result)
 

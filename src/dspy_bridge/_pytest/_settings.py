@@ -185,6 +185,7 @@ MARK_KEYS = {
     "allow_repeats",
     "match_on",
     "live",
+    "stream_chunks",  # replay recorded streams cut into N characters per chunk (both levels)
     # the HTTP level (the cassette proxy), merged over the http_cassette_config fixture
     "record_errors",
     "http_match_on",
@@ -224,6 +225,14 @@ def validate_mark(mark: pytest.Mark, nodeid: str) -> dict[str, Any]:
         problem = _http_mark_problem(key, mark.kwargs[key])
         if problem:
             raise pytest.UsageError(f"{nodeid}: @pytest.mark.{mark.name}({key}={mark.kwargs[key]!r}) {problem}")
+    if "stream_chunks" in mark.kwargs:
+        from dspy_bridge._exceptions import UsageError
+        from dspy_bridge.cassettes._config import stream_chunk_size
+
+        try:
+            stream_chunk_size(mark.kwargs["stream_chunks"])
+        except UsageError as exc:
+            raise pytest.UsageError(f"{nodeid}: @pytest.mark.{mark.name}: {exc}") from None
     if "record" in mark.kwargs and mark.kwargs["record"] not in RECORD_MODES:
         raise pytest.UsageError(f"{nodeid}: record={mark.kwargs['record']!r} is not one of {', '.join(RECORD_MODES)}")
     return dict(mark.kwargs)
