@@ -10,9 +10,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import yaml
-
 import dspy_app
+import yaml
 from helpers import MOCK_AND_REAL, MODEL
 
 ROWS = json.loads((Path(dspy_app.__file__).parent / "trainset.json").read_text(encoding="utf-8"))[:4]
