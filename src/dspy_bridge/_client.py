@@ -112,6 +112,7 @@ class Bridge:
         self._stubs = commands.StubTable()
         self._schemas: dict[str, tuple[dict[str, Any], list[str] | None]] = {}  # program id -> output schemas
         self.outcomes: Counter[str] = Counter()  # where execute answers came from: cassette, stub, miss, …
+        self.created: list[dict[str, Any]] = []  # create_program arguments, in order (the prompt lock renders them)
 
     def __repr__(self) -> str:
         return f"<Bridge mode={self.mode} session={self.session_id} requests={self.requests}>"
@@ -300,7 +301,9 @@ class Bridge:
         """
         __tracebackhide__ = True
         args = self._program_args(signature, program_type, program_id, instructions, id, definition)
-        return str(self.request("create_program", args)["program_id"])
+        program = str(self.request("create_program", args)["program_id"])
+        self.created.append(args)
+        return program
 
     async def acreate_program(
         self,
@@ -314,7 +317,9 @@ class Bridge:
     ) -> str:
         __tracebackhide__ = True
         args = self._program_args(signature, program_type, program_id, instructions, id, definition)
-        return str((await self.arequest("create_program", args))["program_id"])
+        program = str((await self.arequest("create_program", args))["program_id"])
+        self.created.append(args)
+        return program
 
     def delete_program(self, program_id: str) -> None:
         __tracebackhide__ = True

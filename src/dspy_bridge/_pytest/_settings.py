@@ -121,6 +121,13 @@ SETTINGS: dict[str, Setting] = {
             "report",
             DRIFT_MODES,
         ),
+        Setting(
+            "prompts",
+            "prompt lock files beside the cassettes: check (fail a test whose programs' prompts changed), update "
+            "(write them), off",
+            "off",
+            ("off", "check", "update"),
+        ),
         Setting("secret_env", "more variable names never given to workers or the proxy (comma-separated)", ""),
         Setting(
             "allowed_hosts",

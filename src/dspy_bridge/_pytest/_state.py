@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from dspy_bridge._pytest._lm_route import LMRoute
     from dspy_bridge.pool import SyncPool
 
-__all__ = ["CALL_FAILED", "STATE_KEY", "BridgeState"]
+__all__ = ["BRIDGE_CLIENT", "CALL_FAILED", "STATE_KEY", "BridgeState"]
 
 
 class BridgeState:
@@ -46,6 +46,7 @@ class BridgeState:
         self.report = RunReport(self.worker_label)
         self.counts = self.report.counts
         self.drift_mode = str(run_level(config, "drift")[0])
+        self.prompts_mode = str(run_level(config, "prompts")[0])
         # Every secret of the host's environment, removed by exact match from test reports and cassettes.
         self.secrets = secret_values(os.environ, env_names(run_level(config, "secret_env")[0]))
 
@@ -160,6 +161,8 @@ class BridgeState:
             pinned_lm=pinned,
             pinned_reason=_pinned_reason(plan),
         )
+        if item is not None:
+            item.stash[BRIDGE_CLIENT] = client  # the prompt lock check reads what it created
         try:
             yield client
         finally:
@@ -253,6 +256,18 @@ class BridgeState:
             return exc.message
         return None
 
+    def check_prompts(self, item: pytest.Item) -> None:
+        """``--bridge-prompts``: render the programs this test created on a real worker; check or update its lock."""
+        __tracebackhide__ = True
+        client = item.stash.get(BRIDGE_CLIENT, None)
+        plan = self.plans.get(item.nodeid)
+        if self.prompts_mode == "off" or client is None or plan is None:
+            return
+        from dspy_bridge._pytest._prompts import after_test
+
+        pool = self.pools.get("integration")
+        after_test(self.prompts_mode, plan.nodeid, plan.bridge_cassette, client.created, pool, self.counts["prompts"])
+
     # -- end of run -------------------------------------------------------------------------
     def close(self) -> None:
         if self._pools is not None:
@@ -321,3 +336,4 @@ def _pinned_reason(plan: TestPlan) -> str:
 
 STATE_KEY = pytest.StashKey[BridgeState]()
 CALL_FAILED = pytest.StashKey[bool]()  # set by the plugin's makereport hook for the call phase
+BRIDGE_CLIENT = pytest.StashKey["Bridge"]()  # this test's client, for checks after its call phase

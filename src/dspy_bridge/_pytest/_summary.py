@@ -41,7 +41,7 @@ class RunReport:
 
     label: str
     started: float = field(default_factory=time.perf_counter)
-    counts: dict[str, Counter[str]] = field(default_factory=lambda: {kind: Counter() for kind in KINDS})
+    counts: dict[str, Counter[str]] = field(default_factory=lambda: {kind: Counter() for kind in (*KINDS, "prompts")})
     pools: list[dict[str, Any]] = field(default_factory=list)  # PoolRecord fields + "process"
     drifts: list[dict[str, str]] = field(default_factory=list)  # Drift.as_dict()
     drift_compared: int = 0
@@ -112,6 +112,12 @@ class RunReport:
                 reporter.write_line(f"{title}: {len(notes)}")
                 for note in notes:
                     reporter.write_line(f"  {note['nodeid']}: {note['message']}")
+        prompts = self.counts.get("prompts") or Counter()
+        if sum(prompts.values()):
+            reporter.write_line(
+                f"prompt locks: checked {prompts['checked']} (changed {prompts['changed']}), "
+                f"written {prompts['written']}, unchanged {prompts['unchanged']}"
+            )
         share = 100.0 * blocked / wall if wall > 0 else 0.0
         reporter.write_line(
             f"wall time {wall:.2f} s: waiting for workers to start {blocked:.2f} s ({share:.1f}%), "

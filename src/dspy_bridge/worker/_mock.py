@@ -229,6 +229,15 @@ class CassetteHandlers(BaseHandlers):
         return (list(schemas) or None), schemas, types
 
     # -- replay bookkeeping -------------------------------------------------------------------
+    def cmd_render_prompts(
+        self, args: dict[str, Any], session_id: str | None, context: dict[str, Any]
+    ) -> dict[str, Any]:
+        raise HandlerFailure(
+            ErrorType.INVALID_REQUEST,
+            "render_prompts needs a real worker: prompts are built by DSPy's adapters, which a mock worker never "
+            "imports (the pytest plugin renders them on its real pool for --bridge-prompts)",
+        )
+
     def cmd_cassette_report(
         self, args: dict[str, Any], session_id: str | None, context: dict[str, Any]
     ) -> dict[str, Any]:

@@ -322,6 +322,29 @@ class DSPyHandlers(BaseHandlers):
             }
         return result
 
+    def cmd_render_prompts(
+        self, args: dict[str, Any], session_id: str | None, context: dict[str, Any]
+    ) -> dict[str, Any]:
+        """Each predictor's messages as the adapter formats them (placeholder inputs, no LM call)."""
+        from dspy_bridge.protocol._commands import CommandError, render_prompts_args, unknown_keys
+        from dspy_bridge.worker._prompts import render_prompts
+
+        problem = unknown_keys("render_prompts", args, ("program_id", "adapter"))
+        try:
+            if problem:
+                raise CommandError(problem)
+            checked = render_prompts_args(**args)
+        except CommandError as exc:
+            raise HandlerFailure(ErrorType.INVALID_REQUEST, str(exc)) from None
+        program = self.program(session_id, checked["program_id"])
+        adapter = checked.get("adapter") or program.args.get("adapter") or "chat"
+        return {
+            "program_id": program.program_id,
+            "adapter": adapter,
+            "dspy_version": self.dspy_version,
+            "predictors": render_prompts(self._dspy, program.module, adapter),
+        }
+
     def cmd_get_stats(self, args: dict[str, Any], session_id: str | None, context: dict[str, Any]) -> dict[str, Any]:
         stats = super().cmd_get_stats(args, session_id, context)
         stats["dspy_version"] = self.dspy_version
