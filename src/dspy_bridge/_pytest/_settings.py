@@ -31,7 +31,7 @@ __all__ = [
 
 MODES = ("auto", "mock", "integration")
 UPSTREAM_NAMES = ("gemini", "fake")
-DRIFT_MODES = ("report", "fail")
+DRIFT_MODES = ("report", "fail", "strict")
 
 
 @dataclass(frozen=True)
@@ -117,7 +117,8 @@ SETTINGS: dict[str, Setting] = {
         Setting(
             "drift",
             "what the drift check (--bridge-mode=integration on mock tests) does with differences: report "
-            "them in the summary, or fail the run",
+            "them in the summary, fail the run on regressions (type, Literal value, missing field, tool calls), "
+            "or strict: fail on any difference",
             "report",
             DRIFT_MODES,
         ),

@@ -312,8 +312,10 @@ class BridgeState:
 
     @property
     def drift_failed(self) -> bool:
-        """``--bridge-drift=fail`` and some recorded answer differs from real DSPy now."""
-        return self.drift_mode == "fail" and bool(self.report.drifts)
+        """``--bridge-drift=fail`` and a regression (``strict``: any difference) between recorded and real answers."""
+        from dspy_bridge._pytest._drift import drift_fails_run
+
+        return drift_fails_run(self.drift_mode, self.report.drifts)
 
 
 def _report_once(item: pytest.Item | None, call_failed: bool, error: BridgeError) -> None:

@@ -94,13 +94,16 @@ class RunReport:
             if counts["tests"]:
                 reporter.write_line(describe_counts(kind, counts))
         if self.drift_compared or self.drifts:
+            regressions = sum(1 for drift in self.drifts if drift.get("verdict", "regression") == "regression")
             reporter.write_line(
                 f"drift check: {self.drift_compared} recorded answers compared with real DSPy, "
-                f"{len(self.drifts)} field(s) differ" + (":" if self.drifts else "")
+                f"{len(self.drifts)} field(s) differ ({regressions} regression(s), "
+                f"{len(self.drifts) - regressions} benign)" + (":" if self.drifts else "")
             )
             for drift in self.drifts:
+                verdict = f" [{drift.get('verdict', 'regression')}: {drift.get('reason', '')}]"
                 reporter.write_line(
-                    f"  {drift['nodeid']}: {drift['program']} {drift['inputs']} field {drift['field']!r}\n"
+                    f"  {drift['nodeid']}: {drift['program']} {drift['inputs']} field {drift['field']!r}{verdict}\n"
                     f"    recorded: {drift['recorded']}\n    real now: {drift['now']}"
                 )
         for kind, title in (
