@@ -112,6 +112,11 @@ class Bridge:
         self._stubs = commands.StubTable()
         self._schemas: dict[str, tuple[dict[str, Any], list[str] | None]] = {}  # program id -> output schemas
         self.outcomes: Counter[str] = Counter()  # where execute answers came from: cassette, stub, miss, …
+        # LM calls behind this session's answers and what they cost (USD, DSPy's price table), whether made now
+        # or when the cassette that answered was recorded: the plugin's spend and budget figures.
+        self.lm_calls = 0
+        self.cost_usd = 0.0
+        self.cost_unknown = 0
         self.created: list[dict[str, Any]] = []  # create_program arguments, in order (the prompt lock renders them)
 
     def __repr__(self) -> str:
@@ -202,7 +207,10 @@ class Bridge:
         if error is None:
             result = done.result()
             if request["command"] == "execute_program" and isinstance(result, dict):
-                self.outcomes[str(result.get("source", "lm"))] += 1
+                source = str(result.get("source", "lm"))
+                self.outcomes[source] += 1
+                if source in ("lm", "cassette"):  # LM calls made now, or made when the cassette was recorded
+                    self._count_spend(result)
             if request["command"] == "create_program" and isinstance(result, dict):
                 self._learn_schema(result)
             response: dict[str, Any] = {"ok": True, "result": result}
@@ -218,6 +226,15 @@ class Bridge:
             self.recorder.record(request, response)
         if self.observer is not None:
             self.observer(request, response)
+
+    def _count_spend(self, result: dict[str, Any]) -> None:
+        calls = result.get("lm_calls")
+        self.lm_calls += int(calls) if isinstance(calls, int) else 0
+        cost = result.get("cost")
+        if isinstance(cost, int | float) and not isinstance(cost, bool):
+            self.cost_usd += float(cost)
+        elif calls:
+            self.cost_unknown += 1  # a model without a known price: the sum is a lower bound
 
     def _learn_schema(self, result: dict[str, Any]) -> None:
         """Keep a program's output schemas (a real worker reports them) for checking host-side stubs."""

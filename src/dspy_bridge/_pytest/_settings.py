@@ -88,6 +88,16 @@ def _upstream_problem(value: Any) -> str | None:
     return f"is neither {' nor '.join(UPSTREAM_NAMES)} nor an http(s) URL such as https://gateway.example/v1beta"
 
 
+def _budget_problem(value: Any) -> str | None:
+    from dspy_bridge._pytest._spend import parse_budget
+
+    try:
+        parse_budget(str(value))
+    except ValueError as exc:
+        return str(exc)
+    return None
+
+
 SETTINGS: dict[str, Setting] = {
     s.name: s
     for s in (
@@ -128,6 +138,12 @@ SETTINGS: dict[str, Setting] = {
             "(write them), off",
             "off",
             ("off", "check", "update"),
+        ),
+        Setting(
+            "record_budget",
+            "stop recording once this pytest process recorded this much: calls:N and/or usd:X (e.g. calls:300,usd:2)",
+            None,
+            check=_budget_problem,
         ),
         Setting("secret_env", "more variable names never given to workers or the proxy (comma-separated)", ""),
         Setting(

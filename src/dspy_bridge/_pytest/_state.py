@@ -15,6 +15,7 @@ from dspy_bridge._exceptions import BridgeError, CassetteMiss, HandlerError
 from dspy_bridge._pytest._plan import TestPlan
 from dspy_bridge._pytest._pools import BridgePools, env_names, parse_hosts
 from dspy_bridge._pytest._settings import run_level
+from dspy_bridge._pytest._spend import budget_problem, count_spend, parse_budget
 from dspy_bridge._pytest._summary import RunReport
 from dspy_bridge._pytest._xdist import xdist_identity
 from dspy_bridge._secrets import api_key_from_env, key_env_hint, redact_values, secret_values
@@ -47,6 +48,7 @@ class BridgeState:
         self.counts = self.report.counts
         self.drift_mode = str(run_level(config, "drift")[0])
         self.prompts_mode = str(run_level(config, "prompts")[0])
+        self.record_budget = parse_budget(run_level(config, "record_budget")[0])  # checked by validate_all
         # Every secret of the host's environment, removed by exact match from test reports and cassettes.
         self.secrets = secret_values(os.environ, env_names(run_level(config, "secret_env")[0]))
 
@@ -102,6 +104,14 @@ class BridgeState:
         __tracebackhide__ = True
         if plan.live or not plan.real:
             return
+        spent = (
+            budget_problem(self.record_budget, self.counts["spend"], "--bridge-record-budget") if plan.records else None
+        )
+        if spent:
+            raise BridgeError(
+                f"{plan.nodeid} was not recorded: {spent}. What was recorded is kept; record the rest in another "
+                f"run (once records only what is missing): {plan.record_command('once')}"
+            )
         if plan.records and self.upstream == "gemini" and self.api_key() is None:
             raise CassetteMiss(
                 f"{plan.nodeid} would record against real Gemini, but no key is set. Export {key_env_hint()} "
@@ -128,6 +138,7 @@ class BridgeState:
     ) -> Iterator[Bridge]:
         from dspy_bridge._client import Bridge
 
+        records = plan.records  # now: once the cassettes are saved, `once` no longer records
         recorder = None
         lm_defaults = dict(self.lm_defaults)
         context: dict[str, Any] = {"test_id": plan.nodeid}
@@ -184,6 +195,7 @@ class BridgeState:
             counts["live"] += plan.live
             counts["requests"] += client.requests
             counts.update(client.outcomes)
+            count_spend(self.counts["spend"], records=records, live=plan.live, client=client)
             if report is not None:
                 counts["http_hits"] += report.replayed
                 counts["http_recorded"] += report.forwarded if report.saved else 0

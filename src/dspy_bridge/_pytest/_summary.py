@@ -13,6 +13,8 @@ from collections import Counter
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from dspy_bridge._pytest._spend import describe_spend
+
 __all__ = ["WORKEROUTPUT_KEY", "RunReport", "describe_counts"]
 
 WORKEROUTPUT_KEY = "dspy_bridge_report"
@@ -41,7 +43,9 @@ class RunReport:
 
     label: str
     started: float = field(default_factory=time.perf_counter)
-    counts: dict[str, Counter[str]] = field(default_factory=lambda: {kind: Counter() for kind in (*KINDS, "prompts")})
+    counts: dict[str, Counter[str]] = field(
+        default_factory=lambda: {kind: Counter() for kind in (*KINDS, "prompts", "spend")}
+    )
     pools: list[dict[str, Any]] = field(default_factory=list)  # PoolRecord fields + "process"
     drifts: list[dict[str, str]] = field(default_factory=list)  # Drift.as_dict()
     drift_compared: int = 0
@@ -115,6 +119,9 @@ class RunReport:
                 reporter.write_line(f"{title}: {len(notes)}")
                 for note in notes:
                     reporter.write_line(f"  {note['nodeid']}: {note['message']}")
+        spend = describe_spend(self.counts.get("spend") or Counter())
+        if spend:
+            reporter.write_line(spend)
         prompts = self.counts.get("prompts") or Counter()
         if sum(prompts.values()):
             reporter.write_line(
