@@ -411,8 +411,10 @@ class _Handler(LoopbackHandler):
         # A 429 carries QuotaFailure and Help, then RetryInfo, and no Retry-After header (``_gemini``).
         details = None
         if fail.status == 429:
-            quota = {"quota_id": fail.quota_id, "quota_metric": fail.quota_metric}
-            details = quota_details(model, **{k: v for k, v in quota.items() if v})
+            details = quota_details(model)
+            violation = details[0]["violations"][0]
+            violation["quotaId"] = fail.quota_id or violation["quotaId"]
+            violation["quotaMetric"] = fail.quota_metric or violation["quotaMetric"]
         self.send_gemini_error(
             fail.status, fail.message, grpc_status=fail.grpc_status, details=details, retry_after=fail.retry_after
         )
