@@ -205,6 +205,8 @@ def failure_for(
     error_type, retryable = _classify(exc)
     secrets = list(secrets)
     message = scrub(str(exc) or type(exc).__name__, secrets)
+    if _QUOTA_SPENT_MARKER in message:  # the proxy's words say what to do; lm15's "wait and retry" would not
+        message = message.split("\n\n  To fix:", 1)[0]
     details: dict[str, Any] = {"exception": f"{type(exc).__module__}.{type(exc).__qualname__}"}
     explained = _explain(exc, truncated)
     if explained is not None:
