@@ -63,7 +63,7 @@ class ProxyStats:
     replayed: int  # answered from a cassette
     faults: int  # answered (or delayed, or dropped) by an injected fault
     misses: int  # not in the cassette, and the record mode forbids recording
-    refused: int  # no cassette in use, or no key to record with
+    refused: int  # no cassette in use, no key to record with, or the upstream quota is spent
     upstream_errors: int  # the upstream could not be reached
     cassette: str | None  # the cassette in use now
     pending_faults: int
