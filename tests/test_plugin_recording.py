@@ -74,7 +74,7 @@ def test_an_unreachable_upstream_fails_the_test_clearly_and_writes_nothing(
     assert _files(pytester) == []
 
 
-def test_an_upstream_error_is_recorded_only_when_the_mark_asks(
+def test_an_upstream_error_is_recorded_only_when_the_mark_asks_and_a_spent_quota_stops_recording(
     pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("GEMINI_API_KEY", "not-a-real-key-but-long-enough")  # any URL upstream needs a key
@@ -83,14 +83,22 @@ def test_an_upstream_error_is_recorded_only_when_the_mark_asks(
         + ANSWER.format(mark="integration(record_errors=True)", name="asked", question="Capital of Spain?").replace(
             "import pytest", ""
         )
+        + ANSWER.format(mark="integration", name="quota", question="Capital of Peru?").replace("import pytest", "")
     )
+    daily = "GenerateRequestsPerDayPerProjectPerModel-FreeTier"
     with FakeGemini() as fake:
-        fake.script(Fail(503), {"answer": "Paris"}, Fail(503), {"answer": "Madrid"})
+        spent = Fail(429, retry_after=0.2, quota_id=daily)
+        fake.script(Fail(503), {"answer": "Paris"}, Fail(503), {"answer": "Madrid"}, spent)
         result = _run(pytester, "--bridge-record=once", f"--bridge-upstream={fake.base_url}")
-    result.assert_outcomes(passed=2)  # the pool retried the 503 both times
+        assert fake.request_count == 5  # the spent quota's one 429; the pool's retry never reached the upstream
+    result.assert_outcomes(passed=2, failed=1)  # the pool retried the 503 both times; not the spent quota
     result.stdout.fnmatch_lines(
-        ["not recorded: 1", "*test_default: POST *the upstream answered 503*record_errors=True*"]
-    )
+        ["not recorded: 3", "*test_default: POST *the upstream answered 503*record_errors=True*"]
+    )  # and test_quota's 429 and its unwritten bridge cassette
+    result.stdout.fnmatch_lines(
+        [f"recording stopped: upstream quota {daily} (metric *) is spent (a per-day quota)*",
+         "  1 test(s) got the proxy's 429 instead: test_flaky.py::test_quota"]
+    )  # fmt: skip
     folder = pytester.path / "cassettes" / "test_flaky"
     codes = {
         name: [i["response"]["status"]["code"] for i in yaml.safe_load((folder / f"{name}.http.yaml").read_text())[
@@ -98,7 +106,8 @@ def test_an_upstream_error_is_recorded_only_when_the_mark_asks(
         for name in ("test_default", "test_asked")
     }  # fmt: skip
     assert codes == {"test_default": [200], "test_asked": [503, 200]}
-    _run(pytester).assert_outcomes(passed=2)  # offline; the recorded 503 is replayed (and retried) too
+    assert not list(folder.glob("test_quota*"))
+    _run(pytester, "-k", "not quota").assert_outcomes(passed=2)  # offline; the recorded 503 is replayed too
 
 
 def test_bridge_cassettes_have_their_own_suffix_and_old_names_keep_working(pytester: pytest.Pytester) -> None:

@@ -221,6 +221,10 @@ class BridgeState:
             return ""
         for message in report.near_matches:
             self.report.notes.append({"nodeid": plan.nodeid, "kind": "near match", "message": message})
+        for message in report.rate_limits:
+            self.report.notes.append({"nodeid": plan.nodeid, "kind": "rate limited", "message": message})
+        if report.quota_spent:  # the summary names the quota once, with the tests it stopped
+            self.report.notes.append({"nodeid": plan.nodeid, "kind": "quota spent", "message": report.quota_spent})
         errors = [m for m in report.not_recorded if not m.startswith("upstream unreachable")]
         for message in errors:
             self.report.notes.append({"nodeid": plan.nodeid, "kind": "not recorded", "message": message})

@@ -24,7 +24,7 @@ CONTROL_PREFIX = "/__bridge__/"
 #: Header carrying the random control token; a worker does not know it, so it cannot switch cassettes.
 TOKEN_HEADER = "x-dspy-bridge-token"
 
-#: Set on every answer the proxy makes up itself (miss, fault, refusal): ``cassette-miss``,
+#: Set on every answer the proxy makes up itself (miss, fault, refusal): ``cassette-miss``, ``quota-spent``,
 #: ``fault``, ``no-cassette``, ``no-key``, ``upstream-unreachable``.
 ERROR_HEADER = "x-dspy-bridge-error"
 

@@ -42,6 +42,7 @@ from dspy_bridge.proxy._constants import (
     TOKEN_HEADER,
 )
 from dspy_bridge.proxy._faults import Fault
+from dspy_bridge.proxy._ratelimit import RateLimitPolicy
 
 __all__ = ["CassetteReport", "ProxyProcess", "ProxyStats"]
 
@@ -62,7 +63,7 @@ class ProxyStats:
     replayed: int  # answered from a cassette
     faults: int  # answered (or delayed, or dropped) by an injected fault
     misses: int  # not in the cassette, and the record mode forbids recording
-    refused: int  # no cassette in use, or no key to record with
+    refused: int  # no cassette in use, no key to record with, or the upstream quota is spent
     upstream_errors: int  # the upstream could not be reached
     cassette: str | None  # the cassette in use now
     pending_faults: int
@@ -88,12 +89,15 @@ class CassetteReport:
     not_recorded: tuple[str, ...] = ()  # "upstream unreachable: …" and error answers left out, with why
     near_matches: tuple[str, ...] = ()  # misses answered by a near match (near_match=…), with the similarity
     discarded_because: str = ""  # why a recording was not saved at all (keep_partial=False)
+    rate_limits: tuple[str, ...] = ()  # upstream 429s the proxy waited out (RetryInfo), one line each
+    quota_spent: str = ""  # the upstream quota that ran out, when calls of this cassette were refused for it
+    quota_refused: int = 0  # calls answered by the proxy because the quota is spent
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> CassetteReport:
         names = {f.name for f in fields(cls)}
         values = {k: v for k, v in data.items() if k in names}
-        for name in ("match_on", "miss_messages", "not_recorded", "near_matches"):
+        for name in ("match_on", "miss_messages", "not_recorded", "near_matches", "rate_limits"):
             values[name] = tuple(values.get(name) or ())
         return cls(**values)
 
@@ -108,6 +112,8 @@ class ProxyProcess:
     """One cassette proxy process, owned by this (host) process. Thread-safe; use as a context manager.
 
     ``secret_env``: more variable names the proxy must not inherit (key variables never are).
+    ``rate_limit_max_wait``/``rate_limit_retries``: how an upstream 429's RetryInfo is honoured while
+    recording (``proxy/_ratelimit.py``; docs/recording.md, "Quotas and rate limits").
     """
 
     def __init__(
@@ -121,7 +127,11 @@ class ProxyProcess:
         verbose: bool = False,
         secret_env: tuple[str, ...] | list[str] = (),
         extra_secrets: Iterable[str] | None = None,
+        rate_limit_max_wait: float = 60.0,
+        rate_limit_retries: int = 3,
     ) -> None:
+        RateLimitPolicy(rate_limit_max_wait, rate_limit_retries)  # a bad value fails here, not in the process
+        self._rate_limit = {"rate_limit_max_wait": rate_limit_max_wait, "rate_limit_retries": rate_limit_retries}
         self.upstream = upstream
         self._secret_env = tuple(secret_env)
         self._api_key = api_key_from_env(os.environ) if api_key is UNSET else api_key
@@ -166,6 +176,7 @@ class ProxyProcess:
                     "secrets": self._secrets,
                     "upstream_timeout": self._upstream_timeout,
                     "parent_pid": os.getpid(),
+                    **self._rate_limit,
                 }
                 process.stdin.write(json.dumps(config).encode() + b"\n")
                 process.stdin.flush()

@@ -434,6 +434,17 @@ class CassetteSession:
             kind, response.status, response.reason, list(response.getheaders()), data, streamed=relay.started
         )
 
+    def records(self, method: str, target: str, headers: dict[str, str], body: bytes) -> bool:
+        """Would this call go upstream to be recorded (not in the cassette, and the mode lets it be)?"""
+        from vcr.request import Request
+
+        sent_headers = {**headers, **({"x-goog-api-key": self._api_key} if self._api_key else {})}
+        with self._lock:
+            cassette = self._cassette
+            if cassette is None or cassette.write_protected:
+                return False
+            return not cassette.can_play_response_for(Request(method, self._upstream.uri(target), body, sent_headers))
+
     def _near_match(self, cassette: Any, probe: Any) -> Exchange | None:
         """With ``near_match`` set: answer a miss from the most similar recording, and say so."""
         threshold = self.options.near_match

@@ -254,7 +254,7 @@ class DSPyHandlers(BaseHandlers):
         context: dict[str, Any],
     ) -> dict[str, Any]:
         from dspy_bridge.worker._base import CALL_OPTIONS
-        from dspy_bridge.worker._lm_errors import failure_for, scrub
+        from dspy_bridge.worker._lm_errors import failure_for, scrub, watch_truncation
         from dspy_bridge.worker._modules import full_result, run_program
 
         dspy = self._dspy
@@ -263,16 +263,18 @@ class DSPyHandlers(BaseHandlers):
         final_signature = _final_signature(program.module)
         if final_signature is not None:
             inputs = wire_inputs(final_signature, inputs)
+        truncations: list[str] = []
         try:
             sink = context.get(CHUNK_SINK)  # a stream: true request (see worker/_streaming.py)
             kwargs = getattr(lm, "kwargs", {})
             route_google_genai(str(getattr(lm, "model", "")), kwargs.get("api_base"), kwargs.get("api_key"))
-            prediction, tracker, trace = run_program(dspy, program, lm, inputs, options, sink)
+            with watch_truncation() as truncations:
+                prediction, tracker, trace = run_program(dspy, program, lm, inputs, options, sink)
         except HandlerFailure:
             raise
         except Exception as exc:
             secrets = self._secrets()
-            failure = failure_for(exc, secrets=secrets)
+            failure = failure_for(exc, secrets=secrets, truncated=bool(truncations))
             if failure is None:
                 failure = HandlerFailure(
                     ErrorType.INTERNAL,
