@@ -202,6 +202,9 @@ class Bridge:
             result = done.result()
             if request["command"] == "execute_program" and isinstance(result, dict):
                 self.outcomes[str(result.get("source", "lm"))] += 1
+                hits = result.get("cache_hits")
+                if isinstance(hits, int) and hits > 0:  # answers DSPy's cache gave, not the cassette
+                    self.outcomes["dspy_cache"] += hits
             if request["command"] == "create_program" and isinstance(result, dict):
                 self._learn_schema(result)
             response: dict[str, Any] = {"ok": True, "result": result}
@@ -444,6 +447,18 @@ class Bridge:
         with usage_errors():
             args = commands.stub_args(program_id, outputs, inputs=inputs, error=error)
         self.request("stub_program", args)
+
+    def script(self, script: dict[str, Any], *, strict: bool = True, auto: bool = False) -> dict[str, Any]:
+        """Answer this session's LM calls from ``script`` (real workers; the pytest mark ``scripted``):
+        ``{"agent.react": [{...}, {...}], "agent.extract": {"answer": 42}}`` — per predictor
+        (``named_predictors()`` names; a final ``.predict`` may be left out), a list for successive calls or a
+        map for every call, formatted by the adapter that asks. ``strict`` fails a run on an unscripted call;
+        ``auto`` fills unscripted calls with schema-valid values."""
+        __tracebackhide__ = True
+        with usage_errors():
+            args = commands.script_args(script, strict=strict, auto=auto)
+        result: dict[str, Any] = self.request("script", args)
+        return result
 
     def close(self) -> None:
         """Forget this session: the pool drops it and its worker frees its programs (without waiting)."""
