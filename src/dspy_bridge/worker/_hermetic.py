@@ -6,7 +6,8 @@
   threads with its settings). Outside a run nothing is cached. So a test — one session — never sees another
   test's answers, a stale answer can never bypass a cassette, and no cache directory is ever created or read
   (``DSPY_CACHEDIR`` and ``~/.dspy_cache`` stay untouched). A hit is counted on the log (``cache_hits``).
-* **Settings.** ``fresh_settings`` puts DSPy's global configuration back to its defaults and forgets which
+* **Settings.** ``SettingsBaseline.restore`` puts DSPy's global configuration back to what it was before the
+  first session (DSPy's defaults plus whatever the worker's start-up code configured) and forgets which
   thread configured it; the worker calls it for every new session, so a ``dspy.configure(...)`` in one test's
   code never leaks into the next test (the worker itself only ever uses ``dspy.context``).
 """
@@ -19,7 +20,7 @@ from typing import Any
 
 from dspy_bridge.worker._calls import active_log
 
-__all__ = ["SessionCaches", "fresh_settings", "session_cache"]
+__all__ = ["SessionCaches", "SettingsBaseline", "session_cache"]
 
 MEMORY_ENTRIES = 10_000  # per session: a test's whole run, bounded so a long-lived session cannot grow forever
 
@@ -84,14 +85,35 @@ class SessionCaches:
         return key in self._target()
 
 
-def fresh_settings() -> None:
-    """DSPy's global settings back to their defaults, owned by no thread (the next ``configure`` may come from
-    any handler thread)."""
-    import importlib
+class SettingsBaseline:
+    """DSPy's global settings as they were before the first session (what a worker's preload or start-up code
+    configured); ``restore`` puts them back, and forgets which thread configured them, so the next
+    ``dspy.configure`` may come from any handler thread."""
 
-    module: Any = importlib.import_module("dspy.dsp.utils.settings")  # the module; ``dspy.dsp.utils.settings``
-    with module.global_lock:  # is also the name of its Settings instance
-        module.main_thread_config.clear()
-        module.main_thread_config.update(copy.deepcopy(module.DEFAULT_CONFIG))
-        module.config_owner_thread_id = None
-        module.config_owner_async_task = None
+    def __init__(self) -> None:
+        self._saved: dict[str, Any] | None = None
+
+    @staticmethod
+    def _module() -> Any:
+        import importlib
+
+        return importlib.import_module("dspy.dsp.utils.settings")  # the module (``dspy.dsp.utils.settings`` is
+        # also the name of its Settings instance)
+
+    def restore(self) -> None:
+        module = self._module()
+        with module.global_lock:
+            config = module.main_thread_config
+            if self._saved is None:  # the first session: what is configured now is the baseline
+                self._saved = {key: _copied(value) for key, value in config.items()}
+            config.clear()
+            config.update({key: _copied(value) for key, value in self._saved.items()})
+            module.config_owner_thread_id = None
+            module.config_owner_async_task = None
+
+
+def _copied(value: Any) -> Any:
+    """Containers copied (a later ``callbacks.append`` must not reach the baseline); objects kept as they are."""
+    if isinstance(value, list | dict | set):
+        return copy.copy(value)
+    return value

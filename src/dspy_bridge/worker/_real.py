@@ -24,7 +24,7 @@ Choices a reader would otherwise have to rediscover:
   with ``cache=False`` never reads or writes it (DSPy checks the LM's own flag on every call); hits are
   counted per predictor (``cache_hits``). An answer that holds a key (one the worker knows, or anything
   key-shaped) is never cached (``_refuse_caching``). Each new session also starts from DSPy's default
-  settings (``fresh_settings``): a ``dspy.configure`` in one test's code does not reach the next.
+  settings (``SettingsBaseline``): a ``dspy.configure`` in one test's code does not reach the next.
 * **Scripted sessions** (``script`` command, ``_scripted``): the session's runs use a scripted LM that
   answers each predictor from the test's script; the module, its tools and DSPy's adapters really run.
 * **History is off** (``disable_history=True`` per call): nothing in the protocol reads it, and
@@ -86,11 +86,12 @@ class DSPyHandlers(BaseHandlers):
 
         self._dspy = dspy
         from dspy_bridge.worker._calls import count_retries
-        from dspy_bridge.worker._hermetic import SessionCaches
+        from dspy_bridge.worker._hermetic import SessionCaches, SettingsBaseline
         from dspy_bridge.worker._modules import allowed_prefixes
 
         self.allowed_modules = tuple(dict.fromkeys((*type(self).allowed_modules, *allowed_prefixes())))
         self._caches = SessionCaches.install(self._refuse_caching)
+        self._settings = SettingsBaseline()
         count_retries()
         super().__init__(worker_id)
 
@@ -111,11 +112,9 @@ class DSPyHandlers(BaseHandlers):
         return redact_text(text) != text or any(secret in text for secret in self._secrets() if len(secret) >= 8)
 
     def session(self, session_id: str | None, *, create: bool = True) -> Session:
-        """A new session starts from DSPy's default settings (``_hermetic.fresh_settings``)."""
+        """A new session starts from the worker's baseline DSPy settings (``_hermetic.SettingsBaseline``)."""
         if session_id not in self.sessions and create:
-            from dspy_bridge.worker._hermetic import fresh_settings
-
-            fresh_settings()
+            self._settings.restore()
         return super().session(session_id, create=create)
 
     def _make_lm(self, settings: dict[str, Any], api_key: str | None) -> Any:
