@@ -157,9 +157,8 @@ def test_script_mistakes_are_refused_with_what_to_write(client: Bridge) -> None:
 
 
 def test_a_mock_worker_refuses_a_script_saying_what_to_do() -> None:
-    with SyncPool(PoolConfig(size=1, mode="mock", retries=0)) as pool:
-        with pytest.raises(HandlerError) as refused:
-            Bridge(pool).script({"qa": {"answer": "4"}})
+    with SyncPool(PoolConfig(size=1, mode="mock", retries=0)) as pool, pytest.raises(HandlerError) as refused:
+        Bridge(pool).script({"qa": {"answer": "4"}})
     assert refused.value.type == "unknown_command"
     assert "scripted runs need a real worker: mark the test scripted" in str(refused.value)
 
