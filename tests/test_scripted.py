@@ -175,6 +175,7 @@ def test_each_session_has_its_own_memory_cache_and_hits_and_retries_are_counted(
         results.append(bridge.execute(program, full=True, question="same question"))
     assert [result.cache_hits for result in results] == [0, 1, 0]  # the second session starts with an empty cache
     assert gemini.request_count == 2
+    assert (first.outcomes["dspy_cache"], second.outcomes["dspy_cache"]) == (1, 0)  # what the plugin's summary adds
     results[1].assert_calls({"self": 1})
     assert results[1].calls["self"]["cache_hits"] == 1
 
