@@ -114,6 +114,16 @@ def test_an_unscripted_call_fails_naming_the_predictor_the_call_and_the_prompt(c
         client.execute(agent, question=QUESTION)
 
 
+def test_strict_fails_even_when_the_module_swallows_the_error_and_lenient_lets_it_handle_it(client: Bridge) -> None:
+    forgiving = client.create_program(module="usermods.scripted_app:Forgiving")
+    client.script({})
+    with pytest.raises(HandlerError, match=r"unscripted LM call: predictor 'qa', call #1") as missed:
+        client.execute(forgiving, question="Anyone?")
+    assert missed.value.error_details == {"argument": "script", "reason": "unscripted_call"}
+    client.script({}, strict=False)
+    assert client.execute(forgiving, question="Anyone?") == {"answer": "fallback"}
+
+
 def test_auto_fills_schema_valid_answers_and_a_react_agent_finishes(client: Bridge) -> None:
     agent = client.create_program(module=AGENT)
     client.script({"check": {"plausible": False}}, auto=True)
@@ -184,6 +194,19 @@ def test_each_session_has_its_own_memory_cache_and_hits_and_retries_are_counted(
     assert retried.calls["self"]["retries"] == 1
     with pytest.raises(AssertionError, match=r"DSPy retried LM calls: self 1\nactual calls:\n  self: 1 LM call"):
         retried.assert_no_retries()
+    first.close()
+    second.close()
+
+
+def test_a_dspy_configure_in_one_tests_code_does_not_reach_the_next_test(scripted_pool: SyncPool) -> None:
+    first = Bridge(scripted_pool, mode="real")
+    first.script({})
+    program = first.create_program(module="usermods.scripted_app:Configures")
+    assert first.execute(program, note="a") == {"seen": None}
+    assert first.execute(program, note="b") == {"seen": "a"}  # within a test (a session) it holds
+    second = Bridge(scripted_pool, mode="real")  # the next test: a new session on the same worker
+    second.script({})
+    assert second.execute(second.create_program(module="usermods.scripted_app:Configures"), note="c") == {"seen": None}
     first.close()
     second.close()
 

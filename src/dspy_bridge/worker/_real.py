@@ -339,11 +339,17 @@ class DSPyHandlers(BaseHandlers):
 
 
 def _raise_script_miss(script: Any) -> None:
-    """A strict script's first miss in this run fails it (``invalid_request``, details name the predictor)."""
-    misses = script.take_misses() if script is not None and script.strict else []
+    """A script's first problem in this run fails it (``invalid_request``): a field the signature lacks, or (when
+    strict) an unscripted call — even when the module caught the error."""
+    misses = script.take_misses() if script is not None else []
     if misses:
         raise HandlerFailure(
-            ErrorType.INVALID_REQUEST, misses[0], details={"argument": "script", "reason": "unscripted_call"}
+            ErrorType.INVALID_REQUEST,
+            misses[0],
+            details={
+                "argument": "script",
+                "reason": "unscripted_call" if misses[0].startswith("unscripted LM call") else "script_mismatch",
+            },
         )
 
 

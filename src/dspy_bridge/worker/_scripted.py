@@ -116,9 +116,15 @@ class Script:
             f"Add an answer for it to bridge.script({{...}}), or pass auto=True for schema-valid filler. "
             f"Prompt (last user message): {shown}"
         )
-        with self._lock:
-            self.misses.append(message)
-        raise ScriptMiss(message)
+        raise self.fail(message, unscripted=True)
+
+    def fail(self, message: str, *, unscripted: bool = False) -> ScriptMiss:
+        """Note a problem for ``take_misses`` (so the run fails with it even if the module swallowed the
+        error) and return the exception to raise inside DSPy. An unscripted call counts only when strict."""
+        if self.strict or not unscripted:
+            with self._lock:
+                self.misses.append(message)
+        return ScriptMiss(message)
 
     def take_misses(self) -> list[str]:
         with self._lock:
@@ -165,13 +171,16 @@ class ScriptedEngine:
         predictor = step.predictor if step is not None else NO_PREDICTOR
         number, entry = self.script.next_entry(predictor, _last_user_text(request))
         if step is None or step.signature is None:
-            raise ScriptMiss(f"LM call #{number} came from no adapter (called directly): a script answers predictors")
+            raise self.script.fail(
+                f"LM call #{number} of {predictor} came from no adapter (the LM was called directly): a script "
+                "answers predictors' calls only"
+            )
         full_signature = getattr(step.module, "signature", None)
         entry = dict(entry or {})
         unknown = _unknown_fields(entry, step, full_signature)
         if unknown:
             names = ", ".join(step.signature.output_fields)
-            raise ScriptMiss(
+            raise self.script.fail(
                 f"script for predictor {predictor!r}, call #{number}, gives field(s) {unknown} its signature does "
                 f"not have; its output fields: {names}"
             )
