@@ -16,7 +16,8 @@ __all__ = ["Result"]
 
 @dataclass(frozen=True)
 class Result:
-    """One program run: outputs, alternative completions (n > 1), usage per model, cost, calls, trace, tools."""
+    """One program run: outputs, alternative completions (n > 1), usage per model, cost, calls (in total and per
+    predictor, with ``assert_calls``, ``assert_no_retries``, ``assert_no_adapter_fallback``), trace, tools."""
 
     outputs: dict[str, Any]
     completions: list[dict[str, Any]] = field(default_factory=list)
