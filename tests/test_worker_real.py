@@ -555,17 +555,15 @@ def test_litellm_is_never_imported_for_gemini(worker: WorkerProc, fake: FakeGemi
     assert worker.call("get_stats")["litellm_imported"] is False
 
 
-def test_cache_false_never_touches_the_cache_and_cache_true_uses_it(
+def test_cache_false_never_touches_the_cache_and_cache_true_uses_its_own_sessions_memory_cache(
     worker: WorkerProc, fake: FakeGemini, cache_dir: Path
 ) -> None:
-    uncached, cached, uncached_again = _session(), _session(), _session()
+    uncached, cached, cached_later, uncached_again = _session(), _session(), _session(), _session()
     _configure(worker, fake, uncached)
     program_id = _create(worker, uncached, "question -> answer")
     for _ in range(2):
         _execute(worker, uncached, program_id, question="same question")
     assert fake.request_count == 2
-    assert worker.call("get_stats")["lm_cache"] == {"enabled": False, "disk_dir": None}
-    assert not cache_dir.exists()
 
     _configure(worker, fake, cached, cache=True)
     _create(worker, cached, "question -> answer")
@@ -574,13 +572,21 @@ def test_cache_false_never_touches_the_cache_and_cache_true_uses_it(
     assert fake.request_count == 3  # the second answer came from DSPy's cache
     assert second["outputs"] == first["outputs"]
     assert second["usage"] == {}  # a cache hit costs no tokens
-    assert worker.call("get_stats")["lm_cache"] == {"enabled": True, "disk_dir": str(cache_dir)}
-    assert cache_dir.is_dir()
+    assert (first["cache_hits"], second["cache_hits"]) == (0, 1)
+    assert second["calls"]["self"]["cache_hits"] == 1 and second["lm_calls"] == 0  # counted, never reached the LM
+
+    _configure(worker, fake, cached_later, cache=True)  # another test: its own, empty cache
+    _create(worker, cached_later, "question -> answer")
+    assert _execute(worker, cached_later, program_id, question="same question")["cache_hits"] == 0
+    assert fake.request_count == 4
 
     _configure(worker, fake, uncached_again)
     _create(worker, uncached_again, "question -> answer")
     _execute(worker, uncached_again, program_id, question="same question")
-    assert fake.request_count == 4  # cache=False still goes to the LM with a warm cache around
+    assert fake.request_count == 5  # cache=False still goes to the LM with warm caches around
+    stats = worker.call("get_stats")["lm_cache"]
+    assert stats["scope"] == "session" and stats["disk_dir"] is None
+    assert not cache_dir.exists()  # DSPY_CACHEDIR is never created: no disk cache, ever
 
 
 def test_stray_prints_land_on_stderr_not_in_the_frame_stream(worker: WorkerProc, fake: FakeGemini) -> None:

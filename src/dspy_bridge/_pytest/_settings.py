@@ -234,6 +234,11 @@ def _http_mark_problem(key: str, value: Any) -> str | None:
 
 def validate_mark(mark: pytest.Mark, nodeid: str) -> dict[str, Any]:
     """Check a mock/integration mark's keywords (like pytest-recording's validation.py)."""
+    if mark.name == "scripted" and (mark.args or mark.kwargs):
+        raise pytest.UsageError(
+            f"{nodeid}: @pytest.mark.scripted takes no arguments; give the answers in the test with "
+            "bridge.script({'predictor': {...}}, strict=True, auto=False)"
+        )
     if mark.args:
         raise pytest.UsageError(f"{nodeid}: @pytest.mark.{mark.name} takes keywords only, got {mark.args!r}")
     unknown = sorted(set(mark.kwargs) - MARK_KEYS)

@@ -102,7 +102,7 @@ class BridgeState:
         """A real-worker test that would need the network without a key or cassette fails before it starts,
         with the command that fixes it (and nothing of the plugin's own frames in the report)."""
         __tracebackhide__ = True
-        if plan.live or not plan.real:
+        if plan.live or not plan.real or plan.kind == "scripted":
             return
         spent = (
             budget_problem(self.record_budget, self.counts["spend"], "--bridge-record-budget") if plan.records else None
@@ -151,6 +151,8 @@ class BridgeState:
             drift = DriftCheck(plan.nodeid, plan.bridge_cassette)
         if plan.live:
             context["live"] = True  # its own endpoint, on purpose: no proxy, no cassette, no connect guard
+        elif plan.kind == "scripted":
+            pass  # real workers, no LM: no proxy, no cassette; the script answers (an empty one until given)
         elif plan.real:
             route = self.route()
             pinned = route.activate(plan, http_config)
@@ -174,6 +176,8 @@ class BridgeState:
         )
         if item is not None:
             item.stash[BRIDGE_CLIENT] = client  # the prompt lock check reads what it created
+        if plan.kind == "scripted":
+            client.script({})  # strict and empty: an LM call before the test's bridge.script(...) fails clearly
         try:
             yield client
         finally:

@@ -18,11 +18,20 @@ from dspy_bridge._pytest._spend import describe_spend
 __all__ = ["WORKEROUTPUT_KEY", "RunReport", "describe_counts"]
 
 WORKEROUTPUT_KEY = "dspy_bridge_report"
-KINDS = ("mock", "integration")
+KINDS = ("mock", "integration", "scripted")
 
 
 def describe_counts(kind: str, counts: Counter[str]) -> str:
-    """One summary line per kind; integration tests add the HTTP cassette level beside the bridge level."""
+    """One summary line per kind; integration tests add the HTTP cassette level beside the bridge level.
+
+    Answers DSPy's own (per-test, in-memory) cache served instead of the cassette are named when there are any.
+    """
+    cached = f"; DSPy cache hits {counts['dspy_cache']} (answered by DSPy's cache, not the cassette)"
+    if kind == "scripted":
+        return (
+            f"{kind:<11} tests {counts['tests']}, requests {counts['requests']}, runs answered by scripts "
+            f"{counts['script']}" + (cached if counts["dspy_cache"] else "")
+        )
     live = f" ({counts['live']} live: own endpoint, not replayed)" if counts["live"] else ""
     line = (
         f"{kind:<11} tests {counts['tests']}{live}, requests {counts['requests']}, LM answers {counts['lm']}, "
@@ -34,7 +43,7 @@ def describe_counts(kind: str, counts: Counter[str]) -> str:
             f"; HTTP cassettes: hits {counts['http_hits']}, misses {counts['http_misses']}, "
             f"new recordings {counts['http_recorded']}"
         )
-    return line
+    return line + (cached if counts["dspy_cache"] else "")
 
 
 @dataclass

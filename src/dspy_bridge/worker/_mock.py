@@ -35,6 +35,10 @@ _ARGS_KEY = "_execute_args"  # private context key: the execute_program args, fo
 class CassetteHandlers(BaseHandlers):
     mode = "mock"
     extra_capabilities = ("cassettes", "stubs", "stream")
+    refused = {
+        "script": "scripted runs need a real worker: mark the test scripted (@pytest.mark.scripted), or run on a "
+        "pool with mode='real'; a mock worker answers from cassettes and stubs only",
+    }
 
     def __init__(self, worker_id: str) -> None:
         super().__init__(worker_id)
