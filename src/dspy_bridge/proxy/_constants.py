@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dspy_bridge._secrets import PLACEHOLDER_KEY  # the key workers are given: one value, shared with them
+
 __all__ = [
     "CONTROL_PREFIX",
     "DEFAULT_MATCH_ON",
@@ -14,9 +16,6 @@ __all__ = [
 #: Where real Gemini lives; tests point the proxy at the bundled fake instead.
 DEFAULT_UPSTREAM = "https://generativelanguage.googleapis.com"
 
-#: The key workers are given. The proxy drops whatever key a worker sends and adds the real one
-#: only on the upstream call, so a worker never holds a secret.
-PLACEHOLDER_KEY = "dspy-bridge-placeholder-key"
 
 #: Control endpoints live on the same server under this reserved prefix.
 CONTROL_PREFIX = "/__bridge__/"
