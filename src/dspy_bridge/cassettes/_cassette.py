@@ -7,16 +7,18 @@ reads from a cassette (``ReplaySource``), so it never imports this module.
 from __future__ import annotations
 
 import functools
-import hashlib
-from collections.abc import Iterable, Iterator
-from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
-import dspy_bridge.cassettes._cache as _cache
+TYPE_CHECKING = False  # typing stays off a mock worker's replay path
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Iterator
+    from typing import Any
+
+    from dspy_bridge._modes import RecordMode
+
 from dspy_bridge._exceptions import CassetteError
-from dspy_bridge._modes import RecordMode
 from dspy_bridge._version import __version__
+from dspy_bridge.cassettes._cache import MIN_BYTES
 from dspy_bridge.cassettes._format import CassetteDocument, corrupt, dump_document, parse_document
 from dspy_bridge.cassettes._interaction import Interaction
 from dspy_bridge.cassettes._limits import max_bytes
@@ -27,6 +29,8 @@ __all__ = ["Cassette", "current_versions", "default_meta"]
 
 
 def _now() -> str:
+    from datetime import UTC, datetime
+
     return datetime.now(UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
 
 
@@ -69,14 +73,14 @@ class Cassette:
         interactions: Iterable[dict[str, Any]] = (),
         meta: dict[str, Any] | None = None,
         *,
-        digest: str | None = None,
+        source: bytes | None = None,
     ) -> None:
         self.path = Path(path)
         self.meta: dict[str, Any] = meta if meta is not None else default_meta()
         self.interactions = [
             Interaction(index, item["request"], item["response"]) for index, item in enumerate(interactions)
         ]
-        self._digest = digest  # sha256 of the text it was loaded from (None: never on disk)
+        self._source = source  # the bytes it was loaded from or saved as (None: never on disk)
         self._indexes: dict[tuple[tuple[str, ...], tuple[str, ...]], dict[str, list[int]]] = {}
 
     # -- files ---------------------------------------------------------------------------------
@@ -88,11 +92,16 @@ class Cassette:
         if file.stat().st_size > limit:
             raise corrupt(file, None, None, f"larger than {limit} bytes ($DSPY_BRIDGE_CASSETTE_MAX_BYTES)")
         raw = file.read_bytes()
-        digest = hashlib.sha256(raw).hexdigest()
-        big = len(raw) >= _cache.MIN_BYTES
-        cached = _cache.read(digest) if big else None
-        if cached is not None:
-            return cls(file, cached[1], cached[0], digest=digest)
+        big = len(raw) >= MIN_BYTES
+        if big:
+            import hashlib
+
+            from dspy_bridge.cassettes import _cache
+
+            digest = hashlib.sha256(raw).hexdigest()
+            cached = _cache.read(digest)
+            if cached is not None:
+                return cls(file, cached[1], cached[0], source=raw)
         try:
             text = raw.decode("utf-8")
         except UnicodeDecodeError as exc:
@@ -100,11 +109,13 @@ class Cassette:
         document = parse_document(text, file)
         if big:
             _cache.write(digest, document.meta, document.interactions)
-        return cls(file, document.interactions, document.meta, digest=digest)
+        return cls(file, document.interactions, document.meta, source=raw)
 
     @staticmethod
     def should_record(path: str | Path, mode: str | RecordMode) -> bool:
         """Does a test with this cassette and record mode run on real workers (and record)?"""
+        from dspy_bridge._modes import RecordMode
+
         return RecordMode.parse(mode).records(path)
 
     def dumps(self) -> str:
@@ -118,7 +129,7 @@ class Cassette:
         with cassette_lock(self.path):
             remove_stale_temps(self.path)
             write_atomic(self.path, text)
-        self._digest = hashlib.sha256(text.encode("utf-8")).hexdigest()
+        self._source = text.encode("utf-8")
 
     # -- lookup --------------------------------------------------------------------------------
     def index(self, matcher: Matcher) -> dict[str, list[int]]:
@@ -163,7 +174,7 @@ class Cassette:
 
         with cassette_lock(self.path):
             current = self.path.read_bytes() if self.path.exists() else b""
-            if self._digest is not None and hashlib.sha256(current).hexdigest() != self._digest:
+            if self._source is not None and current != self._source:
                 raise CassetteError(
                     f"cassette {self.path} changed on disk since it was loaded; load it again, replay, then prune",
                     file=str(self.path),
@@ -174,7 +185,7 @@ class Cassette:
             text = self.dumps()
             remove_stale_temps(self.path)
             write_atomic(self.path, text)
-            self._digest = hashlib.sha256(text.encode("utf-8")).hexdigest()
+            self._source = text.encode("utf-8")
         return len(drop)
 
     # -- container protocol --------------------------------------------------------------------

@@ -162,7 +162,7 @@ def _scan_nodes(path: Path, text: str) -> list[Finding]:
     """Parsed scalars catch what raw text hides: escapes (``\\x41Iza``) and folded lines."""
     import yaml
 
-    from dspy_bridge.cassettes._format import SafeLoader
+    from dspy_bridge.cassettes._yamlio import SafeLoader
 
     try:
         root = yaml.compose(text, Loader=SafeLoader)
@@ -234,7 +234,7 @@ def format_problem(path: Path) -> str | None:
     """
     import yaml
 
-    from dspy_bridge.cassettes._format import SafeLoader
+    from dspy_bridge.cassettes._yamlio import SafeLoader
     from dspy_bridge.cassettes._limits import LimitError, check_nodes, compose, max_bytes
 
     try:
