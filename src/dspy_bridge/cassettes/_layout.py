@@ -35,7 +35,6 @@ _NOT_YAML_PLAIN = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u2028\u2029\u
 _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")  # JSON joins an escaped pair, PyYAML does not
 _BARE_EXPONENT = re.compile(r"(?<![\w.\\])-?[0-9]+[eE][-+]?[0-9]")  # YAML 1.1 reads 1e-05 as a string
 _YAML_FLOAT = re.compile(r"-?[0-9]+\.[0-9]*(?:[eE][-+][0-9]+)?\Z")
-_LONG_INT = re.compile(r"[0-9]{19}")  # int64/uint64 have at most 20 digits: longer ones need a range check
 _INT64_MIN, _UINT64_MAX = -(2**63), 2**64 - 1
 _MAX_BRACKETS = 90  # nesting certainly under ``_limits.MAX_DEPTH`` (100) when a line has fewer brackets
 _TOP_KEYS = frozenset({"version", "meta", "interactions"})
@@ -68,16 +67,16 @@ def read(text: str) -> dict[str, Any] | None:
         text = text.replace("\r\n", "\n")  # a checkout with CRLF line ends
         if "\r" in text:
             return None
-    if "\t" in text or _NOT_YAML_PLAIN.search(text) or _SURROGATE_ESCAPE.search(text):
+    if "\t" in text:
         return None  # PyYAML refuses tabs between tokens; the writer never writes one
-    decoder = json.JSONDecoder(
-        parse_float=_yaml_float,
-        parse_int=_bounded_int if _LONG_INT.search(text) else None,
-        parse_constant=_refuse_constant,
-    )
+    if ("\x7f" in text) if text.isascii() else bool(_NOT_YAML_PLAIN.search(text)):
+        return None
+    if ("\\ud" in text or "\\uD" in text) and _SURROGATE_ESCAPE.search(text):
+        return None
+    decoder = json.JSONDecoder(parse_float=_yaml_float, parse_int=_bounded_int, parse_constant=_refuse_constant)
     try:
-        return _read_lines(text.split("\n"), decoder.decode)
-    except (ValueError, RecursionError, _NotCanonical):  # json.JSONDecodeError is a ValueError
+        return _read_lines(text.split("\n"), decoder.scan_once)
+    except (ValueError, StopIteration, RecursionError, _NotCanonical):  # JSONDecodeError is a ValueError
         return None
 
 
@@ -85,13 +84,17 @@ def _refuse_constant(name: str) -> Any:
     raise _NotCanonical  # NaN, Infinity: YAML reads them as strings, and cassettes refuse them anyway
 
 
-def _value(line: str, prefix: str, decode: Any) -> Any:
+def _value(line: str, prefix: str, scan: Any) -> Any:
+    """The one JSON value after ``prefix`` (``scan`` is the C scanner: no per-call Python wrapper)."""
     if line.count("{") + line.count("[") > _MAX_BRACKETS:
         raise _NotCanonical
-    return decode(line[len(prefix) :])
+    value, end = scan(line, len(prefix))
+    if end != len(line) and line[end:].strip(" "):
+        raise _NotCanonical  # something after the value (a comment, a second value): PyYAML decides
+    return value
 
 
-def _read_lines(lines: list[str], decode: Any) -> dict[str, Any] | None:
+def _read_lines(lines: list[str], scan: Any) -> dict[str, Any] | None:
     data: dict[str, Any] = {}
     items: list[dict[str, Any]] | None = None  # the open ``interactions:`` list, while its items follow
     request: Any = None
@@ -104,11 +107,11 @@ def _read_lines(lines: list[str], decode: Any) -> dict[str, Any] | None:
             if not line.startswith("  response: "):
                 return None
             assert items is not None
-            items.append({"request": request, "response": _value(line, "  response: ", decode)})
+            items.append({"request": request, "response": _value(line, "  response: ", scan)})
             waiting = False
             continue
         if line.startswith("- request: ") and items is not None:
-            request = _value(line, "- request: ", decode)
+            request = _value(line, "- request: ", scan)
             waiting = True
             continue
         key, colon, rest = line.partition(":")
@@ -117,7 +120,7 @@ def _read_lines(lines: list[str], decode: Any) -> dict[str, Any] | None:
         items = None  # a top-level key ends the list
         rest = rest.strip()
         if key != "interactions":
-            data[key] = _value(line, f"{key}: ", decode)
+            data[key] = _value(line, f"{key}: ", scan)
         elif rest == "[]":
             data[key] = []
         elif rest == "":
@@ -157,25 +160,36 @@ def _slow_json(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False)
 
 
+_ENCODE = json.JSONEncoder(ensure_ascii=False, allow_nan=False).encode
+
+
 def _json(value: Any) -> str:
-    text = json.dumps(value, ensure_ascii=False, allow_nan=False)
-    if _BARE_EXPONENT.search(text):  # rare (and a false alarm when a string holds "1e5"): take the slow way
+    """One value's JSON, safe for YAML 1.1 (``_plain`` then escapes the characters YAML refuses)."""
+    text = _ENCODE(value)
+    # Python writes every exponent with a sign: without "e-"/"e+" (fast to look for) there is no bare one.
+    if ("e-" in text or "e+" in text) and _BARE_EXPONENT.search(text):  # rare, or a string holding "1e-5"
         text = _slow_json(value)
-    if _NOT_YAML_PLAIN.search(text):  # only inside strings: JSON's own syntax is ASCII
-        text = _NOT_YAML_PLAIN.sub(_escape, text)
+    return text
+
+
+def _plain(text: str) -> str:
+    """``text`` with the characters YAML refuses or reads as line breaks written as ``\\u`` escapes (they can
+    only be inside JSON strings: JSON's own syntax is ASCII)."""
+    if ("\x7f" in text) if text.isascii() else _NOT_YAML_PLAIN.search(text):
+        return _NOT_YAML_PLAIN.sub(_escape, text)
     return text
 
 
 def dump_interactions(interactions: list[dict[str, Any]]) -> str:
     """The lines of these interactions (each ``request``/``response`` map already in canonical order)."""
-    return "".join(
-        f"- request: {_json(item['request'])}\n  response: {_json(item['response'])}\n" for item in interactions
+    return _plain(
+        "".join(f"- request: {_json(item['request'])}\n  response: {_json(item['response'])}\n" for item in interactions)
     )
 
 
 def dump(version: int, meta: dict[str, Any], interactions: list[dict[str, Any]]) -> str:
     """The whole file."""
-    head = f"{HEADER}\nversion: {version}\nmeta: {_json(meta)}\n"
+    head = f"{HEADER}\nversion: {version}\nmeta: {_plain(_json(meta))}\n"
     if not interactions:
         return head + "interactions: []\n"
     return head + "interactions:\n" + dump_interactions(interactions)
