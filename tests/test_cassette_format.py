@@ -93,7 +93,9 @@ def test_save_then_load_gives_the_same_interactions_and_meta(tmp_path: Path) -> 
     # One line per request and per response: re-recording one answer changes one line of the diff.
     assert [line[:12] for line in lines[4:]] == ["- request: {", "  response: ", "- request: {", "  response: "]
     request = lines[4]
-    assert request.index('"command"') < request.index('"session"') < request.index('"program"') < request.index('"args"')
+    assert (
+        request.index('"command"') < request.index('"session"') < request.index('"program"') < request.index('"args"')
+    )
 
 
 def test_multi_line_text_stays_on_its_line_and_any_yaml_tool_reads_the_same_data(tmp_path: Path) -> None:
@@ -234,12 +236,16 @@ def test_big_cassettes_are_cached_by_content_and_reload_identically(
     again = Cassette.load(tmp_path / "big.yaml")
     assert [i.as_dict() for i in again] == [i.as_dict() for i in first] and again.meta == first.meta
     # An edit is a new key: the cache can never serve the old content.
-    (tmp_path / "big.yaml").write_text((tmp_path / "big.yaml").read_text().replace('"answer": "yyy', '"answer": "zzz', 1))
+    (tmp_path / "big.yaml").write_text(
+        (tmp_path / "big.yaml").read_text().replace('"answer": "yyy', '"answer": "zzz', 1)
+    )
     assert Cassette.load(tmp_path / "big.yaml")[0].response["result"]["outputs"]["answer"].startswith("zzz")
     assert len(list((tmp_path / "cache" / "cassettes").glob("*.msgpack"))) == 2
     # A damaged cache entry is ignored, not trusted.
     entry.write_bytes(b"\xc1garbage")
-    (tmp_path / "big.yaml").write_text((tmp_path / "big.yaml").read_text().replace('"answer": "zzz', '"answer": "yyy', 1))
+    (tmp_path / "big.yaml").write_text(
+        (tmp_path / "big.yaml").read_text().replace('"answer": "zzz', '"answer": "yyy', 1)
+    )
     assert Cassette.load(tmp_path / "big.yaml")[0].response["result"]["outputs"]["answer"].startswith("yyy")
 
 

@@ -19,7 +19,6 @@ subdirectory ``cassettes``; ``DSPY_BRIDGE_CASSETTE_CACHE=0`` turns it off.
 
 from __future__ import annotations
 
-import contextlib
 import os
 
 TYPE_CHECKING = False  # typing stays off a mock worker's replay path
@@ -101,8 +100,10 @@ def read(digest: str) -> tuple[dict[str, Any], list[dict[str, Any]]] | None:
         return None
     found = _decode(blob, digest)
     if found is None:  # damaged: drop it (the caller parses the file and writes a sound one)
-        with contextlib.suppress(OSError):
+        try:
             entry.unlink()
+        except OSError:
+            pass
     return found
 
 
@@ -119,6 +120,8 @@ def write(digest: str, meta: dict[str, Any], interactions: list[dict[str, Any]])
         return  # cannot happen for a checked cassette; never worth failing a load over
     if len(payload) > max_total_bytes():
         return
+    import contextlib
+
     temp = None
     try:
         import tempfile
@@ -138,6 +141,7 @@ def write(digest: str, meta: dict[str, Any], interactions: list[dict[str, Any]])
 
 def _evict(directory: Path) -> None:
     """Keep the newest entries within ``MAX_ENTRIES`` and ``max_total_bytes()``; drop old temporary files."""
+    import contextlib
     import time
 
     budget = max_total_bytes()

@@ -7,11 +7,12 @@ reads from a cassette (``ReplaySource``), so it never imports this module.
 from __future__ import annotations
 
 import functools
-from pathlib import Path
+import os
 
 TYPE_CHECKING = False  # typing stays off a mock worker's replay path
 if TYPE_CHECKING:
     from collections.abc import Iterable, Iterator
+    from pathlib import Path
     from typing import Any
 
     from dspy_bridge._modes import RecordMode
@@ -19,9 +20,8 @@ if TYPE_CHECKING:
 from dspy_bridge._exceptions import CassetteError
 from dspy_bridge._version import __version__
 from dspy_bridge.cassettes._cache import MIN_BYTES
-from dspy_bridge.cassettes._format import CassetteDocument, corrupt, dump_document, parse_document
+from dspy_bridge.cassettes._format import CassetteDocument, corrupt, dump_document, max_bytes, parse_document
 from dspy_bridge.cassettes._interaction import Interaction
-from dspy_bridge.cassettes._limits import max_bytes
 from dspy_bridge.cassettes._match import Matcher
 from dspy_bridge.cassettes._replay import Replay
 
@@ -75,7 +75,8 @@ class Cassette:
         *,
         source: bytes | None = None,
     ) -> None:
-        self.path = Path(path)
+        self._file = os.fspath(path)  # a str: a mock worker replaying never imports pathlib
+        self._path: Path | None = None  # made on first use of ``path``
         self.meta: dict[str, Any] = meta if meta is not None else default_meta()
         self.interactions = [
             Interaction(index, item["request"], item["response"]) for index, item in enumerate(interactions)
@@ -83,15 +84,25 @@ class Cassette:
         self._source = source  # the bytes it was loaded from or saved as (None: never on disk)
         self._indexes: dict[tuple[tuple[str, ...], tuple[str, ...]], dict[str, list[int]]] = {}
 
+    @property
+    def path(self) -> Path:
+        """The cassette file."""
+        if self._path is None:
+            from pathlib import Path
+
+            self._path = Path(self._file)
+        return self._path
+
     # -- files ---------------------------------------------------------------------------------
     @classmethod
     def load(cls, path: str | Path) -> Cassette:
         """Read and validate a cassette (``CassetteCorrupt`` on any problem, ``FileNotFoundError`` if absent)."""
-        file = Path(path)
+        file = os.fspath(path)
         limit = max_bytes()
-        if file.stat().st_size > limit:
+        if os.stat(file).st_size > limit:
             raise corrupt(file, None, None, f"larger than {limit} bytes ($DSPY_BRIDGE_CASSETTE_MAX_BYTES)")
-        raw = file.read_bytes()
+        with open(file, "rb") as handle:
+            raw = handle.read()
         big = len(raw) >= MIN_BYTES
         if big:
             import hashlib
@@ -199,4 +210,4 @@ class Cassette:
         return self.interactions[index]
 
     def __repr__(self) -> str:
-        return f"<Cassette {str(self.path)!r} interactions={len(self.interactions)}>"
+        return f"<Cassette {self._file!r} interactions={len(self.interactions)}>"

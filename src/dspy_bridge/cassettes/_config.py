@@ -10,8 +10,11 @@ because a relative one is resolved against the worker's working directory.
 from __future__ import annotations
 
 import os
-from pathlib import Path
-from typing import Any
+
+TYPE_CHECKING = False  # typing stays off a mock worker's replay path
+if TYPE_CHECKING:
+    from pathlib import Path
+    from typing import Any
 
 from dspy_bridge._exceptions import UsageError
 from dspy_bridge.cassettes._match import Matcher
@@ -44,7 +47,7 @@ class CassetteConfig:
         synthetic: bool = False,
         record_hint: str | None = None,
     ) -> None:
-        self.path = Path(os.path.abspath(path)) if path else None
+        self.path: str | None = os.path.abspath(path) if path else None  # a str: pathlib stays off replay
         self.matcher = Matcher(match_on, ignore)
         self.allow_repeats = allow_repeats
         self.synthetic = synthetic
@@ -83,7 +86,7 @@ class CassetteConfig:
     def to_context(self) -> dict[str, Any]:
         out: dict[str, Any] = {"allow_repeats": self.allow_repeats, "synthetic": self.synthetic}
         if self.path is not None:
-            out["path"] = str(self.path)
+            out["path"] = self.path
         out["match_on"] = list(self.matcher.match_on)
         if self.matcher.ignore:
             out["ignore"] = list(self.matcher.ignore)

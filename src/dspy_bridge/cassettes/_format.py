@@ -27,9 +27,29 @@ from dspy_bridge._version import __version__
 from dspy_bridge.cassettes import _layout
 from dspy_bridge.cassettes._shape import well_formed
 
-__all__ = ["FORMAT_VERSION", "CassetteDocument", "corrupt", "dump_document", "dump_interactions", "parse_document"]
+__all__ = [
+    "FORMAT_VERSION",
+    "CassetteDocument",
+    "corrupt",
+    "dump_document",
+    "dump_interactions",
+    "max_bytes",
+    "parse_document",
+]
 
 FORMAT_VERSION = 1
+_DEFAULT_MAX_BYTES = 512 * 1024 * 1024
+
+
+def max_bytes() -> int:
+    """Largest cassette file accepted (``$DSPY_BRIDGE_CASSETTE_MAX_BYTES``, default 512 MiB)."""
+    import os
+
+    try:
+        return int(os.environ.get("DSPY_BRIDGE_CASSETTE_MAX_BYTES", _DEFAULT_MAX_BYTES))
+    except ValueError:
+        return _DEFAULT_MAX_BYTES
+
 
 _FIX = (
     "Fix it by hand (it is plain YAML), or delete it and record again with --bridge-record=rewrite "
@@ -49,7 +69,7 @@ class CassetteDocument:
 
 
 # -- reading -----------------------------------------------------------------------------------
-def corrupt(path: Path, line: int | None, column: int | None, problem: str, fix: str = _FIX) -> CassetteCorrupt:
+def corrupt(path: str | Path, line: int | None, column: int | None, problem: str, fix: str = _FIX) -> CassetteCorrupt:
     where = f"{path}:{line}:{column}" if line is not None else str(path)
     return CassetteCorrupt(
         f"cassette {where}: {problem}. {fix}", file=str(path), line=line, column=column, problem=problem
@@ -66,7 +86,7 @@ def _position(text: str, loc: tuple[int | str, ...]) -> tuple[int | None, int | 
     return mark if mark is not None else (None, None)
 
 
-def _validation_error(path: Path, text: str, exc: ValidationError) -> CassetteCorrupt:
+def _validation_error(path: str | Path, text: str, exc: ValidationError) -> CassetteCorrupt:
     first = exc.errors()[0]
     loc = tuple(part for part in first["loc"] if isinstance(part, int | str))
     line, column = _position(text, loc)
@@ -75,7 +95,7 @@ def _validation_error(path: Path, text: str, exc: ValidationError) -> CassetteCo
     return corrupt(path, line, column, f"{where}: {first['msg']}{more}")
 
 
-def _explain(data: Any, text: str, path: Path) -> None:
+def _explain(data: Any, text: str, path: str | Path) -> None:
     """The pydantic models are the reference: raise their first problem as a ``CassetteCorrupt`` with a
     position (``well_formed`` is conservative, so data it doubts may still be valid: then nothing is raised)."""
     from pydantic import ValidationError
@@ -88,7 +108,7 @@ def _explain(data: Any, text: str, path: Path) -> None:
         raise _validation_error(path, text, exc) from exc
 
 
-def _read_yaml(text: str, path: Path) -> Any:
+def _read_yaml(text: str, path: str | Path) -> Any:
     """Any YAML (not the canonical layout, or something in it JSON and YAML might read differently)."""
     from dspy_bridge.cassettes._limits import LimitError
     from dspy_bridge.cassettes._yamlio import YAMLError, load_yaml, marked
@@ -106,7 +126,7 @@ def _read_yaml(text: str, path: Path) -> Any:
         raise corrupt(path, line, column, problem) from exc
 
 
-def parse_document(text: str, path: Path) -> CassetteDocument:
+def parse_document(text: str, path: str | Path) -> CassetteDocument:
     """Parse and validate cassette text; every failure is a ``CassetteCorrupt`` with a position."""
     data = _layout.read(text)
     canonical = data is not None

@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import math
 import re
+from json.scanner import make_scanner  # the C scanner itself: no Python wrapper per value
 
 TYPE_CHECKING = False  # typing stays off a mock worker's replay path
 if TYPE_CHECKING:
@@ -75,7 +76,7 @@ def read(text: str) -> dict[str, Any] | None:
         return None
     decoder = json.JSONDecoder(parse_float=_yaml_float, parse_int=_bounded_int, parse_constant=_refuse_constant)
     try:
-        return _read_lines(text.split("\n"), decoder.scan_once)
+        return _read_lines(text.split("\n"), make_scanner(decoder))  # type: ignore[arg-type]
     except (ValueError, StopIteration, RecursionError, _NotCanonical):  # JSONDecodeError is a ValueError
         return None
 
@@ -154,7 +155,11 @@ def _slow_json(value: Any) -> str:
     if type(value) is float:
         return _float_text(value)
     if isinstance(value, dict):
-        return "{" + ", ".join(f"{json.dumps(str(k), ensure_ascii=False)}: {_slow_json(v)}" for k, v in value.items()) + "}"
+        return (
+            "{"
+            + ", ".join(f"{json.dumps(str(k), ensure_ascii=False)}: {_slow_json(v)}" for k, v in value.items())
+            + "}"
+        )
     if isinstance(value, list | tuple):
         return "[" + ", ".join(_slow_json(item) for item in value) + "]"
     return json.dumps(value, ensure_ascii=False)
@@ -183,7 +188,9 @@ def _plain(text: str) -> str:
 def dump_interactions(interactions: list[dict[str, Any]]) -> str:
     """The lines of these interactions (each ``request``/``response`` map already in canonical order)."""
     return _plain(
-        "".join(f"- request: {_json(item['request'])}\n  response: {_json(item['response'])}\n" for item in interactions)
+        "".join(
+            f"- request: {_json(item['request'])}\n  response: {_json(item['response'])}\n" for item in interactions
+        )
     )
 
 

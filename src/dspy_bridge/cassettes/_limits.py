@@ -17,30 +17,22 @@ Each refusal names the line and column. ``Cassette.load`` and ``dspy-bridge veri
 from __future__ import annotations
 
 import math
-import os
 from typing import Any
 
 import yaml
+
+from dspy_bridge.cassettes._format import max_bytes  # the file-size limit lives with the format
 
 __all__ = ["MAX_DEPTH", "MAX_NODES", "LimitError", "check_nodes", "max_bytes"]
 
 MAX_DEPTH = 100
 MAX_NODES = 20_000_000
-_DEFAULT_MAX_BYTES = 512 * 1024 * 1024
 _INT64_MIN, _UINT64_MAX = -(2**63), 2**64 - 1
 
 _Y = "tag:yaml.org,2002:"
 _STR, _NULL, _BOOL, _INT, _FLOAT = (_Y + name for name in ("str", "null", "bool", "int", "float"))
 _MAP, _SEQ = _Y + "map", _Y + "seq"
 _CONSTRUCTOR = yaml.constructor.SafeConstructor()
-
-
-def max_bytes() -> int:
-    """Largest cassette file accepted (``$DSPY_BRIDGE_CASSETTE_MAX_BYTES``, default 512 MiB)."""
-    try:
-        return int(os.environ.get("DSPY_BRIDGE_CASSETTE_MAX_BYTES", _DEFAULT_MAX_BYTES))
-    except ValueError:
-        return _DEFAULT_MAX_BYTES
 
 
 class LimitError(Exception):
