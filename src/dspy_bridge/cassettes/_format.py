@@ -121,8 +121,9 @@ def _read_yaml(text: str, path: str | Path) -> Any:
         raise corrupt(path, None, None, "nested too deeply (or a recursive alias)") from exc
     except YAMLError as exc:
         line, column, problem = marked(exc)
-        if text.startswith(_layout.HEADER) and not text.endswith("\n"):
-            problem += " (the file ends in the middle of a line: an interrupted write? delete that last line)"
+        if text.startswith(_layout.HEADER) and not text.endswith("\n"):  # the writer ends every line
+            line, column = text.count("\n") + 1, 1
+            problem = f"the file ends in the middle of this line (an interrupted write?): {problem}; delete the line"
         raise corrupt(path, line, column, problem) from exc
 
 
