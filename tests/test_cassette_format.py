@@ -142,6 +142,8 @@ def test_any_plain_value_survives_a_round_trip_exactly(outputs: dict[str, Any], 
         path = Path(directory) / "c.yaml"
         Cassette(path, [interaction]).save()
         assert Cassette.load(path)[0].as_dict() == interaction
+        # and any YAML tool reads the same data from the file (YAML 1.1 floats, line breaks, escapes)
+        assert yaml.load(path.read_text(encoding="utf-8"), Loader=SafeLoader)["interactions"] == [interaction]
 
 
 # --- bad files ----------------------------------------------------------------------------------

@@ -15,6 +15,7 @@ import yaml
 
 from dspy_bridge import CassetteCorrupt
 from dspy_bridge.cassettes import Cassette, Recorder, _cache, _layout
+from dspy_bridge.cassettes._cassette import default_meta
 from dspy_bridge.cassettes._yamlio import SafeLoader
 
 META = {"created": "2026-01-01T00:00:00Z", "dspy_bridge_version": "0.1.0", "recorded_against": "fake-gemini"}
@@ -64,6 +65,21 @@ def test_an_empty_cassette_is_written_as_an_empty_list(tmp_path: Path) -> None:
     path = _saved(tmp_path)
     assert path.read_text().endswith("interactions: []\n")
     assert _layout.read(path.read_text()) is not None and Cassette.load(path).interactions == []
+
+
+def test_new_recordings_are_appended_keeping_the_old_text_byte_for_byte(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    Cassette(path, [_execute("q1", "a1")], default_meta(recorded_against="fake-gemini")).save()
+    before = path.read_bytes()
+    with Recorder(path, "new_episodes", meta={"recorded_against": "fake-gemini"}) as recorder:
+        recorder.record(
+            {"command": "execute_program", "args": _execute("q2", "a2")["request"]["args"], "session_id": "x"},
+            {"ok": True, "result": {"outputs": {"answer": "a2"}}},
+        )
+    after = path.read_bytes()
+    assert after.startswith(before) and after.count(b"\n") == before.count(b"\n") + 2  # one request, one response
+    assert [item.request["args"]["inputs"]["question"] for item in Cassette.load(path)] == ["q1", "q2"]
+    assert not list(tmp_path.glob(".c.yaml.*.tmp"))  # still written to a temporary file and renamed
 
 
 # --- files the fast reader leaves to PyYAML: the result is PyYAML's reading ------------------------

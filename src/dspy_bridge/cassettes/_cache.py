@@ -72,7 +72,7 @@ def _checksum(payload: bytes) -> bytes:
     return hashlib.blake2b(payload, digest_size=_CHECKSUM_BYTES).digest()
 
 
-def _decode(blob: bytes, digest: str) -> tuple[dict[str, Any], list[dict[str, Any]]] | None:
+def _decode(blob: bytes, digest: str) -> tuple[dict[str, Any], list[dict[str, Any]], bool] | None:
     import msgpack
 
     from dspy_bridge.cassettes._shape import well_formed
@@ -81,16 +81,19 @@ def _decode(blob: bytes, digest: str) -> tuple[dict[str, Any], list[dict[str, An
     if not blob.startswith(_MAGIC) or blob[len(_MAGIC) : head] != _checksum(blob[head:]):
         return None
     try:
-        key, meta, interactions = msgpack.unpackb(blob[head:], raw=False, strict_map_key=False)
+        key, meta, interactions, canonical = msgpack.unpackb(blob[head:], raw=False, strict_map_key=False)
     except (ValueError, TypeError, msgpack.UnpackException):
         return None
-    if key != digest or not well_formed({"version": 1, "meta": meta, "interactions": interactions}):
+    if key != digest or type(canonical) is not bool:
         return None
-    return meta, interactions
+    if not well_formed({"version": 1, "meta": meta, "interactions": interactions}):
+        return None
+    return meta, interactions, canonical
 
 
-def read(digest: str) -> tuple[dict[str, Any], list[dict[str, Any]]] | None:
-    """The cached ``(meta, interactions)`` of the file with this digest, if a sound entry exists."""
+def read(digest: str) -> tuple[dict[str, Any], list[dict[str, Any]], bool] | None:
+    """The cached ``(meta, interactions, canonical)`` of the file with this digest, if a sound entry exists
+    (``canonical``: the file is in the canonical layout, see ``_layout``)."""
     entry = _entry(digest)
     if entry is None:
         return None
@@ -107,7 +110,7 @@ def read(digest: str) -> tuple[dict[str, Any], list[dict[str, Any]]] | None:
     return found
 
 
-def write(digest: str, meta: dict[str, Any], interactions: list[dict[str, Any]]) -> None:
+def write(digest: str, meta: dict[str, Any], interactions: list[dict[str, Any]], *, canonical: bool = False) -> None:
     """Store a parsed, validated cassette (best effort: never raises)."""
     entry = _entry(digest)
     if entry is None:
@@ -115,7 +118,7 @@ def write(digest: str, meta: dict[str, Any], interactions: list[dict[str, Any]])
     import msgpack
 
     try:
-        payload = msgpack.packb([digest, meta, interactions], use_bin_type=True)
+        payload = msgpack.packb([digest, meta, interactions, canonical], use_bin_type=True)
     except (TypeError, ValueError, OverflowError):
         return  # cannot happen for a checked cassette; never worth failing a load over
     if len(payload) > max_total_bytes():

@@ -20,7 +20,14 @@ if TYPE_CHECKING:
 from dspy_bridge._exceptions import CassetteError
 from dspy_bridge._version import __version__
 from dspy_bridge.cassettes._cache import MIN_BYTES
-from dspy_bridge.cassettes._format import CassetteDocument, corrupt, dump_document, max_bytes, parse_document
+from dspy_bridge.cassettes._format import (
+    CassetteDocument,
+    corrupt,
+    dump_document,
+    dump_interactions,
+    max_bytes,
+    parse_document,
+)
 from dspy_bridge.cassettes._interaction import Interaction
 from dspy_bridge.cassettes._match import Matcher
 from dspy_bridge.cassettes._replay import Replay
@@ -74,6 +81,7 @@ class Cassette:
         meta: dict[str, Any] | None = None,
         *,
         source: bytes | None = None,
+        canonical: bool = False,
     ) -> None:
         self._file = os.fspath(path)  # a str: a mock worker replaying never imports pathlib
         self._path: Path | None = None  # made on first use of ``path``
@@ -82,6 +90,7 @@ class Cassette:
             Interaction(index, item["request"], item["response"]) for index, item in enumerate(interactions)
         ]
         self._source = source  # the bytes it was loaded from or saved as (None: never on disk)
+        self._canonical = canonical  # ``_source`` is in the canonical layout (so it can be appended to)
         self._indexes: dict[tuple[tuple[str, ...], tuple[str, ...]], dict[str, list[int]]] = {}
 
     @property
@@ -112,15 +121,15 @@ class Cassette:
             digest = hashlib.sha256(raw).hexdigest()
             cached = _cache.read(digest)
             if cached is not None:
-                return cls(file, cached[1], cached[0], source=raw)
+                return cls(file, cached[1], cached[0], source=raw, canonical=cached[2])
         try:
             text = raw.decode("utf-8")
         except UnicodeDecodeError as exc:
             raise corrupt(file, None, None, f"not UTF-8 text ({exc.reason} at byte {exc.start})") from exc
         document = parse_document(text, file)
         if big:
-            _cache.write(digest, document.meta, document.interactions)
-        return cls(file, document.interactions, document.meta, source=raw)
+            _cache.write(digest, document.meta, document.interactions, canonical=document.canonical)
+        return cls(file, document.interactions, document.meta, source=raw, canonical=document.canonical)
 
     @staticmethod
     def should_record(path: str | Path, mode: str | RecordMode) -> bool:
@@ -141,6 +150,19 @@ class Cassette:
             remove_stale_temps(self.path)
             write_atomic(self.path, text)
         self._source = text.encode("utf-8")
+        self._canonical = True
+
+    def appended(self, interactions: list[dict[str, Any]]) -> bytes | None:
+        """The file's bytes, as loaded, with ``interactions`` added at the end: the old text is kept byte for
+        byte, not encoded again. ``None`` unless the file is in the canonical layout and ends with an
+        interaction (then the caller writes the whole document)."""
+        source = self._source
+        if source is None or not self._canonical or not source.endswith(b"\n"):
+            return None
+        last = source[source.rfind(b"\n", 0, len(source) - 1) + 1 :]
+        if not last.startswith(b"  response: "):
+            return None  # e.g. "interactions: []", or a trailing comment
+        return source + dump_interactions(interactions).encode("utf-8")
 
     # -- lookup --------------------------------------------------------------------------------
     def index(self, matcher: Matcher) -> dict[str, list[int]]:
