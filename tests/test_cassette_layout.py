@@ -176,6 +176,7 @@ def test_where_json_and_yaml_could_disagree_the_file_reads_as_yaml_says(
         ('"answer": "a1"', '"answer": 123456789012345678901234', "outside the int64/uint64 range"),
         ('"answer": "a1"', '"answer": ' + "[" * 120 + "]" * 120, "nested deeper than 100 levels"),
         ('"answer": "a1"', '"answer": "a1\x07"', "unacceptable character"),
+        ("interactions:\n", "interactions:\n# a comment with a bell \x07\n", "unacceptable character"),
         ('"answer": "a1"', '"answer": "a1"}}, "oops"', "did not find expected"),
         ('"answer": "a1"', '"answer": "\\ud83d\\ude00"', "invalid Unicode character escape"),  # JSON would join it
     ],

@@ -102,7 +102,11 @@ def _read_lines(lines: list[str], scan: Any) -> dict[str, Any] | None:
     waiting = False  # a request line was read; its response line must come next
     bare = False  # "interactions:" with no value on its line (null in YAML unless items follow)
     for line in lines:
-        if not line.strip() or line.lstrip().startswith("#"):
+        if not line.strip(" "):
+            continue
+        if line.lstrip(" ").startswith("#"):
+            if _NOT_YAML_PLAIN.search(line):  # (values are checked by the JSON scanner; comments are not)
+                return None
             continue
         if waiting:
             if not line.startswith("  response: "):
