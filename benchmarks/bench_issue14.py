@@ -253,7 +253,8 @@ def render(results: dict[str, Any], with_base: bool) -> str:
     lines = [
         "### Issue 14 figures measured by `benchmarks/bench_issue14.py`",
         "",
-        results["machine"] + f"; median of {results['runs']} interleaved runs (big cassette: {results.get('big_runs', 3)}).",
+        results["machine"]
+        + f"; median of {results['runs']} interleaved runs (big cassette: {results.get('big_runs', 3)}).",
         "",
         head,
         "|---|---:|---:|---|" if with_base else "|---|---:|---|",
