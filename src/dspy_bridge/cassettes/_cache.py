@@ -9,9 +9,9 @@ faster still. Every mock worker of every pool and pytest-xdist process shares th
   plus the dspy-bridge version and the entry layout;
 - an entry is written to a temporary file and renamed into place (a reader sees a whole entry or none;
   concurrent writers of one key write the same bytes, the last rename wins);
-- an entry carries a checksum of its payload and the key it was written for, and its data is checked
-  against the cassette schema on read: a torn, damaged or foreign entry is ignored (and deleted), the file
-  is parsed again and the entry rebuilt. A cache failure is never an error and never a wrong answer.
+- an entry is written only after the file parsed and validated, and carries a checksum of its payload and
+  the key it was written for: a torn, damaged or misplaced entry is ignored (and deleted), the file is
+  parsed again and the entry rebuilt. A cache failure is never an error and never a wrong answer.
 
 Location: ``$DSPY_BRIDGE_CACHE_DIR`` or ``$XDG_CACHE_HOME/dspy-bridge`` (``~/.cache/dspy-bridge``),
 subdirectory ``cassettes``; ``DSPY_BRIDGE_CASSETTE_CACHE=0`` turns it off.
@@ -75,8 +75,6 @@ def _checksum(payload: bytes) -> bytes:
 def _decode(blob: bytes, digest: str) -> tuple[dict[str, Any], list[dict[str, Any]], bool] | None:
     import msgpack
 
-    from dspy_bridge.cassettes._shape import well_formed
-
     head = len(_MAGIC) + _CHECKSUM_BYTES
     if not blob.startswith(_MAGIC) or blob[len(_MAGIC) : head] != _checksum(blob[head:]):
         return None
@@ -84,9 +82,7 @@ def _decode(blob: bytes, digest: str) -> tuple[dict[str, Any], list[dict[str, An
         key, meta, interactions, canonical = msgpack.unpackb(blob[head:], raw=False, strict_map_key=False)
     except (ValueError, TypeError, msgpack.UnpackException):
         return None
-    if key != digest or type(canonical) is not bool:
-        return None
-    if not well_formed({"version": 1, "meta": meta, "interactions": interactions}):
+    if key != digest or type(canonical) is not bool or type(meta) is not dict or type(interactions) is not list:
         return None
     return meta, interactions, canonical
 

@@ -27,6 +27,7 @@ from dspy_bridge.cassettes._format import (
     dump_interactions,
     max_bytes,
     parse_document,
+    without_gc,
 )
 from dspy_bridge.cassettes._interaction import Interaction
 from dspy_bridge.cassettes._match import Matcher
@@ -112,6 +113,10 @@ class Cassette:
             raise corrupt(file, None, None, f"larger than {limit} bytes ($DSPY_BRIDGE_CASSETTE_MAX_BYTES)")
         with open(file, "rb") as handle:
             raw = handle.read()
+        return without_gc(cls._from_bytes, file, raw)
+
+    @classmethod
+    def _from_bytes(cls, file: str, raw: bytes) -> Cassette:
         big = len(raw) >= MIN_BYTES
         if big:
             import hashlib
@@ -139,7 +144,7 @@ class Cassette:
         return RecordMode.parse(mode).records(path)
 
     def dumps(self) -> str:
-        return dump_document(CassetteDocument(self.meta, [item.as_dict() for item in self.interactions]))
+        return without_gc(dump_document, CassetteDocument(self.meta, [item.as_dict() for item in self.interactions]))
 
     def save(self) -> None:
         """Write the whole cassette atomically, under the file lock (no merge: see ``Recorder``)."""

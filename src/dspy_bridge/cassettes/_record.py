@@ -28,7 +28,7 @@ from dspy_bridge._exceptions import CassetteCorrupt, HandlerError, UsageError
 from dspy_bridge._modes import RecordMode
 from dspy_bridge._secrets import secret_values
 from dspy_bridge.cassettes._cassette import Cassette, current_versions, default_meta
-from dspy_bridge.cassettes._format import CassetteDocument, dump_document
+from dspy_bridge.cassettes._format import CassetteDocument, dump_document, without_gc
 from dspy_bridge.cassettes._match import REPLAYED_COMMANDS, Matcher, canonical_response, plain_keep_order
 from dspy_bridge.cassettes._replay import Replay, make_request
 from dspy_bridge.cassettes._scrub import scrub_interaction
@@ -286,7 +286,7 @@ class Recorder:
                 appended = current.appended(interactions[len(current) :])
                 if appended is not None:
                     return appended
-        return dump_document(CassetteDocument(meta, interactions))
+        return without_gc(dump_document, CassetteDocument(meta, interactions))
 
     def save(self) -> bool:
         """Merge what was recorded into the file (locked, atomic). Returns whether it wrote."""
