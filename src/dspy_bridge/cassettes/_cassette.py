@@ -157,6 +157,14 @@ class Cassette:
         self._source = text.encode("utf-8")
         self._canonical = True
 
+    def unchanged_on_disk(self) -> bool:
+        """Does the file still hold exactly the bytes this cassette was loaded from (or saved as)?"""
+        try:
+            with open(self._file, "rb") as handle:
+                return self._source is not None and handle.read() == self._source
+        except FileNotFoundError:
+            return False
+
     def appended(self, interactions: list[dict[str, Any]]) -> bytes | None:
         """The file's bytes, as loaded, with ``interactions`` added at the end: the old text is kept byte for
         byte, not encoded again. ``None`` unless the file is in the canonical layout and ends with an
@@ -211,8 +219,7 @@ class Cassette:
         from dspy_bridge.cassettes._storage import cassette_lock, remove_stale_temps, write_atomic  # filelock
 
         with cassette_lock(self.path):
-            current = self.path.read_bytes() if self.path.exists() else b""
-            if self._source is not None and current != self._source:
+            if self._source is not None and not self.unchanged_on_disk():
                 raise CassetteError(
                     f"cassette {self.path} changed on disk since it was loaded; load it again, replay, then prune",
                     file=str(self.path),

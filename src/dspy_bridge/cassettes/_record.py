@@ -226,6 +226,8 @@ class Recorder:
     def _read_current(self) -> Cassette | None:
         if not self.path.exists():
             return None
+        if self._existing is not None and self._existing.unchanged_on_disk():
+            return self._existing  # nobody wrote since this recorder loaded it: no need to parse it again
         try:
             return Cassette.load(self.path)
         except CassetteCorrupt:
