@@ -7,7 +7,7 @@ walks the composed node graph once, iteratively (no recursion, so no ``Recursion
 Python object is built, and refuses:
 
 - aliases and merge keys (``&anchor``/``*ref``/``<<``): a billion-laughs file is 1 KB of text;
-- nesting deeper than ``MAX_DEPTH``, more than ``MAX_NODES`` nodes, text above ``max_bytes()``;
+- nesting deeper than ``MAX_DEPTH``, more than ``MAX_NODES`` nodes, text above ``_format.max_bytes()``;
 - any tag but str, null, bool, int, float, map and seq (dates, ``!!binary``, ``!!python/...``, unknown);
 - ints outside int64/uint64, non-finite floats, map keys that are not strings.
 
@@ -21,9 +21,7 @@ from typing import Any
 
 import yaml
 
-from dspy_bridge.cassettes._format import max_bytes  # the file-size limit lives with the format
-
-__all__ = ["MAX_DEPTH", "MAX_NODES", "LimitError", "check_nodes", "max_bytes"]
+__all__ = ["MAX_DEPTH", "MAX_NODES", "LimitError", "check_nodes"]
 
 MAX_DEPTH = 100
 MAX_NODES = 20_000_000

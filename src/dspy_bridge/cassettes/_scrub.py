@@ -241,7 +241,8 @@ def format_problem(path: Path) -> str | None:
     """
     import yaml
 
-    from dspy_bridge.cassettes._limits import LimitError, check_nodes, compose, max_bytes
+    from dspy_bridge.cassettes._format import max_bytes
+    from dspy_bridge.cassettes._limits import LimitError, check_nodes, compose
     from dspy_bridge.cassettes._yamlio import SafeLoader
 
     try:
