@@ -38,6 +38,7 @@ def _files(pytester: pytest.Pytester) -> list[str]:
 def test_an_integration_test_without_lm_calls_records_an_empty_http_cassette_and_a_failed_tests_is_discarded(
     pytester: pytest.Pytester,
 ) -> None:
+    """Failed and interrupted (Ctrl-C) tests write nothing new unless --bridge-record-failed=keep."""
     pytester.makepyfile(
         test_quiet="""
 import pytest
@@ -53,6 +54,12 @@ def test_stubbed(bridge):
 def test_broken(bridge):
     bridge.configure_lm("gemini/gemini-2.5-flash", num_retries=0)
     assert bridge.run("question -> answer", question="Capital of Italy?")["answer"] == "not what the LM says"
+
+@pytest.mark.integration
+def test_interrupted(bridge):
+    bridge.configure_lm("gemini/gemini-2.5-flash", num_retries=0)
+    bridge.run("question -> answer", question="Capital of Peru?")
+    raise KeyboardInterrupt  # as Ctrl-C does: the run stops here
 """
     )
     result = _run(pytester, "--bridge-record=once", "--bridge-upstream=fake")
@@ -62,13 +69,16 @@ def test_broken(bridge):
         yaml.safe_load((pytester.path / "cassettes/test_quiet/test_stubbed.http.yaml").read_text())["interactions"]
         == []
     )
+    assert result.ret == pytest.ExitCode.INTERRUPTED
     result.stdout.fnmatch_lines(
         [
-            "not recorded: 1",
+            "not recorded: 2",
             "*test_broken: the test failed, so its new recordings (1 LM call(s) for test_broken.http.yaml, * "
             "answer(s) for test_broken.bridge.yaml) were discarded; cassettes saved before are untouched. To keep "
             "a failed test's recordings: pytest test_quiet.py::test_broken --bridge-record=once "
             "--bridge-record-failed=keep",
+            "*test_interrupted: the test did not finish, so its new recordings (1 LM call(s) for "
+            "test_interrupted.http.yaml, * answer(s) for test_interrupted.bridge.yaml) were discarded*",
         ]
     )
     # What the summary says to run (against the fake): the failed test's recordings are kept; test_stubbed, run
@@ -79,6 +89,8 @@ def test_broken(bridge):
     assert _files(pytester) == [
         "test_quiet/test_broken.bridge.yaml",
         "test_quiet/test_broken.http.yaml",
+        "test_quiet/test_interrupted.bridge.yaml",
+        "test_quiet/test_interrupted.http.yaml",
         "test_quiet/test_stubbed.bridge.yaml",
         "test_quiet/test_stubbed.http.yaml",
     ]

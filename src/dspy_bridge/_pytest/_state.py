@@ -180,11 +180,12 @@ class BridgeState:
             with contextlib.suppress(Exception):  # the session may already be gone with its worker
                 client.close()
             call_failed = item is not None and item.stash.get(CALL_FAILED, False)
-            discard = plan.records and call_failed and self.record_failed == "discard"
+            unfinished = item is not None and CALL_FAILED not in item.stash  # Ctrl-C, or a later fixture failed
+            discard = plan.records and (call_failed or unfinished) and self.record_failed == "discard"
             report = route.deactivate(save=not discard) if route is not None else None
             unsaved = self._recording_policy(plan, report, call_failed)
             if discard:
-                self._note_discarded(plan, report, recorder)
+                self._note_discarded(plan, report, recorder, "failed" if call_failed else "did not finish")
             elif recorder is not None and unsaved:
                 self.report.notes.append({"nodeid": plan.nodeid, "kind": "not recorded", "message": unsaved})
             elif recorder is not None:
@@ -237,8 +238,9 @@ class BridgeState:
             )
         return ""
 
-    def _note_discarded(self, plan: TestPlan, report: Any, recorder: Any) -> None:
-        """A recording test failed: nothing new of it is written (``--bridge-record-failed=discard``); say so."""
+    def _note_discarded(self, plan: TestPlan, report: Any, recorder: Any, why: str) -> None:
+        """A recording test failed or was interrupted: nothing new of it is written
+        (``--bridge-record-failed=discard``); say so."""
         new = []
         if report is not None and report.forwarded:
             new.append(f"{report.forwarded} LM call(s) for {plan.http_cassette.name}")
@@ -249,7 +251,7 @@ class BridgeState:
             {
                 "nodeid": plan.nodeid,
                 "kind": "not recorded",
-                "message": f"the test failed, so {what}; cassettes saved before are untouched. To keep a failed "
+                "message": f"the test {why}, so {what}; cassettes saved before are untouched. To keep a failed "
                 f"test's recordings: {plan.record_command(plan.record)} --bridge-record-failed=keep",
             }
         )
