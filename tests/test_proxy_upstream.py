@@ -9,6 +9,7 @@ costs ~1 s to start, so what needs no HTTP front drives the proxy's ``CassetteSe
 from __future__ import annotations
 
 import json
+import os
 import socket
 import socketserver
 import ssl
@@ -119,6 +120,8 @@ def test_identical_calls_record_in_parallel_in_completion_order_and_replay_in_th
     cassette = tmp_path / "parallel.yaml"
     try:
         with ProxyProcess(upstream=f"http://127.0.0.1:{upstream.server_port}", api_key=KEY) as proxy:
+            # Its own session: a terminal's Ctrl-C reaches pytest, which discards the test's recording cleanly.
+            assert os.getsid(proxy.pid) != os.getsid(0)
             proxy.use_cassette(cassette, record_mode="once")
             with ThreadPoolExecutor(2) as calls:
                 first = calls.submit(post, proxy.port, GENERATE, gemini_body())

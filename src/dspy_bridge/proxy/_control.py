@@ -162,7 +162,14 @@ class ProxyProcess:
             with contextlib.ExitStack() as cleanup_on_fail:
                 self._stderr = cleanup_on_fail.enter_context(tempfile.TemporaryFile())
                 process = subprocess.Popen(
-                    command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._stderr, env=env
+                    command,
+                    stdin=subprocess.PIPE,
+                    stdout=subprocess.PIPE,
+                    stderr=self._stderr,
+                    env=env,
+                    # Its own session: a terminal's Ctrl-C interrupts the host, which then ejects the test's
+                    # cassette without saving; the proxy still dies with the host (stdin EOF, PDEATHSIG).
+                    start_new_session=True,
                 )
                 cleanup_on_fail.callback(self._reap, process)
                 assert process.stdin is not None and process.stdout is not None
