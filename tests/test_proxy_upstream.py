@@ -149,6 +149,62 @@ def test_identical_calls_record_in_parallel_in_completion_order_and_replay_in_th
     assert _GatedUpstream.arrivals == 2  # the replay never reached the upstream
 
 
+class _HeldUpstream(BaseHTTPRequestHandler):
+    """Answers once the test lets it."""
+
+    protocol_version = "HTTP/1.1"
+    arrived = threading.Event()
+    release = threading.Event()
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers["Content-Length"]))
+        type(self).arrived.set()
+        type(self).release.wait(timeout=20)
+        data = json.dumps({"candidates": [{"content": {"role": "model", "parts": [{"text": "late"}]}}]}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+def test_closing_with_save_waits_for_a_call_in_flight_and_keeps_its_recording(tmp_path: Path) -> None:
+    upstream = ThreadingHTTPServer(("127.0.0.1", 0), _HeldUpstream)
+    _serve(upstream)
+    cassette = tmp_path / "in-flight.yaml"
+    session = CassetteSession(
+        CassetteOptions(str(cassette), record_mode="once"),
+        upstream=Upstream.parse(f"http://127.0.0.1:{upstream.server_port}"), api_key=KEY, timeout=30.0,
+    )  # fmt: skip
+    session.open()
+    closing = threading.Event()
+    wait_for = session._idle.wait_for
+
+    def noted_wait_for(predicate: Any, timeout: float | None = None) -> Any:
+        closing.set()  # close() is now waiting for the call in flight
+        return wait_for(predicate, timeout)
+
+    session._idle.wait_for = noted_wait_for  # type: ignore[method-assign]
+    body = json.dumps(gemini_body()).encode()
+    try:
+        with ThreadPoolExecutor(2) as threads:
+            call = threads.submit(session.exchange, "POST", GENERATE, {}, body, _NoRelay())
+            assert _HeldUpstream.arrived.wait(timeout=20)
+            close = threads.submit(session.close, save=True)
+            assert closing.wait(timeout=20)
+            _HeldUpstream.release.set()
+            exchange, report = call.result(), close.result()
+    finally:
+        _HeldUpstream.release.set()
+        upstream.shutdown()
+        upstream.server_close()
+    assert exchange.kind == "forwarded" and report["forwarded"] == 1 and report["saved"]
+    assert [_text(i["response"]["body"]["string"]) for i in _interactions(cassette)] == ["late"]
+
+
 def test_the_upstream_timeout_is_configurable(tmp_path: Path) -> None:
     """A call the upstream does not answer within the timeout is an unreachable upstream, not recorded."""
     silent = socket.create_server(("127.0.0.1", 0))  # accepts (the backlog), never answers
