@@ -184,10 +184,10 @@ class BridgeState:
             discard = plan.records and (call_failed or unfinished) and self.record_failed == "discard"
             report = route.deactivate(save=not discard) if route is not None else None
             unsaved = self._recording_policy(plan, report, call_failed)
-            if discard:
-                self._note_discarded(plan, report, recorder, "failed" if call_failed else "did not finish")
-            elif recorder is not None and unsaved:
+            if recorder is not None and unsaved:  # the more specific reason (e.g. an unreachable upstream)
                 self.report.notes.append({"nodeid": plan.nodeid, "kind": "not recorded", "message": unsaved})
+            elif discard:
+                self._note_discarded(plan, report, recorder, "failed" if call_failed else "did not finish")
             elif recorder is not None:
                 self.counts[plan.kind]["recorded"] += recorder.pending
                 recorder.save()
