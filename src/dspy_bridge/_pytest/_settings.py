@@ -32,6 +32,7 @@ __all__ = [
 MODES = ("auto", "mock", "integration")
 UPSTREAM_NAMES = ("gemini", "fake")
 DRIFT_MODES = ("report", "fail")
+STALE_MODES = ("warn", "fail")
 
 
 @dataclass(frozen=True)
@@ -120,6 +121,31 @@ SETTINGS: dict[str, Setting] = {
             "them in the summary, or fail the run",
             "report",
             DRIFT_MODES,
+        ),
+        Setting(
+            "stale",
+            "what the summary does with stale cassettes (recorded with another DSPy version or model, or older "
+            "than stale_days): warn, or fail the run",
+            "warn",
+            STALE_MODES,
+        ),
+        Setting(
+            "stale_days",
+            "cassettes recorded more than this many days ago are stale (default: no age limit)",
+            None,
+            kind=float,
+            minimum=0,
+        ),
+        Setting(
+            "stale_model",
+            "the model your tests use now: bridge cassettes recorded against another model are stale",
+            None,
+        ),
+        Setting(
+            "run_record",
+            "where the run record read by 'dspy-bridge cassettes unused' is written, relative to the rootdir "
+            "('off': not written)",
+            ".dspy-bridge/last-run.json",
         ),
         Setting("secret_env", "more variable names never given to workers or the proxy (comma-separated)", ""),
         Setting(

@@ -88,12 +88,13 @@ class CassetteReport:
     not_recorded: tuple[str, ...] = ()  # "upstream unreachable: …" and error answers left out, with why
     near_matches: tuple[str, ...] = ()  # misses answered by a near match (near_match=…), with the similarity
     discarded_because: str = ""  # why a recording was not saved at all (keep_partial=False)
+    played: tuple[int, ...] = ()  # indexes of the loaded interactions answered (for ``cassettes unused``)
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> CassetteReport:
         names = {f.name for f in fields(cls)}
         values = {k: v for k, v in data.items() if k in names}
-        for name in ("match_on", "miss_messages", "not_recorded", "near_matches"):
+        for name in ("match_on", "miss_messages", "not_recorded", "near_matches", "played"):
             values[name] = tuple(values.get(name) or ())
         return cls(**values)
 
