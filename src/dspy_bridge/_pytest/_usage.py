@@ -21,26 +21,18 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from dspy_bridge._pytest._names import BRIDGE_SUFFIX, HTTP_SUFFIX, cassette_paths
+from dspy_bridge._pytest._names import cassette_paths
+from dspy_bridge.cassettes._unused import RECORD_NAME, cassette_stem, digest
 
 if TYPE_CHECKING:
     from dspy_bridge._pytest._plan import TestPlan
 
-__all__ = ["DEFAULT_RECORD", "RECORD_FORMAT", "RunUsage", "cassette_stem"]
+__all__ = ["DEFAULT_RECORD", "RECORD_FORMAT", "RunUsage"]
 
-DEFAULT_RECORD = ".dspy-bridge/last-run.json"  # relative to the rootdir
+DEFAULT_RECORD = RECORD_NAME  # relative to the rootdir
 RECORD_FORMAT = 1
 RAN, NOT_RUN, OTHER = "ran", "not run", "other"  # what a claimed cassette stem's test did; merged by rank
 _RANK = {OTHER: 0, NOT_RUN: 1, RAN: 2}
-
-
-def cassette_stem(path: Path | str) -> str:
-    """A cassette path without its level suffix: the name both levels of one test share."""
-    text = str(path)
-    for suffix in (BRIDGE_SUFFIX, HTTP_SUFFIX, ".yaml"):
-        if text.endswith(suffix):
-            return text[: -len(suffix)]
-    return text
 
 
 def _explicit(item: pytest.Item) -> str | None:
@@ -146,6 +138,8 @@ class RunUsage:
 
     # -- the record ------------------------------------------------------------------------------
     def record(self, config: pytest.Config, exitstatus: int) -> dict[str, Any]:
+        for path, entry in self.cassettes.items():  # prune refuses a file that changed after this run
+            entry["digest"] = digest(Path(path)) if entry["played"] is not None else None
         return {
             "format": RECORD_FORMAT,
             "finished": datetime.now(UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z"),
