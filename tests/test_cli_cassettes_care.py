@@ -326,3 +326,14 @@ def test_the_summary_lists_stale_cassettes_and_says_whether_they_fail_the_run() 
     report.stale_mode, reporter = "fail", _Reporter()
     report.write(reporter)
     assert any(line.startswith("stale cassettes: 1 (fail the run (--bridge-stale=fail)") for line in reporter.lines)
+
+
+@pytest.mark.parametrize("action", ["list", "show", "stats", "diff", "unused", "prune", "verify"])
+def test_help_texts_carry_exit_codes_and_no_rst_markup(action: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["cassettes", action, "--help"])
+    out = capsys.readouterr().out
+    assert "Exit codes: 0 " in out and "``" not in out
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    assert "``" not in capsys.readouterr().out

@@ -299,7 +299,10 @@ def add_cassettes_parser(commands: Any) -> None:
 
     def action(name: str, help_text: str) -> argparse.ArgumentParser:
         parser: argparse.ArgumentParser = actions.add_parser(
-            name, help=help_text, description=f"{help_text}.\n\nExit codes: {EXIT_CODES[name]}."
+            name,
+            help=help_text,
+            description=f"{help_text[0].upper()}{help_text[1:]}.\n\nExit codes: {EXIT_CODES[name]}.",
+            formatter_class=argparse.RawDescriptionHelpFormatter,
         )
         parser.add_argument("--json", action="store_true", help="print JSON instead of text")
         return parser

@@ -133,7 +133,9 @@ def _version_line() -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="dspy-bridge", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        prog="dspy-bridge",
+        description=(__doc__ or "").replace("``", ""),  # the docstring without its RST markup
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=_version_line())
     commands = parser.add_subparsers(dest="command", required=True)
