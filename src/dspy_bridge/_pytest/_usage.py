@@ -94,7 +94,10 @@ class RunUsage:
         self.tests[stem] = plan.nodeid
         if plan.live:
             return
-        if plan.bridge_cassette.exists():
+        # An integration test replaying reads only its HTTP cassette; its bridge cassette stays its test's (the
+        # claim above). Recording writes it, the drift check reads it: used, plays unknown.
+        reads_bridge = not plan.real or plan.records or plan.marked == "mock"
+        if reads_bridge and plan.bridge_cassette.exists():
             self._use(plan.bridge_cassette, "bridge", plan.nodeid, None if plan.real else played)
         if plan.real and plan.http_cassette.exists():
             known = http_report is not None and not http_report.saved
