@@ -39,7 +39,7 @@ def test_answer_on_real_workers(bridge):
 
 
 def test_a_mock_run_writes_the_record_that_unused_and_prune_read(
-    pytester: pytest.Pytester, capsys: pytest.CaptureFixture[str]
+    pytester: pytest.Pytester, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     shutil.copy(QA / "qa_app.py", pytester.path / "qa_app.py")
     pytester.makepyfile(test_qa=TESTS)
@@ -56,8 +56,17 @@ def test_a_mock_run_writes_the_record_that_unused_and_prune_read(
 
     assert main(["cassettes", "unused"]) == 2  # no run yet: the error says what to run …
     assert "pytest -m mock" in capsys.readouterr().err
+    monkeypatch.setenv("DSPY_BRIDGE_STALE_DAYS", "1")  # the shipped cassette is days old: stale …
+    monkeypatch.setenv("DSPY_BRIDGE_STALE", "fail")  # … and asked to, the run fails on it (tests still pass)
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-p", "no:randomly", "-m", "mock")  # … run it
     result.assert_outcomes(passed=2, deselected=1)
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    result.stdout.fnmatch_lines(
+        [
+            "stale cassettes: 1 (fail the run (--bridge-stale=fail); re-record them with --bridge-record=all):",
+            f"  cassettes/test_qa/{ANSWER}.yaml: older than 1 days",
+        ]
+    )
     result.stdout.fnmatch_lines(["run record: .dspy-bridge/last-run.json (2 bridge test(s) ran, 1 cassette(s) used)*"])
     assert (pytester.path / ".dspy-bridge" / ".gitignore").read_text().endswith("*\n")
     capsys.readouterr()  # pytester's own "running: …" lines
