@@ -22,17 +22,23 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from dspy_bridge._pytest._names import cassette_paths
-from dspy_bridge.cassettes._unused import RECORD_NAME, cassette_stem, digest
 
 if TYPE_CHECKING:
     from dspy_bridge._pytest._plan import TestPlan
 
 __all__ = ["DEFAULT_RECORD", "RECORD_FORMAT", "RunUsage"]
 
-DEFAULT_RECORD = RECORD_NAME  # relative to the rootdir
+DEFAULT_RECORD = ".dspy-bridge/last-run.json"  # relative to the rootdir (cassettes._unused.RECORD_NAME)
 RECORD_FORMAT = 1
 RAN, NOT_RUN, OTHER = "ran", "not run", "other"  # what a claimed cassette stem's test did; merged by rank
 _RANK = {OTHER: 0, NOT_RUN: 1, RAN: 2}
+
+
+def cassette_stem(path: Path | str) -> str:
+    """``cassettes._unused.cassette_stem``, imported on first use (the plugin loads no cassette code)."""
+    from dspy_bridge.cassettes._unused import cassette_stem as stem
+
+    return stem(path)
 
 
 def _explicit(item: pytest.Item) -> str | None:
@@ -141,6 +147,8 @@ class RunUsage:
 
     # -- the record ------------------------------------------------------------------------------
     def record(self, config: pytest.Config, exitstatus: int) -> dict[str, Any]:
+        from dspy_bridge.cassettes._unused import digest
+
         for path, entry in self.cassettes.items():  # prune refuses a file that changed after this run
             entry["digest"] = digest(Path(path)) if entry["played"] is not None else None
         return {
