@@ -337,3 +337,19 @@ def test_help_texts_carry_exit_codes_and_no_rst_markup(action: str, capsys: pyte
     with pytest.raises(SystemExit):
         main(["--help"])
     assert "``" not in capsys.readouterr().out
+
+
+def test_the_run_record_goes_where_it_is_told_and_off_writes_none(tmp_path: Path) -> None:
+    from types import SimpleNamespace
+
+    config: Any = SimpleNamespace(rootpath=tmp_path, invocation_params=SimpleNamespace(args=("-m", "mock")))
+    usage = RunUsage()
+    assert usage.write(config, 0, ".dspy-bridge/last-run.json") is None  # no bridge test ran: nothing written
+    usage.ran = 1
+    assert usage.write(config, 0, "off") is None and not (tmp_path / ".dspy-bridge").exists()
+    written = usage.write(config, 0, "records/run.json")
+    assert written == tmp_path / "records" / "run.json" and not (tmp_path / "records" / ".gitignore").exists()
+    record = json.loads(written.read_text())
+    assert record["format"] == 1 and record["invocation"] == "pytest -m mock" and record["ran"] == 1
+    assert usage.write(config, 0, ".dspy-bridge/last-run.json") == tmp_path / ".dspy-bridge" / "last-run.json"
+    assert (tmp_path / ".dspy-bridge" / ".gitignore").read_text().endswith("*\n")

@@ -46,6 +46,7 @@ class BridgeState:
         self.report = RunReport(self.worker_label)
         self.counts = self.report.counts
         self.drift_mode = str(run_level(config, "drift")[0])
+        self.run_record = str(run_level(config, "run_record")[0])  # "off": no record, no cassette_report calls
         # Every secret of the host's environment, removed by exact match from test reports and cassettes.
         self.secrets = secret_values(os.environ, env_names(run_level(config, "secret_env")[0]))
 
@@ -163,7 +164,8 @@ class BridgeState:
         try:
             yield client
         finally:
-            played = None if plan.real else _played(plan, pool, client)
+            keep = self.run_record.lower() not in ("off", "none", "")
+            played = _played(plan, pool, client) if keep and not plan.real else None
             with contextlib.suppress(Exception):  # the session may already be gone with its worker
                 client.close()
             report = route.deactivate() if route is not None else None
@@ -302,7 +304,7 @@ class BridgeState:
         """Flag stale cassettes among those the run used, and write the run record ``cassettes unused`` reads."""
         self.report.stale_mode = str(run_level(self.config, "stale")[0])
         self.report.stale = self._stale_cassettes()
-        written = self.report.usage.write(self.config, exitstatus, str(run_level(self.config, "run_record")[0]))
+        written = self.report.usage.write(self.config, exitstatus, self.run_record)
         self.report.record_path = _shown(written, self.config.rootpath) if written is not None else None
 
     def _stale_cassettes(self) -> list[dict[str, Any]]:
