@@ -112,8 +112,12 @@ def test_record_then_replay_with_the_upstream_stopped(tmp_path: Path) -> None:
         proxy.use_cassette(cassette, record_mode="none")
         replayed = [post(proxy.port, GENERATE, gemini_body("second")), post(proxy.port, GENERATE, gemini_body("first"))]
         report = proxy.eject()
+        proxy.use_cassette(cassette, record_mode="none")
+        post(proxy.port, GENERATE, gemini_body("second"))
+        assert proxy.eject().played == (1,)  # "first" (interaction 0) was never asked for
     assert [body for _, _, body in replayed] == [recorded[1][2], recorded[0][2]]  # byte for byte, matched by body
     assert (report.replayed, report.forwarded, report.misses, report.saved) == (2, 0, 0, False)
+    assert report.played == (0, 1)  # the interactions answered, in file order (for cassettes unused)
     assert upstream.request_count == 2  # nothing reached the upstream during replay
 
 
@@ -179,7 +183,8 @@ def test_ignored_body_fields_let_volatile_parts_differ(proxy: ProxyProcess, tmp_
     proxy.eject()
     proxy.use_cassette(cassette, record_mode="none", ignore_body_fields=["generationConfig.seed"])
     assert post(proxy.port, GENERATE, changed)[0] == 200
-    assert proxy.eject().replayed == 1
+    report = proxy.eject()
+    assert report.replayed == 1 and report.played == (0,)
 
 
 # ─── Keys ───────────────────────────────────────────────────────────────────
