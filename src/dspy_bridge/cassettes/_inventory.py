@@ -238,7 +238,7 @@ def header_entry(path: Path, *, now: datetime | None = None) -> Entry | None:
     ``interactions``): enough for staleness, without parsing every interaction. ``None`` if that fails."""
     import yaml
 
-    from dspy_bridge.cassettes._format import SafeLoader
+    from dspy_bridge.cassettes._yamlio import SafeLoader
 
     try:
         with path.open(encoding="utf-8") as handle:
