@@ -353,3 +353,37 @@ def test_the_run_record_goes_where_it_is_told_and_off_writes_none(tmp_path: Path
     assert record["format"] == 1 and record["invocation"] == "pytest -m mock" and record["ran"] == 1
     assert usage.write(config, 0, ".dspy-bridge/last-run.json") == tmp_path / ".dspy-bridge" / "last-run.json"
     assert (tmp_path / ".dspy-bridge" / ".gitignore").read_text().endswith("*\n")
+
+
+def test_diff_verdict_passes_a_reworded_answer_and_fails_a_regression(
+    qa: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    original = qa / f"{ANSWER}.yaml"
+    cassette = Cassette.load(original)
+
+    def variant(name: str, answer: Any) -> Path:
+        copy = Cassette(qa / name, [i.as_dict() for i in cassette], dict(cassette.meta))
+        copy[2].response["result"]["outputs"]["answer"] = answer
+        copy.save()
+        return copy.path
+
+    code, out, _ = run(capsys, "diff", str(original), str(variant("reworded.bridge.yaml", "other words")), "--verdict")
+    assert code == 0, out  # different, but only reworded
+    assert "verdict answer: benign (same type (str), different value)" in out
+    assert out.splitlines()[-1].endswith("1 differ, 0 only in A, 0 only in B; 0 with a regression")
+    code, out, _ = run(capsys, "diff", str(original), str(variant("typed.bridge.yaml", 42)), "--verdict", "--json")
+    data = json.loads(out)
+    assert code == 1 and data["regressions"] == 1
+    assert data["changes"][0]["verdicts"] == [
+        {"field": "answer", "verdict": "regression", "reason": "type str → number"}
+    ]
+
+    http = qa / f"{ANSWER}.http.yaml"
+    data = yaml.safe_load(http.read_text())
+    body = json.loads(data["interactions"][0]["response"]["body"]["string"])
+    body["candidates"][0]["finishReason"] = "MAX_TOKENS"
+    data["interactions"][0]["response"]["body"]["string"] = json.dumps(body)
+    cut = qa / "cut.http.yaml"
+    cut.write_text(yaml.safe_dump(data))
+    code, out, _ = run(capsys, "diff", str(http), str(cut), "--verdict")
+    assert code == 1 and "verdict finish_reason: regression (finish reason STOP → MAX_TOKENS)" in out

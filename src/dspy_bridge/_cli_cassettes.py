@@ -25,7 +25,8 @@ EXIT_CODES = {
     "list": "0 ok; 1 a file could not be read (named, the others still shown); 2 usage (missing path, none found)",
     "show": "0 ok; 1 the file could not be read; 2 usage (not a file, --index out of range)",
     "stats": "0 ok; 1 a file could not be read; 2 usage",
-    "diff": "0 the same; 1 different; 2 usage (two levels, missing file) or a file could not be read",
+    "diff": "0 the same (--verdict: no regression); 1 different (--verdict: a regression); 2 usage (two levels, "
+    "missing file) or a file could not be read",
     "unused": "0 nothing unused; 1 something is unused; 2 usage (no run record, missing path)",
     "prune": "0 pruned, nothing to prune, or a dry run; 1 a file could not be pruned; 2 usage",
     "verify": "0 clean; 1 something key-shaped, or a file that is not plain data; 2 usage (missing path, no files)",
@@ -150,7 +151,9 @@ def _diff(args: argparse.Namespace, prog: str) -> int:
         if not Path(name).is_file():
             raise UsageError(f"{name} is not a file: diff takes two cassette files (A B)")
     try:
-        result = diff_cassettes(Path(args.a), Path(args.b), context=args.context, headers=args.headers)
+        result = diff_cassettes(
+            Path(args.a), Path(args.b), context=args.context, headers=args.headers, verdicts=args.verdict
+        )
     except (CassetteError, OSError) as exc:
         _say(prog, f"could not read a cassette: {exc}")
         return 2
@@ -158,6 +161,8 @@ def _diff(args: argparse.Namespace, prog: str) -> int:
         print(json.dumps(result.as_dict(), indent=2, default=_plain))
     else:
         print("\n".join(result.lines()))
+    if args.verdict:
+        return 1 if result.regressions else 0
     return 0 if result.same else 1
 
 
@@ -328,6 +333,12 @@ def add_cassettes_parser(commands: Any) -> None:
     q.add_argument("b", metavar="B")
     q.add_argument("--context", type=int, default=3, metavar="N", help="lines of context around a change")
     q.add_argument("--headers", action="store_true", help="HTTP cassettes: compare headers too")
+    q.add_argument(
+        "--verdict",
+        action="store_true",
+        help="give each change a verdict (benign: same type, other text; regression: type, Literal value, missing "
+        "field, tool calls, finish reason, status) and exit 1 only on a regression",
+    )
     for name, text in (
         ("unused", "report recordings no test used in the last pytest run (from its run record)"),
         ("prune", "remove what unused reports (a dry run unless --yes)"),

@@ -30,6 +30,9 @@ _VOLATILE_BODY = ("responseId", "id", "created", "system_fingerprint")  # per-ca
 _LOOPBACK = re.compile(r"^(127\.0\.0\.1|localhost|\[::1\])(:\d+)?$")
 
 
+from dspy_bridge.cassettes._verdict import REGRESSION, change_verdicts
+
+
 class _Dumper(yaml.SafeDumper):
     """Block style, multi-line strings as ``|`` blocks: a changed prompt line shows as one changed line."""
 
@@ -111,11 +114,17 @@ class CassetteDiff:
     level: str
     counts: dict[str, int] = field(default_factory=lambda: {"same": 0, "differ": 0, "only_a": 0, "only_b": 0})
     meta: dict[str, list[Any]] = field(default_factory=dict)  # key -> [a, b] (shown, never counted)
-    changes: list[dict[str, Any]] = field(default_factory=list)  # {kind, a, b, title, diff}
+    changes: list[dict[str, Any]] = field(default_factory=list)  # {kind, a, b, title, diff, verdicts}
+    with_verdicts: bool = False  # print each change's verdicts (``cassettes diff --verdict``)
 
     @property
     def same(self) -> bool:
         return not self.changes
+
+    @property
+    def regressions(self) -> int:
+        """Changes with at least one regression (a recording only one side has is one)."""
+        return sum(1 for c in self.changes if any(v["verdict"] == REGRESSION for v in c.get("verdicts") or []))
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -126,6 +135,7 @@ class CassetteDiff:
             "counts": self.counts,
             "meta": self.meta,
             "changes": self.changes,
+            **({"regressions": self.regressions} if self.with_verdicts else {}),
         }
 
     def lines(self) -> Iterator[str]:
@@ -141,15 +151,21 @@ class CassetteDiff:
             else:
                 yield f"@@ [{change['a']}] → [{change['b']}] {change['title']}: {change['what']}"
             yield from change["diff"]
+            if self.with_verdicts:
+                for verdict in change.get("verdicts") or []:
+                    yield f"   verdict {verdict['field']}: {verdict['verdict']} ({verdict['reason']})"
         c = self.counts
         yield (
             f"{'same' if self.same else 'different'}: {c['same']} interaction(s) the same, {c['differ']} differ, "
             f"{c['only_a']} only in A, {c['only_b']} only in B"
-        )
+        ) + (f"; {self.regressions} with a regression" if self.with_verdicts else "")
 
 
-def diff_cassettes(a: Path, b: Path, *, context: int = 3, headers: bool = False) -> CassetteDiff:
-    """Compare two cassettes; ``UsageError`` for two levels, ``CassetteError``/``OSError`` if unreadable."""
+def diff_cassettes(
+    a: Path, b: Path, *, context: int = 3, headers: bool = False, verdicts: bool = False
+) -> CassetteDiff:
+    """Compare two cassettes; ``UsageError`` for two levels, ``CassetteError``/``OSError`` if unreadable.
+    Every change carries verdicts (``cassettes._verdict``); ``verdicts=True`` prints them."""
     from dspy_bridge.cassettes._inventory import interactions_of
 
     level_a, meta_a, items_a = interactions_of(a)
@@ -159,7 +175,7 @@ def diff_cassettes(a: Path, b: Path, *, context: int = 3, headers: bool = False)
     if level_a == "http":
         items_a = [_http(item, headers) for item in items_a]
         items_b = [_http(item, headers) for item in items_b]
-    result = CassetteDiff(str(a), str(b), level_a)
+    result = CassetteDiff(str(a), str(b), level_a, with_verdicts=verdicts)
     for key in sorted((set(meta_a) | set(meta_b)) - _VOLATILE_META):
         if meta_a.get(key) != meta_b.get(key):
             result.meta[key] = [meta_a.get(key), meta_b.get(key)]
@@ -190,7 +206,18 @@ def _compare(
         what = "the request and the response differ"
     diff = difflib.unified_diff(_yaml_lines(old), _yaml_lines(new), f"A[{i}]", f"B[{j}]", n=context, lineterm="")
     lines = [line for line in diff if not line.startswith(("---", "+++"))]
-    result.changes.append({"kind": "differ", "a": i, "b": j, "title": _title(level, old), "what": what, "diff": lines})
+    verdicts = [v.as_dict() for v in change_verdicts(level, old, new)]
+    result.changes.append(
+        {
+            "kind": "differ",
+            "a": i,
+            "b": j,
+            "title": _title(level, old),
+            "what": what,
+            "diff": lines,
+            "verdicts": verdicts,
+        }
+    )
 
 
 def _only(result: CassetteDiff, kind: str, level: str, index: int, item: dict[str, Any]) -> None:
@@ -204,5 +231,12 @@ def _only(result: CassetteDiff, kind: str, level: str, index: int, item: dict[st
             "title": _title(level, item),
             "what": "",
             "diff": [f"{sign}{line}" for line in _yaml_lines(item)],
+            "verdicts": [
+                {
+                    "field": "recording",
+                    "verdict": REGRESSION,
+                    "reason": "only in A" if kind == "only_a" else "only in B",
+                }
+            ],
         }
     )
