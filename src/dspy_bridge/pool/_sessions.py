@@ -166,6 +166,17 @@ class Sessions:
         session = self._sessions.get(session_id)
         return session.worker if session is not None else None
 
+    def pinned(self, session_id: str) -> WorkerHandle | None:
+        """The session's worker if it is pinned to one that takes work now (else a checkout must pin it)."""
+        session = self._sessions.get(session_id)
+        return session.pinned() if session is not None else None
+
+    def remember_now(self, session_id: str, command: str, args: dict[str, Any]) -> None:
+        """A session's state command succeeded on ``SyncPool``'s direct lane: keep it for replay."""
+        session = self._sessions.get(session_id)
+        if session is not None:
+            session.history.remember(command, args)
+
     async def prepare(self, handle: WorkerHandle) -> None:
         """A new worker gets the pool-wide state before its first request."""
         await self.defaults.apply(handle, self._slots, self._call, self._request_timeout)
