@@ -21,11 +21,12 @@ requests waiting, a recycle due, a kill) is handed over with ``call_soon_threads
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 import time
 from typing import TYPE_CHECKING, Any
 
-from dspy_bridge._exceptions import MalformedFrame, RequestTimeout
+from dspy_bridge._exceptions import BridgeError, MalformedFrame, RequestTimeout
 from dspy_bridge.pool._breaker import BreakerState
 from dspy_bridge.pool._channel import LaneEnded
 from dspy_bridge.pool._errors import handler_error, request_context
@@ -38,6 +39,8 @@ if TYPE_CHECKING:
     from dspy_bridge.pool._worker import WorkerHandle
 
 __all__ = ["DirectLane"]
+
+log = logging.getLogger("dspy_bridge.pool")
 
 _LANE_WAIT = 0.05  # s to wait for a lane another thread holds before taking the ordinary path instead
 
@@ -63,33 +66,24 @@ class DirectLane:
         pool = self._pool
         if not pool.running or pool.breaker.state is not BreakerState.CLOSED:
             return None
+        new_session = False
         if session_id is None:
             if command in STATE_COMMANDS:
                 return None  # pool-wide state goes to every worker: the loop fans it out
             handle = self._least_loaded()
         else:
             handle = pool._sessions.pinned(session_id)
+            if handle is None and pool._sessions.worker_of(session_id) is None and session_id not in pool._sessions:
+                handle, new_session = self._least_loaded(), True  # a new session: nothing to replay
         channel = handle.channel if handle is not None else None
         if handle is None or channel is None or not channel.lane.acquire(timeout=_LANE_WAIT):
             return None
         try:
-            if not handle.accepts_work() or pool._slots.load(handle) >= handle.max_in_flight:
+            if not self._may_send(handle):
                 return None
-            if pool._slots.has_waiters(handle) or channel.write_closed:
+            if new_session and not pool._sessions.pin_new(session_id, handle):  # type: ignore[arg-type]
                 return None
-            request_id = next(pool._request_ids)
-            frame = handle.frame(_message(request_id, command, args, session_id, context, timeout))
-            with self._counts:
-                pool.direct_counters.requests += 1
-            handle.direct_in_flight = 1
-            try:
-                deadline = None if timeout is None else time.monotonic() + timeout
-                data: dict[str, Any] | None = channel.call(frame, request_id, handle.codec, deadline, handle.exited)
-                ended = None
-            except LaneEnded as exc:
-                data, ended = None, exc.reason
-            finally:
-                handle.direct_in_flight = 0
+            request_id, data, ended = self._exchange(handle, command, args, session_id, context, timeout)
         finally:
             channel.lane.release()
             channel.leave()
@@ -102,11 +96,77 @@ class DirectLane:
                 raise self._ended(handle, request_id, command, session_id)
             return (self._answer(handle, data, request_id, command, args, session_id, context, timeout),)
 
+    def close_session(self, session_id: str) -> bool | None:
+        """``Pool.close_session`` on the lane: forget the session, then ``cleanup_session`` on its worker
+        (its errors only logged, as the loop's close does); ``None`` if the loop must do it."""
+        pool = self._pool
+        handle = pool._sessions.pinned(session_id) if pool.running else None
+        channel = handle.channel if handle is not None else None
+        if handle is None or channel is None or not channel.lane.acquire(timeout=_LANE_WAIT):
+            return None
+        try:
+            if not self._may_send(handle):
+                return None
+            pool._sessions.drop(session_id)
+            args = {"session_id": session_id}
+            request_id, data, ended = self._exchange(handle, "cleanup_session", args, session_id, None, 5.0)
+        finally:
+            channel.lane.release()
+            channel.leave()
+        try:
+            with request_context(request_id=request_id, worker_pid=handle.pid, session_id=session_id):
+                if data is None:
+                    self._count_failure()
+                    raise (
+                        self._timed_out(handle, request_id, "cleanup_session", 5.0)
+                        if ended == "timeout"
+                        else self._ended(handle, request_id, "cleanup_session", session_id)
+                    )
+                self._answer(handle, data, request_id, "cleanup_session", args, session_id, None, 5.0)
+        except BridgeError as exc:
+            log.debug("cleanup of session %s skipped: %s", session_id, exc)
+        return True
+
+    def _may_send(self, handle: WorkerHandle) -> bool:
+        """Holding its lane: ``handle`` takes work, has a free slot, and nobody is queued for it."""
+        slots = self._pool._slots
+        return (
+            handle.accepts_work()
+            and slots.load(handle) < handle.max_in_flight
+            and not slots.has_waiters(handle)
+            and not handle.channel.write_closed  # type: ignore[union-attr]
+        )
+
+    def _exchange(
+        self,
+        handle: WorkerHandle,
+        command: str,
+        args: dict[str, Any],
+        session_id: str | None,
+        context: dict[str, Any] | None,
+        timeout: float | None,
+    ) -> tuple[int, dict[str, Any] | None, str | None]:
+        """Holding the lane: send one request and read its Response: ``(id, response, None)`` or
+        ``(id, None, why the lane ended)``."""
+        pool = self._pool
+        request_id = next(pool._request_ids)
+        frame = handle.frame(_message(request_id, command, args, session_id, context, timeout))
+        with self._counts:
+            pool.direct_counters.requests += 1
+        handle.direct_in_flight = 1
+        try:
+            deadline = None if timeout is None else time.monotonic() + timeout
+            return request_id, handle.channel.call(frame, request_id, handle.codec, deadline, handle.exited), None  # type: ignore[union-attr]
+        except LaneEnded as exc:
+            return request_id, None, exc.reason
+        finally:
+            handle.direct_in_flight = 0
+
     def _least_loaded(self) -> WorkerHandle | None:
         slots = self._pool._slots
         best: WorkerHandle | None = None
         best_key = (0, 0, 0)
-        for handle in list(self._pool._supervisor.workers):
+        for handle in self._pool._supervisor.workers:
             channel = handle.channel
             if channel is None or not handle.accepts_work():
                 continue
