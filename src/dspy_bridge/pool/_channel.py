@@ -320,6 +320,9 @@ class Channel:
                         foreign.extend(payloads[index + 1 :])
                         return message
                     foreign.append(payload)
+                if foreign:  # now, not when we are done: the loop may be waiting for them (or must reject them)
+                    self._loop.call_soon_threadsafe(self._hand_over, foreign, _GOING_ON)
+                    foreign = []
                 if self._eof_seen:
                     end = None
                     raise LaneEnded("eof")
