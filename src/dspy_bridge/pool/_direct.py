@@ -88,6 +88,11 @@ class DirectLane:
             channel.lane.release()
             channel.leave()
         # The lane is free again: the loop may need it (and this thread may now wait for the loop).
+        reply = fast_reply(data) if data is not None else None
+        if reply is not None and command not in STATE_COMMANDS and not self._notify(handle):
+            handle.served_direct += 1  # the common case, finished here: an ok answer that changes no state
+            pool.breaker.record_success(False)
+            return (reply.result,)
         with request_context(request_id=request_id, worker_pid=handle.pid, session_id=session_id):
             if data is None:
                 self._count_failure()
@@ -95,6 +100,10 @@ class DirectLane:
                     raise self._timed_out(handle, request_id, command, timeout)
                 raise self._ended(handle, request_id, command, session_id)
             return (self._answer(handle, data, request_id, command, args, session_id, context, timeout),)
+
+    def _notify(self, handle: WorkerHandle) -> bool:
+        """Whether the loop must hear that a slot on ``handle`` is free (a recycle due, an idle timer, waiters)."""
+        return self._eager_free or handle.overflow or self._pool._slots.has_waiters(handle)
 
     def close_session(self, session_id: str) -> bool | None:
         """``Pool.close_session`` on the lane: forget the session, then ``cleanup_session`` on its worker
@@ -163,6 +172,9 @@ class DirectLane:
             handle.direct_in_flight = 0
 
     def _least_loaded(self) -> WorkerHandle | None:
+        workers = self._pool._supervisor.workers
+        if len(workers) == 1:
+            return workers[0]  # checked by _may_send, holding its lane
         slots = self._pool._slots
         best: WorkerHandle | None = None
         best_key = (0, 0, 0)
@@ -201,7 +213,7 @@ class DirectLane:
                 handle.channel.fail(exc)  # type: ignore[union-attr]
                 raise self._ended(handle, request_id, command, session_id) from None
         handle.served_direct += 1
-        if self._eager_free or handle.overflow or pool._slots.has_waiters(handle):
+        if self._notify(handle):
             self._loop.call_soon_threadsafe(pool.on_slot_free, handle)  # recycle, idle timer, waiters
         pool.breaker.record_success(False)
         if not reply.ok:
