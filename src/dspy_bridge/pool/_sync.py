@@ -255,6 +255,47 @@ class SyncPool:
             )
         )
 
+    def submit_blocking(
+        self,
+        command: str,
+        args: dict[str, Any] | None = None,
+        *,
+        session_id: str | None = None,
+        context: dict[str, Any] | None = None,
+        timeout: float | Unset | None = UNSET,
+    ) -> concurrent.futures.Future[Any]:
+        """``submit`` for a caller that waits for the answer right away (``Bridge.request``): on the direct
+        lane the request is answered before this returns (a done future); otherwise it is ``submit``'s."""
+        done: concurrent.futures.Future[Any] = concurrent.futures.Future()
+        try:
+            answered = self._direct_request(command, args, session_id, context, timeout)
+        except BaseException as exc:
+            if not isinstance(exc, Exception):
+                raise
+            done.set_exception(exc)
+            return done
+        if answered is None:
+            return self.submit(command, args, session_id=session_id, context=context, timeout=timeout)
+        done.set_result(answered[0])
+        return done
+
+    def _direct_request(
+        self,
+        command: str,
+        args: dict[str, Any] | None,
+        session_id: str | None,
+        context: dict[str, Any] | None,
+        timeout: float | Unset | None,
+    ) -> tuple[Any] | None:
+        """``(result,)`` from the direct lane, or ``None`` if the request must go through the loop thread."""
+        direct = self._direct
+        if direct is None or self._close_requested or threading.current_thread() is self._thread:
+            return None
+        attempt_timeout = self.config.request_timeout if isinstance(timeout, Unset) else timeout
+        if attempt_timeout is not None and attempt_timeout <= 0:
+            return None  # the loop path explains the bad timeout
+        return direct.request(command, dict(args or {}), session_id, context, attempt_timeout)
+
     def _schedule(self, coro: Coroutine[Any, Any, T]) -> concurrent.futures.Future[T]:
         """Hand ``coro`` to the loop thread without waiting for it."""
         loop = self._loop
@@ -292,13 +333,9 @@ class SyncPool:
         timeout: float | Unset | None = UNSET,
     ) -> Any:
         """``Pool.request``, blocking; on the direct lane when it can be (no hop to the loop thread)."""
-        direct = self._direct
-        if direct is not None and threading.current_thread() is not self._thread and not self._close_requested:
-            attempt_timeout = self.config.request_timeout if isinstance(timeout, Unset) else timeout
-            if attempt_timeout is None or attempt_timeout > 0:
-                done = direct.request(command, dict(args or {}), session_id, context, attempt_timeout)
-                if done is not None:
-                    return done[0]
+        answered = self._direct_request(command, args, session_id, context, timeout)
+        if answered is not None:
+            return answered[0]
         return self._call(self._pool.request(command, args, session_id=session_id, context=context, timeout=timeout))
 
     def ping(self, *, session_id: str | None = None) -> dict[str, Any]:
