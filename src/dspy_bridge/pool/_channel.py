@@ -58,11 +58,15 @@ def open_channel(process: Any, loop: asyncio.AbstractEventLoop, max_frame_size: 
     write_transport, read_transport = pair
     write_pipe = write_transport.get_extra_info("pipe")
     read_pipe = read_transport.get_extra_info("pipe")
-    if write_pipe is None or read_pipe is None:
+    stream = process.stdout
+    buffered = getattr(stream, "_buffer", None)  # what the transport read before us (a forked worker's Hello)
+    if write_pipe is None or read_pipe is None or not isinstance(buffered, bytearray) or stream.at_eof():
         return None
     read_transport.pause_reading()  # from now on its fd is read here, never by the transport
     channel = Channel(loop, os.dup(write_pipe.fileno()), os.dup(read_pipe.fileno()), max_frame_size)
     channel.read_transport = read_transport
+    channel.preread = bytes(buffered)
+    buffered.clear()
     return channel
 
 
@@ -95,6 +99,7 @@ class Channel:
         self._drained: list[asyncio.Future[None]] = []
         self.loop_wants_frames: Callable[[], bool] = lambda: False  # set by the handle
         self.read_transport: asyncio.BaseTransport | None = None  # closed when reading ends (so wait() returns)
+        self.preread = b""  # bytes the stream had read before the channel took the fd over
 
     # -- writing (either thread) --------------------------------------------------------------
     @property
@@ -195,6 +200,10 @@ class Channel:
         """Loop thread: hand every batch of payloads to ``deliver`` until EOF (raises what reading raised)."""
         self._deliver = deliver
         self._reading = self._loop.create_future()
+        if self.preread:
+            with self.lane:  # no caller can hold it yet: the worker is not ready before its Hello is read
+                payloads, self.preread = self._decoder.feed(self.preread), b""
+            self._hand_over(payloads, _GOING_ON)
         self.arm()
         try:
             await self._reading
