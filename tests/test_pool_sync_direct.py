@@ -156,3 +156,29 @@ def wait_written(path: str) -> None:
                 return
     finally:
         os.close(fd)
+
+
+class Interrupted(Exception):
+    """Raised by the test's SIGALRM handler, as KeyboardInterrupt would be by Ctrl-C."""
+
+
+def test_a_caller_interrupted_mid_wait_leaves_the_worker_healthy() -> None:
+    """The abandoned request's late answer is read by the next one and dropped, not taken for a protocol error."""
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise Interrupted
+
+    with SyncPool(config(size=1, request_timeout=30.0)) as pool:
+        pid = pool.request("whoami", session_id="s")["pid"]
+        previous = signal.signal(signal.SIGALRM, interrupt)
+        try:
+            signal.setitimer(signal.ITIMER_REAL, 0.1)
+            with pytest.raises(Interrupted):
+                pool.request("sleep", {"seconds": 0.3}, session_id="s")
+        finally:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            signal.signal(signal.SIGALRM, previous)
+        assert pool.request("whoami", session_id="s")["pid"] == pid  # read past the late answer
+        # the loop has been handed that answer by now; the next request through it finds the worker trusted
+        assert pool.submit("whoami", session_id="s").result(HANG_GUARD)["pid"] == pid
+        assert pool.stats().crashes == 0 and ProcessRecord(pid).alive()

@@ -168,6 +168,9 @@ class DirectLane:
             return request_id, handle.channel.call(frame, request_id, handle.codec, deadline, handle.exited), None  # type: ignore[union-attr]
         except LaneEnded as exc:
             return request_id, None, exc.reason
+        except BaseException:  # e.g. KeyboardInterrupt mid-wait: its late answer is no protocol violation
+            handle.forget(request_id)
+            raise
         finally:
             handle.direct_in_flight = 0
 
