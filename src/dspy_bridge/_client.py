@@ -123,7 +123,9 @@ class Bridge:
         return f"<Bridge mode={self.mode} session={self.session_id} requests={self.requests}>"
 
     # -- the one path every request takes ---------------------------------------------------
-    def _submit(self, command: str, args: dict[str, Any]) -> Future[Any]:
+    def _submit(self, command: str, args: dict[str, Any], *, blocking: bool = False) -> Future[Any]:
+        """``blocking``: the caller waits for the answer at once, so a pool that can answer on the caller's
+        thread (``SyncPool.submit_blocking``, its direct lane) may do so before returning."""
         if command == "configure_lm" and self.pinned_lm:
             self._check_pinned(args)
         self.requests += 1
@@ -131,7 +133,8 @@ class Bridge:
         replayed = self._answer_on_host(request)
         if replayed is not None:
             return replayed
-        future = self.pool.submit(command, args, session_id=self.session_id, context=self.context)
+        submit = getattr(self.pool, "submit_blocking", None) if blocking else None
+        future = (submit or self.pool.submit)(command, args, session_id=self.session_id, context=self.context)
         future.add_done_callback(lambda done: self._observe(request, done))
         return future
 
@@ -250,7 +253,7 @@ class Bridge:
     def request(self, command: str, args: dict[str, Any] | None = None) -> Any:
         """Send any protocol command in this session and wait for its result."""
         __tracebackhide__ = True
-        future = self._submit(command, dict(args or {}))
+        future = self._submit(command, dict(args or {}), blocking=True)
         try:
             result = future.result()
         except BridgeError as exc:

@@ -93,6 +93,12 @@ class ForkedProcess:
     def kill(self) -> None:
         self.send_signal(signal.SIGKILL)
 
+    def pipe_transports(self) -> tuple[asyncio.WriteTransport, asyncio.ReadTransport]:
+        """Its stdin and stdout transports, so the pool can read and write the pipes' fds itself."""
+        stdin, stdout = self._transports[0], self._transports[1]
+        assert isinstance(stdin, asyncio.WriteTransport) and isinstance(stdout, asyncio.ReadTransport)
+        return stdin, stdout
+
     def close(self) -> None:
         """Close the pipes (call last, after the worker was reaped)."""
         for transport in self._transports:

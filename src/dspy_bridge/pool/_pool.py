@@ -105,6 +105,7 @@ class Pool(CommandsMixin, StreamingMixin, HeartbeatMixin):
         self._listeners: list[Listener] = []
         self.events: deque[PoolEvent] = deque(maxlen=2000)
         self._counters = Counters()
+        self.direct_counters = Counters()  # written only by SyncPool's direct lane, under its lock
         self._request_ids = itertools.count(1)
         self._time_to_ready_ms: float | None = None
         self._closing = asyncio.Event()
@@ -317,7 +318,16 @@ class Pool(CommandsMixin, StreamingMixin, HeartbeatMixin):
         self._counters.requests += 1
         probe = self._breaker.admit()
         try:
-            result = await self._with_retries(command, args, session_id, context, attempt_timeout, probe, on_chunk)
+            handle = None if probe or on_chunk is not None else self._ready_slot(session_id)
+            if handle is None:
+                result = await self._with_retries(command, args, session_id, context, attempt_timeout, probe, on_chunk)
+            else:  # the common case: a slot free at once, no coroutine layers between here and the wire
+                try:
+                    result = await self._call(handle, command, args, session_id, context, attempt_timeout)
+                except HandlerError as exc:
+                    result = await self._with_retries(
+                        command, args, session_id, context, attempt_timeout, probe, failed=exc
+                    )
         except BaseException as exc:
             self._counters.failures += 1
             if probe:
@@ -329,6 +339,18 @@ class Pool(CommandsMixin, StreamingMixin, HeartbeatMixin):
             await self._sessions.remember(command, args, session_id, ready)
         return result
 
+    def _ready_slot(self, session_id: str | None) -> WorkerHandle | None:
+        """A slot reserved right now without waiting (the session's pinned worker, or the least loaded), or None."""
+        if session_id is None:
+            handle = self._slots.least_loaded()
+        else:
+            handle = self._sessions.pinned(session_id)
+            if handle is not None and not self._slots.has_capacity(handle):
+                return None
+        if handle is not None:
+            self._slots.reserve(handle)
+        return handle
+
     async def _with_retries(
         self,
         command: str,
@@ -338,21 +360,46 @@ class Pool(CommandsMixin, StreamingMixin, HeartbeatMixin):
         timeout: float | None,
         probe: bool,
         on_chunk: ChunkCallback | None = None,
+        failed: HandlerError | None = None,
     ) -> Any:
+        """``failed``: the first attempt already happened (``SyncPool``'s direct lane) and got this error."""
         attempt = 0
         sink = None if on_chunk is None else CountingSink(on_chunk)
         while True:
-            try:
-                return await self._attempt(command, args, session_id, context, timeout, probe, sink)
-            except HandlerError as exc:
+            if failed is not None:
+                exc, failed = failed, None
                 if not exc.retryable or attempt >= self.config.retries or (sink is not None and sink.delivered):
-                    raise
+                    raise exc
                 attempt += 1
                 self._counters.retries += 1
                 delay = self.config.backoff_delay(attempt)
                 self.emit("request_retried", attempt=attempt, delay_s=round(delay, 4), error_type=exc.type)
                 log.info("retrying %s (attempt %d) in %.3f s after %s", command, attempt + 1, delay, exc.type)
                 await self._pause(delay)
+            try:
+                return await self._attempt(command, args, session_id, context, timeout, probe, sink)
+            except HandlerError as exc:
+                failed = exc
+
+    async def _resume(
+        self,
+        command: str,
+        args: dict[str, Any],
+        session_id: str | None,
+        context: dict[str, Any] | None,
+        timeout: float | None,
+        failed: HandlerError,
+    ) -> Any:
+        """The rest of a request whose first attempt ran on ``SyncPool``'s direct lane and may be retried."""
+        try:
+            result = await self._with_retries(command, args, session_id, context, timeout, False, failed=failed)
+        except BaseException:
+            self._counters.failures += 1
+            raise
+        if command in commands.STATE_COMMANDS:
+            ready = [w for w in self._supervisor.workers if w.accepts_work()]
+            await self._sessions.remember(command, args, session_id, ready)
+        return result
 
     async def _pause(self, delay: float) -> None:
         """Wait ``delay`` s unless the pool closes first (an event wait with a deadline, not a sleep-poll)."""
@@ -416,26 +463,21 @@ class Pool(CommandsMixin, StreamingMixin, HeartbeatMixin):
             except BaseException:
                 self.on_slot_free(handle)
                 raise
+            timer = None if timeout is None else self._loop_time_out(future, timeout)
             try:
-                await handle.drain()
-                if timeout is None:
-                    response = await future
-                else:
-                    async with asyncio.timeout(timeout):
-                        response = await future
-            except TimeoutError:
-                handle.forget(request_id)
-                reason = f"request {request_id} ({command}) exceeded its {timeout} s timeout"
-                handle.kill(reason)
-                self._counters.timeouts += 1
-                self.emit("request_timeout", handle, request_id=request_id, command=command, timeout_s=timeout)
-                log.warning("killing worker %s (pid %d): %s", handle.worker_id, handle.pid, reason)
+                if handle.must_drain():
+                    await handle.drain()
+                response = await future
+            except _AttemptExpired:
+                self._kill_for_timeout(handle, request_id, command, timeout)
                 raise RequestTimeout(
                     f"request {request_id} ({command}) got no answer within {timeout} s; "
                     f"worker {handle.worker_id} was killed and will be replaced",
                     timeout=timeout,
                 ) from None
             finally:
+                if timer is not None:
+                    timer.cancel()
                 if not future.done():
                     future.cancel()
             self._breaker.record_success(probe)
@@ -443,6 +485,21 @@ class Pool(CommandsMixin, StreamingMixin, HeartbeatMixin):
                 return response.result
             assert response.error is not None
             raise handler_error(response.error)
+
+    @staticmethod
+    def _loop_time_out(future: asyncio.Future[Any], timeout: float) -> asyncio.TimerHandle:
+        """One timer per attempt (cheaper than ``asyncio.timeout``'s scope): it fails the future when due."""
+        loop = asyncio.get_running_loop()
+        return loop.call_at(loop.time() + timeout, _expire_attempt, future)
+
+    def _kill_for_timeout(self, handle: WorkerHandle, request_id: int, command: str, timeout: float | None) -> None:
+        """A request outlived its timeout: its worker is killed (a stuck DSPy call cannot be cancelled)."""
+        handle.forget(request_id)
+        reason = f"request {request_id} ({command}) exceeded its {timeout} s timeout"
+        handle.kill(reason)
+        self._counters.timeouts += 1
+        self.emit("request_timeout", handle, request_id=request_id, command=command, timeout_s=timeout)
+        log.warning("killing worker %s (pid %d): %s", handle.worker_id, handle.pid, reason)
 
     async def close_session(self, session_id: str) -> bool:
         """Forget a session and drop its state on its worker; True if the pool knew it."""
@@ -479,7 +536,7 @@ class Pool(CommandsMixin, StreamingMixin, HeartbeatMixin):
         by_state: dict[str, int] = dict.fromkeys((state.value for state in WorkerState), 0)
         for worker in workers:
             by_state[worker.state] += 1
-        counters = self._counters
+        counters = self._counters.plus(self.direct_counters)
         return PoolStats(
             state=self._state.value,
             size=self.config.size,
@@ -521,3 +578,12 @@ class Pool(CommandsMixin, StreamingMixin, HeartbeatMixin):
             f"<Pool {self._state.value} mode={self.config.mode} workers={workers}/{self.config.size} "
             f"breaker={self._breaker.state.value}>"
         )
+
+
+class _AttemptExpired(Exception):
+    """Set on a request's future when its timeout passes (turned into ``RequestTimeout`` by ``_call``)."""
+
+
+def _expire_attempt(future: asyncio.Future[Any]) -> None:
+    if not future.done():
+        future.set_exception(_AttemptExpired())

@@ -158,6 +158,9 @@ class Sessions:
     def __len__(self) -> int:
         return len(self._sessions)
 
+    def __contains__(self, session_id: object) -> bool:
+        return session_id in self._sessions
+
     def __getitem__(self, session_id: str) -> SessionState:
         return self._sessions[session_id]
 
@@ -165,6 +168,34 @@ class Sessions:
         """The worker a session is pinned to right now, if any."""
         session = self._sessions.get(session_id)
         return session.worker if session is not None else None
+
+    def pinned(self, session_id: str) -> WorkerHandle | None:
+        """The session's worker if it is pinned to one that takes work now (else a checkout must pin it)."""
+        session = self._sessions.get(session_id)
+        return session.pinned() if session is not None else None
+
+    def pin_new(self, session_id: str, handle: WorkerHandle) -> bool:
+        """Pin a session that does not exist yet (nothing to replay) to ``handle``; False if it exists now."""
+        session = SessionState(session_id)
+        session.worker = handle
+        if self._sessions.setdefault(session_id, session) is not session:
+            return False
+        handle.pin(session_id)
+        return True
+
+    def drop(self, session_id: str) -> WorkerHandle | None:
+        """Forget a session now (``SyncPool``'s direct close); its worker, if it still takes work."""
+        session = self._sessions.pop(session_id, None)
+        if session is None or session.worker is None:
+            return None
+        session.worker.unpin(session_id)
+        return session.pinned()
+
+    def remember_now(self, session_id: str, command: str, args: dict[str, Any]) -> None:
+        """A session's state command succeeded on ``SyncPool``'s direct lane: keep it for replay."""
+        session = self._sessions.get(session_id)
+        if session is not None:
+            session.history.remember(command, args)
 
     async def prepare(self, handle: WorkerHandle) -> None:
         """A new worker gets the pool-wide state before its first request."""

@@ -64,6 +64,11 @@ class Slots:
     def has_capacity(self, handle: WorkerHandle) -> bool:
         return handle.accepts_work() and self.load(handle) < handle.max_in_flight
 
+    def has_waiters(self, handle: WorkerHandle) -> bool:
+        """Whether requests wait for a slot on ``handle`` or on any worker (read from any thread)."""
+        queue = self._by_worker.get(handle)
+        return bool(queue) or bool(self._anonymous)
+
     def reserved(self, handle: WorkerHandle) -> int:
         return self._reserved.get(handle, 0)
 

@@ -156,6 +156,13 @@ class SpawnedProcess:
     def kill(self) -> None:
         self.send_signal(signal.SIGKILL)
 
+    def pipe_transports(self) -> tuple[asyncio.WriteTransport, asyncio.ReadTransport] | None:
+        """Its stdin and stdout transports, so the pool can read and write the pipes' fds itself."""
+        transport = getattr(self._process, "_transport", None)
+        if transport is None:
+            return None
+        return transport.get_pipe_transport(0), transport.get_pipe_transport(1)
+
     def close(self) -> None:
         """Close every pipe (call last, after the worker was reaped)."""
         transport = getattr(self._process, "_transport", None)

@@ -6,7 +6,7 @@ Plain frozen dataclasses: cheap to build on every event, safe to hand to another
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 __all__ = ["EVENT_KINDS", "Counters", "PoolEvent", "PoolStats", "WorkerStats"]
@@ -73,6 +73,10 @@ class Counters:
     retries: int = 0
     recycled: int = 0
     repins: int = 0
+
+    def plus(self, other: Counters) -> Counters:
+        """Field-wise sum (the loop's totals plus the direct lane's)."""
+        return Counters(*(getattr(self, f.name) + getattr(other, f.name) for f in fields(self)))
 
 
 @dataclass(frozen=True)

@@ -2,6 +2,13 @@
 
     caller thread ── run_coroutine_threadsafe ──▶ loop thread: Pool (all state lives here)
                  ◀── concurrent Future ─────────┘
+    caller thread ── direct lane (``_direct``) ──▶ the worker's pipes, no hop (a request on a pinned
+                 ◀── its Response ──────────────┘  session's worker, or on the least-loaded one)
+
+Requests take the direct lane when the pool's rules allow it without the loop (see ``_direct``): the
+caller writes the frame and reads its Response itself, which costs about what a raw pipe round trip does.
+Everything else — starting, pinning a new session, replay, breaker probes, retries, streaming, closing —
+goes through the loop thread as before.
 
 The loop thread spawns the workers, and Linux's PDEATHSIG fires when the *spawning thread* exits,
 so the thread must outlive its workers: it only stops after ``aclose()`` has reaped them all.
@@ -24,7 +31,9 @@ from typing import Any, Self, TypeVar
 
 from dspy_bridge._exceptions import PoolClosed, UsageError
 from dspy_bridge.pool._config import UNSET, PoolConfig, Unset
+from dspy_bridge.pool._direct import DirectLane
 from dspy_bridge.pool._pool import Pool
+from dspy_bridge.pool._pool_commands import CommandsMixin
 from dspy_bridge.pool._spawn import Launcher
 from dspy_bridge.pool._stats import PoolEvent, PoolStats
 from dspy_bridge.pool._streaming import ChunkCallback, StreamEvent, iterate_blocking, stream_args
@@ -66,6 +75,8 @@ class SyncPool:
         self._error: BaseException | None = None  # what aclose() raised, logged by close()
         # every future handed to a caller, with its coroutine: what the loop could not settle is failed here
         self._futures: dict[concurrent.futures.Future[Any], Coroutine[Any, Any, Any]] = {}
+        self._direct: DirectLane | None = None  # made once the loop runs
+        self._requester = _BlockingRequester(self)
         ref = weakref.ref(self)
 
         def close_at_exit() -> None:
@@ -90,6 +101,7 @@ class SyncPool:
         ready = threading.Event()
         self._stop = asyncio.Event()  # made before the thread runs, so an early close() cannot be lost
         self._loop = loop
+        self._direct = DirectLane(self._pool, loop)
         thread = threading.Thread(target=self._run_loop, args=(loop, ready), name="dspy-bridge-pool", daemon=True)
         thread.start()
         self._thread = thread  # only once it runs: close() joins it
@@ -243,6 +255,47 @@ class SyncPool:
             )
         )
 
+    def submit_blocking(
+        self,
+        command: str,
+        args: dict[str, Any] | None = None,
+        *,
+        session_id: str | None = None,
+        context: dict[str, Any] | None = None,
+        timeout: float | Unset | None = UNSET,
+    ) -> concurrent.futures.Future[Any]:
+        """``submit`` for a caller that waits for the answer right away (``Bridge.request``): on the direct
+        lane the request is answered before this returns (a done future); otherwise it is ``submit``'s."""
+        done: concurrent.futures.Future[Any] = concurrent.futures.Future()
+        try:
+            answered = self._direct_request(command, args, session_id, context, timeout)
+        except BaseException as exc:
+            if not isinstance(exc, Exception):
+                raise
+            done.set_exception(exc)
+            return done
+        if answered is None:
+            return self.submit(command, args, session_id=session_id, context=context, timeout=timeout)
+        done.set_result(answered[0])
+        return done
+
+    def _direct_request(
+        self,
+        command: str,
+        args: dict[str, Any] | None,
+        session_id: str | None,
+        context: dict[str, Any] | None,
+        timeout: float | Unset | None,
+    ) -> tuple[Any] | None:
+        """``(result,)`` from the direct lane, or ``None`` if the request must go through the loop thread."""
+        direct = self._direct
+        if direct is None or self._close_requested or threading.current_thread() is self._thread:
+            return None
+        attempt_timeout = self.config.request_timeout if isinstance(timeout, Unset) else timeout
+        if attempt_timeout is not None and attempt_timeout <= 0:
+            return None  # the loop path explains the bad timeout
+        return direct.request(command, dict(args or {}), session_id, context, attempt_timeout)
+
     def _schedule(self, coro: Coroutine[Any, Any, T]) -> concurrent.futures.Future[T]:
         """Hand ``coro`` to the loop thread without waiting for it."""
         loop = self._loop
@@ -258,7 +311,16 @@ class SyncPool:
         return future
 
     def submit_close_session(self, session_id: str) -> concurrent.futures.Future[bool]:
-        """``close_session`` without waiting: the caller (e.g. a test's teardown) moves on at once."""
+        """``close_session`` without waiting for the loop: the caller (e.g. a test's teardown) moves on at once.
+
+        On the direct lane it is done before this returns (one round trip, cheaper than waking the loop)."""
+        direct = self._direct
+        if direct is not None and threading.current_thread() is not self._thread and not self._close_requested:
+            closed = direct.close_session(session_id)
+            if closed is not None:
+                done: concurrent.futures.Future[bool] = concurrent.futures.Future()
+                done.set_result(closed)
+                return done
         return self._schedule(self._pool.close_session(session_id))
 
     def request(
@@ -270,15 +332,21 @@ class SyncPool:
         context: dict[str, Any] | None = None,
         timeout: float | Unset | None = UNSET,
     ) -> Any:
+        """``Pool.request``, blocking; on the direct lane when it can be (no hop to the loop thread)."""
+        answered = self._direct_request(command, args, session_id, context, timeout)
+        if answered is not None:
+            return answered[0]
         return self._call(self._pool.request(command, args, session_id=session_id, context=context, timeout=timeout))
 
     def ping(self, *, session_id: str | None = None) -> dict[str, Any]:
-        return self._call(self._pool.ping(session_id=session_id))
+        return _inline(CommandsMixin.ping(self._requester, session_id=session_id))
 
     def configure_lm(
         self, model: str, *, session_id: str | None = None, api_key: str | None = None, **settings: Any
     ) -> dict[str, Any]:
-        return self._call(self._pool.configure_lm(model, session_id=session_id, api_key=api_key, **settings))
+        return _inline(
+            CommandsMixin.configure_lm(self._requester, model, session_id=session_id, api_key=api_key, **settings)
+        )
 
     def allow_hosts(self, hosts: list[str]) -> dict[str, Any]:
         """Let every worker also connect to ``hosts``; see ``Pool.allow_hosts``."""
@@ -294,8 +362,9 @@ class SyncPool:
         session_id: str | None = None,
         **definition: Any,
     ) -> str:
-        return self._call(
-            self._pool.create_program(
+        return _inline(
+            CommandsMixin.create_program(
+                self._requester,
                 signature,
                 program_type=program_type,
                 instructions=instructions,
@@ -306,7 +375,7 @@ class SyncPool:
         )
 
     def delete_program(self, program_id: str, *, session_id: str | None = None) -> None:
-        self._call(self._pool.delete_program(program_id, session_id=session_id))
+        _inline(CommandsMixin.delete_program(self._requester, program_id, session_id=session_id))
 
     def stub(
         self,
@@ -317,7 +386,9 @@ class SyncPool:
         error: dict[str, Any] | None = None,
         session_id: str | None = None,
     ) -> None:
-        self._call(self._pool.stub(program_id, outputs, inputs=inputs, error=error, session_id=session_id))
+        _inline(
+            CommandsMixin.stub(self._requester, program_id, outputs, inputs=inputs, error=error, session_id=session_id)
+        )
 
     def script(
         self, script: dict[str, Any], *, strict: bool = True, auto: bool = False, session_id: str | None = None
@@ -340,8 +411,10 @@ class SyncPool:
         timeout: float | Unset | None = UNSET,
         **options: Any,
     ) -> dict[str, Any]:
-        return self._call(
-            self._pool.execute(program_id, inputs, session_id=session_id, context=context, timeout=timeout, **options)
+        return _inline(
+            CommandsMixin.execute(
+                self._requester, program_id, inputs, session_id=session_id, context=context, timeout=timeout, **options
+            )
         )
 
     def stream(
@@ -366,6 +439,11 @@ class SyncPool:
         )
 
     def close_session(self, session_id: str) -> bool:
+        direct = self._direct
+        if direct is not None and threading.current_thread() is not self._thread and not self._close_requested:
+            closed = direct.close_session(session_id)
+            if closed is not None:
+                return closed
         return self._call(self._pool.close_session(session_id))
 
     def stats(self) -> PoolStats:
@@ -391,3 +469,37 @@ class SyncPool:
 
     def __repr__(self) -> str:
         return f"<SyncPool {self._pool!r}>"
+
+
+class _BlockingRequester:
+    """``CommandsMixin``'s ``request`` answered by ``SyncPool.request`` (blocking, so the coroutine never
+    suspends): the commands' arguments are built by the same code on both sides."""
+
+    __slots__ = ("_pool",)
+
+    def __init__(self, pool: SyncPool) -> None:
+        self._pool = pool
+
+    async def request(
+        self,
+        command: str,
+        args: dict[str, Any] | None = None,
+        *,
+        session_id: str | None = None,
+        context: dict[str, Any] | None = None,
+        timeout: float | Unset | None = UNSET,
+        on_chunk: ChunkCallback | None = None,
+    ) -> Any:
+        if on_chunk is not None:
+            raise UsageError("streamed requests go through SyncPool.stream")
+        return self._pool.request(command, args, session_id=session_id, context=context, timeout=timeout)
+
+
+def _inline(coro: Coroutine[Any, Any, T]) -> T:
+    """Run a coroutine that never suspends (its only await is ``_BlockingRequester.request``) to its end."""
+    try:
+        coro.send(None)
+    except StopIteration as done:
+        return done.value  # type: ignore[no-any-return]
+    coro.close()
+    raise RuntimeError("a SyncPool command suspended; it must only await _BlockingRequester.request")

@@ -22,22 +22,27 @@ import signal
 import time
 from collections import deque
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from dspy_bridge._exceptions import (
     BridgeError,
     MalformedFrame,
-    PoolClosed,
     ProtocolError,
     VersionMismatch,
-    WorkerCrashed,
     WorkerStartupFailed,
 )
+from dspy_bridge.pool._channel import open_channel
 from dspy_bridge.pool._errors import ExitInfo, describe_exit
+from dspy_bridge.pool._replies import Reply, fast_reply, reply_from
 from dspy_bridge.pool._spawn import WorkerProcess
 from dspy_bridge.pool._stats import WorkerStats
+from dspy_bridge.pool._worker_errors import WorkerErrors
 from dspy_bridge.protocol import PROTOCOL_VERSION, FrameDecoder, encode_frame, get_codec
+from dspy_bridge.protocol._frames import DEFAULT_MAX_FRAME_SIZE
 from dspy_bridge.protocol._messages import Chunk, Goodbye, Hello, Response, parse_worker_message
+
+if TYPE_CHECKING:
+    from dspy_bridge.pool._channel import Channel
 
 __all__ = ["ChunkCallback", "WorkerHandle", "WorkerOwner", "WorkerState"]
 
@@ -74,7 +79,7 @@ class _Pending:
 
     def __init__(
         self,
-        future: asyncio.Future[Response],
+        future: asyncio.Future[Reply],
         command: str,
         session_id: str | None,
         on_chunk: ChunkCallback | None = None,
@@ -85,7 +90,7 @@ class _Pending:
         self.on_chunk = on_chunk  # a streamed request's chunks go here, in order, on the loop's thread
 
 
-class WorkerHandle:
+class WorkerHandle(WorkerErrors):
     """The host side of one worker process (see the module docstring for its parts)."""
 
     @classmethod
@@ -141,13 +146,16 @@ class WorkerHandle:
         self.codec = get_codec(codec)
         self.max_in_flight = max_in_flight
         self.overflow = overflow
-        self._max_frame_size = max_frame_size
+        self.max_frame_size = max_frame_size
         self.spawned_at = spawned_at
         self.hello_at: float | None = None
         self.hello: Hello | None = None
         self.goodbye: Goodbye | None = None
-        self.requests_served = 0
-        self.failures = 0
+        self._served = 0  # answers read on the loop; the direct lane counts its own (one writer each)
+        self._failed = 0
+        self.served_direct = 0
+        self.failed_direct = 0
+        self.direct_in_flight = 0  # 0 or 1: written only by the caller holding the channel's lane
         self._sessions: set[str] = set()
         self.exit_info: ExitInfo | None = None
         self.crashed = False
@@ -170,19 +178,38 @@ class WorkerHandle:
         self._stderr_task: asyncio.Task[None] | None = None
         if process.stderr is not None:
             self._stderr_task = loop.create_task(self._read_stderr(process.stderr), name=f"stderr-{worker_id}")
+        self._channel = open_channel(process, loop, max_frame_size)  # None: read through the streams
+        if self._channel is not None:
+            self._channel.loop_wants_frames = self._loop_wants_frames
         self._reader_task = loop.create_task(self._run(), name=f"reader-{worker_id}")
+
+    @property
+    def channel(self) -> Channel | None:
+        """Its pipes at the fd level (what ``SyncPool``'s direct lane uses), if the process has pipe transports."""
+        return self._channel
+
+    def _loop_wants_frames(self) -> bool:
+        return bool(self._pending) or self._exit_task.done() or self.hello is None
+
+    @property
+    def requests_served(self) -> int:
+        return self._served + self.served_direct
+
+    @property
+    def failures(self) -> int:
+        return self._failed + self.failed_direct
 
     # -- state ------------------------------------------------------------------------------
     @property
     def state(self) -> WorkerState:
-        if self._state is WorkerState.READY and len(self._pending) >= self.max_in_flight:
+        if self._state is WorkerState.READY and self.pending_count >= self.max_in_flight:
             return WorkerState.BUSY
         return self._state
 
     @property
     def pending_count(self) -> int:
-        """Requests sent to it and not yet answered (reservations are counted by ``Slots``)."""
-        return len(self._pending)
+        """Requests sent to it and not yet answered, the direct lane's included (reservations: ``Slots``)."""
+        return len(self._pending) + self.direct_in_flight
 
     @property
     def sessions(self) -> frozenset[str]:
@@ -230,13 +257,9 @@ class WorkerHandle:
     def start_ms(self) -> float | None:
         return None if self.hello_at is None else (self.hello_at - self.spawned_at) * 1000
 
-    @property
-    def stderr_tail(self) -> str:
-        return "\n".join(self._stderr_tail)
-
     def snapshot(self, reserved: int = 0) -> WorkerStats:
         """Its stats; ``reserved`` is what ``Slots`` holds for it (it counts as in flight)."""
-        in_flight = len(self._pending) + reserved
+        in_flight = self.pending_count + reserved
         state = self.state
         if state is WorkerState.READY and in_flight >= self.max_in_flight:
             state = WorkerState.BUSY
@@ -276,7 +299,7 @@ class WorkerHandle:
             ) from None
 
     # -- requests ---------------------------------------------------------------------------
-    def send(self, request: dict[str, Any], on_chunk: ChunkCallback | None = None) -> asyncio.Future[Response]:
+    def send(self, request: dict[str, Any], on_chunk: ChunkCallback | None = None) -> asyncio.Future[Reply]:
         """Queue one request frame and return the future its Response (or failure) will settle.
 
         ``on_chunk(field, text)`` receives the chunk frames of a streamed request before the future settles.
@@ -286,9 +309,9 @@ class WorkerHandle:
         the worker), which is what makes pipelining pay on a 2-core machine.
         """
         request_id: int = request["id"]
-        frame = encode_frame(self.codec.dumps(request), self._max_frame_size or 64 * 1024 * 1024)
+        frame = self.frame(request)
         loop = asyncio.get_running_loop()
-        future: asyncio.Future[Response] = loop.create_future()
+        future: asyncio.Future[Reply] = loop.create_future()
         self._pending[request_id] = _Pending(future, request["command"], request.get("session_id"), on_chunk)
         if self._outbox:
             self._outbox.append(frame)
@@ -299,7 +322,17 @@ class WorkerHandle:
             self._turn_open = True
             loop.call_soon(self._close_turn)
             self._write(frame)
+        if self._channel is not None:
+            self._channel.arm()  # a direct lane may have stood the reader down
         return future
+
+    def frame(self, message: dict[str, Any]) -> bytes:
+        """``message`` encoded in its codec and framed (``FrameTooLarge`` above its limit)."""
+        return encode_frame(self.codec.dumps(message), self.max_frame_size or DEFAULT_MAX_FRAME_SIZE)
+
+    def exited(self) -> bool:
+        """Its exit was seen (safe to ask from any thread)."""
+        return self._exit_task.done()
 
     def _close_turn(self) -> None:
         self._turn_open = False
@@ -309,13 +342,24 @@ class WorkerHandle:
         self._write(frames[0] if len(frames) == 1 else b"".join(frames))
 
     def _write(self, data: bytes) -> None:
+        if self._channel is not None:
+            if not self._exit_task.done():
+                self._channel.write(data)
+            return
         stdin = self.process.stdin
         if self._exit_task.done() or stdin.is_closing():
             return  # the reader fails those requests when it sees the exit
         stdin.write(data)
 
+    def must_drain(self) -> bool:
+        """Whether ``drain`` would wait (skipping it saves a coroutine per request)."""
+        return self._channel is None or self._channel.buffered > 0
+
     async def drain(self) -> None:
         """Back-pressure on the stdin pipe; a broken pipe is left to the reader, which sees the exit."""
+        if self._channel is not None:
+            await self._channel.drain()
+            return
         try:
             await self.process.stdin.drain()
         except (ConnectionError, RuntimeError):
@@ -323,8 +367,8 @@ class WorkerHandle:
 
     def forget(self, request_id: int) -> None:
         """Stop tracking a request whose caller gave up (its worker is being killed)."""
-        if self._pending.pop(request_id, None) is not None:
-            self._forgotten.add(request_id)
+        self._pending.pop(request_id, None)
+        self._forgotten.add(request_id)  # a direct lane's request was never pending: forgotten all the same
 
     # -- stopping ---------------------------------------------------------------------------
     def kill(self, reason: str) -> None:
@@ -363,9 +407,15 @@ class WorkerHandle:
 
     def _say_shutdown(self) -> None:
         stdin = self.process.stdin
+        shutdown = encode_frame(self.codec.dumps({"id": 0, "command": "shutdown", "args": {}}))
+        if self._channel is not None:
+            self._channel.write(shutdown)
+            self._channel.close_write()
+            shutdown = b""
         try:
             if not stdin.is_closing():
-                stdin.write(encode_frame(self.codec.dumps({"id": 0, "command": "shutdown", "args": {}})))
+                if shutdown:
+                    stdin.write(shutdown)
                 stdin.close()  # EOF as well: either one makes the worker leave
         except (ConnectionError, RuntimeError):
             pass
@@ -385,6 +435,8 @@ class WorkerHandle:
 
     def close_pipes(self) -> None:
         """Close every pipe; last step of teardown, after the reap."""
+        if self._channel is not None:
+            self._channel.close()
         close = getattr(self.process, "close", None)
         if callable(close):
             close()
@@ -395,6 +447,8 @@ class WorkerHandle:
     def _on_exit_seen(self, task: asyncio.Future[int]) -> None:
         """Process exit observed: give the reader a short deadline to drain, then abandon the pipe."""
         if not self._reader_task.done():
+            if self._channel is not None:
+                self._channel.arm()  # read what it left (a Goodbye) and the end of the stream
             asyncio.get_running_loop().call_later(DRAIN_AFTER_EXIT, self._abandon)
 
     def _abandon(self) -> None:
@@ -403,7 +457,10 @@ class WorkerHandle:
             self._reader_task.cancel()
 
     async def _read_frames(self) -> None:
-        decoder = FrameDecoder(self._max_frame_size) if self._max_frame_size else FrameDecoder()
+        if self._channel is not None:
+            await self._channel.serve(self._deliver)
+            return
+        decoder = FrameDecoder(self.max_frame_size) if self.max_frame_size else FrameDecoder()
         loads = self.codec.loads
         stdout = self.process.stdout
         while True:
@@ -414,12 +471,21 @@ class WorkerHandle:
             for payload in decoder.feed(chunk):
                 self._dispatch(loads(payload))
 
+    def _deliver(self, payloads: list[bytes]) -> None:
+        loads = self.codec.loads
+        for payload in payloads:
+            self._dispatch(loads(payload))
+
     def _dispatch(self, data: dict[str, Any]) -> None:
+        reply = fast_reply(data)  # the common case, checked by hand: no pydantic on the hot path
+        if reply is not None and self.hello is not None:
+            self._settle(reply)
+            return
         message = parse_worker_message(data)
         if isinstance(message, Response):
             if self.hello is None:
                 raise MalformedFrame(f"worker {self.worker_id} sent a response before its hello")
-            self._settle(message)
+            self._settle(reply_from(message))
         elif isinstance(message, Chunk):
             self._chunk(message)
         elif isinstance(message, Hello):
@@ -438,7 +504,7 @@ class WorkerHandle:
         except Exception:  # the consumer's bug must not look like the worker's
             log.exception("chunk callback of request %s failed", chunk.id)
 
-    def _settle(self, response: Response) -> None:
+    def _settle(self, response: Reply) -> None:
         if response.id is None:
             error = response.error
             log.warning("worker %s reported an uncorrelated error: %s", self.worker_id, error and error.message)
@@ -451,9 +517,9 @@ class WorkerHandle:
             raise MalformedFrame(  # a duplicate, or an id never sent: the stream cannot be trusted (spec §6)
                 f"worker {self.worker_id} sent a response for request {response.id}, which is not in flight"
             )
-        self.requests_served += 1
+        self._served += 1
         if not response.ok:
-            self.failures += 1
+            self._failed += 1
         if not item.future.done():
             item.future.set_result(response)
         self.owner.on_slot_free(self)
@@ -471,19 +537,6 @@ class WorkerHandle:
         self.hello_at = time.monotonic()
         if not self._hello_future.done():
             self._hello_future.set_result(hello)
-
-    async def _read_stderr(self, stream: asyncio.StreamReader) -> None:
-        while True:
-            try:
-                line = await stream.readline()
-            except ValueError:  # a single line above the stream limit: keep going
-                self._stderr_tail.append("[stderr line too long; truncated]")
-                continue
-            if not line:
-                return
-            text = line.decode("utf-8", "replace").rstrip()
-            self._stderr_tail.append(text)
-            log.debug("worker %s stderr: %s", self.worker_id, text)
 
     async def _run(self) -> None:
         """Read until EOF/exit, then make sure the process is gone and settle everything it held."""
@@ -541,57 +594,3 @@ class WorkerHandle:
         self.fail_pending(self.error_for)
         self._done.set()
         self.owner.on_worker_exit(self)
-
-    # -- errors -----------------------------------------------------------------------------
-    def _tail_suffix(self) -> str:
-        tail = self.stderr_tail
-        return f"\n--- last lines of the worker's stderr ---\n{tail}" if tail else ""
-
-    def _startup_error(self) -> BaseException:
-        if isinstance(self._protocol_error, VersionMismatch):
-            return self._protocol_error
-        info = self.exit_info or describe_exit(None)
-        why = self._kill_reason or self._stop_reason or info.text
-        error = WorkerStartupFailed(
-            f"worker {self.worker_id} (pid {self.pid}) ended before its hello: {why}" + self._tail_suffix(),
-            worker_pid=self.pid,
-            exit_code=info.exit_code,
-            signal_name=info.signal_name,
-        )
-        error.__cause__ = self._protocol_error
-        return error
-
-    def _crash_error(self, request_id: int | None, command: str | None, session_id: str | None) -> WorkerCrashed:
-        info = self.exit_info or describe_exit(None)
-        what = f" while request {request_id} ({command}) was in flight" if request_id is not None else ""
-        if self._kill_reason is not None:
-            why = f"was killed by the pool ({self._kill_reason})"
-        elif self._protocol_error is not None:
-            why = f"sent an invalid frame and was killed ({self._protocol_error.message})"
-        elif self.goodbye is not None:
-            why = f"said goodbye ({self.goodbye.reason}) and {info.text}"
-        else:
-            why = info.text
-        error = WorkerCrashed(
-            f"worker {self.worker_id} (pid {self.pid}) {why}{what}",
-            exit_code=info.exit_code,
-            signal_name=info.signal_name,
-            stderr_tail=self.stderr_tail,
-            request_id=request_id,
-            worker_pid=self.pid,
-            session_id=session_id,
-        )
-        error.__cause__ = self._protocol_error
-        return error
-
-    def error_for(self, request_id: int, command: str, session_id: str | None) -> BaseException:
-        """The error a request it held gets: PoolClosed if we stopped it, else WorkerCrashed."""
-        if self._stop_reason is not None:
-            return PoolClosed(
-                f"worker {self.worker_id} was stopped ({self._stop_reason}) while request {request_id} "
-                f"({command}) was in flight",
-                request_id=request_id,
-                worker_pid=self.pid,
-                session_id=session_id,
-            )
-        return self._crash_error(request_id, command, session_id)

@@ -41,6 +41,11 @@ class FrameReader:
             self._ready.extend(self.decoder.feed(chunk))
         return self._ready.popleft()
 
+    @property
+    def has_ready(self) -> bool:
+        """Whole payloads are already read and waiting: the next ``read_payload`` will not block."""
+        return bool(self._ready)
+
     def read(self) -> dict[str, Any] | None:
         payload = self.read_payload()
         return None if payload is None else self.codec.loads(payload)
@@ -59,7 +64,11 @@ class FrameWriter:
         self.write_payload(self.codec.dumps(message))
 
     def write_payload(self, payload: bytes) -> None:
-        data = memoryview(encode_frame(payload, self.max_frame_size))
+        self.write_frames(encode_frame(payload, self.max_frame_size))
+
+    def write_frames(self, frames: bytes) -> None:
+        """Whole frames already encoded (several joined: one syscall for a batch)."""
+        data = memoryview(frames)
         with self._lock:
             while data:
                 written = os.write(self.fd, data)

@@ -26,6 +26,7 @@ if TYPE_CHECKING:
 from dspy_bridge._exceptions import ProtocolError
 from dspy_bridge.protocol._codec import clip
 from dspy_bridge.protocol._constants import PROTOCOL_VERSION
+from dspy_bridge.protocol._frames import encode_frame
 from dspy_bridge.protocol._streams import FrameReader, FrameWriter
 from dspy_bridge.protocol._taxonomy import ErrorType
 from dspy_bridge.worker._base import BaseHandlers, HandlerFailure
@@ -175,24 +176,26 @@ def answer(handlers: BaseHandlers, message: dict[str, Any], writer: FrameWriter 
     }
 
 
-def _send(writer: FrameWriter, message: dict[str, Any]) -> None:
-    """Write ``message``; if it cannot go (above the frame limit, not encodable in this codec) answer its
-    request with a small error instead: a worker never dies of a request it could delimit."""
+def _encode(writer: FrameWriter, message: dict[str, Any]) -> bytes:
+    """``message`` as a frame; if it cannot go (above the frame limit, not encodable in this codec) a small
+    error answering its request instead: a worker never dies of a request it could delimit."""
     try:
-        writer.write(message)
-        return
+        return encode_frame(writer.codec.dumps(message), writer.max_frame_size)
     except ProtocolError as exc:
         reason = clip(str(exc), _MESSAGE_LIMIT)
     raw_id = message.get("id")
-    writer.write(
-        {
-            "type": "response",
-            "id": raw_id if type(raw_id) is int and 0 <= raw_id <= _UINT64_MAX else None,
-            "ok": False,
-            "error": {"type": "internal", "message": f"the answer cannot be sent: {reason}", "retryable": False},
-            "elapsed_ms": 0.0,
-        }
-    )
+    error = {
+        "type": "response",
+        "id": raw_id if type(raw_id) is int and 0 <= raw_id <= _UINT64_MAX else None,
+        "ok": False,
+        "error": {"type": "internal", "message": f"the answer cannot be sent: {reason}", "retryable": False},
+        "elapsed_ms": 0.0,
+    }
+    return encode_frame(writer.codec.dumps(error), writer.max_frame_size)
+
+
+def _send(writer: FrameWriter, message: dict[str, Any]) -> None:
+    writer.write_frames(_encode(writer, message))
 
 
 def _answer_and_send(writer: FrameWriter, handlers: BaseHandlers, message: dict[str, Any]) -> None:
@@ -208,12 +211,17 @@ def serve(reader: FrameReader, writer: FrameWriter, handlers: BaseHandlers, max_
         from concurrent.futures import ThreadPoolExecutor
 
         pool = ThreadPoolExecutor(max_concurrency, thread_name_prefix="handler")
+    replies: list[bytes] = []  # answers to a pipelined batch leave together, in one write
     try:
         while True:
+            if replies and not reader.has_ready:
+                writer.write_frames(replies[0] if len(replies) == 1 else b"".join(replies))
+                replies.clear()
             try:
                 payload = reader.read_payload()
             except ProtocolError as exc:
                 # Framing is lost (oversized or cut frame): answer once, then stop trusting the stream.
+                # (Nothing is held back here: the reader had nothing ready, so the replies went out.)
                 _log("error", "protocol error on stdin, stopping: %s", clip(str(exc)))
                 _send(
                     writer,
@@ -227,10 +235,8 @@ def serve(reader: FrameReader, writer: FrameWriter, handlers: BaseHandlers, max_
             except ProtocolError as exc:
                 # The frame boundary is intact, so the stream is still usable: report and go on.
                 _log("warning", "undecodable frame skipped: %s", clip(str(exc)))
-                _send(
-                    writer,
-                    _error_response(None, HandlerFailure(ErrorType.PROTOCOL_ERROR, str(exc)), time.perf_counter()),
-                )
+                failure = HandlerFailure(ErrorType.PROTOCOL_ERROR, str(exc))
+                replies.append(_encode(writer, _error_response(None, failure, time.perf_counter())))
                 continue
             raw_id = message.get("id")
             valid_id = type(raw_id) is int and 0 <= raw_id <= _UINT64_MAX
@@ -238,10 +244,11 @@ def serve(reader: FrameReader, writer: FrameWriter, handlers: BaseHandlers, max_
                 if pool is not None:
                     pool.shutdown(wait=True)
                     pool = None
-                _send(writer, answer(handlers, message))
+                replies.append(_encode(writer, answer(handlers, message)))
+                writer.write_frames(b"".join(replies))
                 return "shutdown"
             if pool is None:
-                _send(writer, answer(handlers, message, writer))
+                replies.append(_encode(writer, answer(handlers, message, writer)))
             else:
                 pool.submit(_answer_and_send, writer, handlers, message)
     except BrokenPipeError:
