@@ -30,7 +30,7 @@ import re
 from collections.abc import Iterable
 from typing import Any
 
-from dspy.utils.exceptions import (
+from dspy import (  # DSPy's public names (3.4 exports every LM exception at the top level)
     AdapterParseError,
     LMAuthError,
     LMError,
