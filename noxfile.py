@@ -69,7 +69,8 @@ def docs(session: nox.Session) -> None:
     """Build the docs site into site/ with ``mkdocs build --strict`` (any warning fails: a broken link, a page
     missing from the nav, a docstring mkdocstrings cannot render). Only the ``docs`` extra is installed:
     mkdocstrings reads the source statically."""
-    session.install(*nox.project.load_toml("pyproject.toml")["project"]["optional-dependencies"]["docs"])
+    docs_extra = nox.project.load_toml("pyproject.toml")["project"]["optional-dependencies"]["docs"]
+    session.install(*docs_extra, "ruff")  # ruff: mkdocstrings formats the API's signatures with it
     session.run("mkdocs", "build", "--strict", "--site-dir", "site", *session.posargs, env={"NO_MKDOCS_2_WARNING": "1"})
 
 
