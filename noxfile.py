@@ -3,6 +3,8 @@ because a fresh virtualenv per session would re-download DSPy each time on this 
 
 from __future__ import annotations
 
+import tempfile
+
 import nox
 
 nox.options.sessions = ["lint", "typecheck", "tests"]
@@ -70,7 +72,7 @@ def docs(session: nox.Session) -> None:
     missing from the nav, a docstring mkdocstrings cannot render). Only the ``docs`` extra is installed:
     mkdocstrings reads the source statically."""
     docs_extra = nox.project.load_toml("pyproject.toml")["project"]["optional-dependencies"]["docs"]
-    session.install(*docs_extra, "ruff")  # ruff: mkdocstrings formats the API's signatures with it
+    session.install(*docs_extra, "ruff")  # mkdocstrings formats the API's signatures with ruff
     session.run("mkdocs", "build", "--strict", "--site-dir", "site", *session.posargs, env={"NO_MKDOCS_2_WARNING": "1"})
 
 
@@ -95,7 +97,10 @@ def tests_lowest(session: nox.Session) -> None:
         out.writelines(line + "\n" for line in str(frozen).splitlines() if "==" in line)
     session.install("-c", floors, "-e", ".[dev]")
     session.run("python", "scripts/check_floors.py")
-    session.run("python", "-m", "pytest", "-q", "-x", *(session.posargs or ["tests"]), env={"PYTHONPATH": ""})
+    # TMPDIR: nox points it into .nox/, inside this repository, where pytester's runs would find our pyproject
+    # (and its --strict-markers) as their rootdir config.
+    env = {"PYTHONPATH": "", "TMPDIR": tempfile.gettempdir()}
+    session.run("python", "-m", "pytest", "-q", "-x", *(session.posargs or ["tests"]), env=env)
 
 
 @nox.session(venv_backend="uv", python="3.11")
@@ -104,7 +109,6 @@ def wheel(session: nox.Session) -> None:
     into this session's fresh venv and run ``dspy-bridge demo`` from it, outside the source tree."""
     import glob
     import shutil
-    import tempfile
 
     dist = session.create_tmp() + "/dist"
     shutil.rmtree(dist, ignore_errors=True)
