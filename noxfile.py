@@ -1,5 +1,7 @@
 """Developer sessions. They run in the current environment (install with `pip install -e '.[dev]'`),
-because a fresh virtualenv per session would re-download DSPy each time on this offline-ish machine."""
+because a fresh virtualenv per session would re-download DSPy each time on this offline-ish machine.
+The exceptions build real environments on purpose, with uv (`pip install uv`) and the package index:
+docs, tests-lowest and wheel; none is in the default list."""
 
 from __future__ import annotations
 
