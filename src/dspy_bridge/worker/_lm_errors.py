@@ -39,7 +39,7 @@ from collections.abc import Iterable, Iterator
 from contextvars import ContextVar
 from typing import Any
 
-from dspy.utils.exceptions import (
+from dspy import (  # DSPy's public names (3.4 exports every LM exception at the top level)
     AdapterParseError,
     LMAuthError,
     LMError,
