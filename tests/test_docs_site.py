@@ -103,7 +103,7 @@ def test_every_plugin_message_is_quoted_on_the_troubleshooting_page() -> None:
     templates = plugin_message_templates()
     # The collector itself must see the plugin's messages, or this test would pass on nothing.
     assert len(templates) >= 25
-    assert ": marked both mock and integration; choose one" in templates.values()
+    assert ": bridge_proxy serves tests on real workers; mark it integration" in templates.values()
     page = _flat(TROUBLESHOOTING.read_text())
     missing = {where: phrase for where, phrase in templates.items() if phrase not in page}
     assert not missing, f"quote these plugin messages in docs/troubleshooting.md (and say what to do): {missing}"
