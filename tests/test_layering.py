@@ -44,7 +44,7 @@ ALLOWED: dict[str, set[str]] = {
     LEAF: set(),
 }
 TOP_MODULES = {ROOT, f"{ROOT}.pytest_plugin", f"{ROOT}.cli", f"{ROOT}._client", f"{ROOT}._typed"}
-TOP_PACKAGES = {f"{ROOT}._pytest"}
+TOP_PACKAGES = {f"{ROOT}._pytest", f"{ROOT}._demo"}
 
 
 def layer_of(module: str) -> str:
