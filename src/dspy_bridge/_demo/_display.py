@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Self
 
+from rich import box
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
@@ -50,8 +51,13 @@ class DemoDisplay:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def stop(self) -> None:
+        """End the live display (before the table, so the table is not redrawn with it). Idempotent."""
         if self._progress is not None:
             self._progress.stop()
+            self._progress = None
 
     def line(self, text: str) -> None:
         """A line above the live display (or just a line)."""
@@ -69,6 +75,8 @@ class DemoDisplay:
             phase.finish()
 
     def show(self, table: Table) -> None:
+        self.stop()
+        self.console.print()
         self.console.print(table)
 
 
@@ -79,6 +87,7 @@ class _Phase:
         self.began = time.perf_counter()
         self.progress = display._progress
         self.task: TaskID | None = None
+        self.counted = total > 0
         if self.progress is not None:
             self.task = self.progress.add_task(label, total=total or None)  # None: no count, a pulsing bar
 
@@ -96,6 +105,8 @@ class _Phase:
     def finish(self) -> None:
         done = f"{self.label}: done in {time.perf_counter() - self.began:.1f} s"
         if self.progress is not None and self.task is not None:
+            if not self.counted:
+                self.progress.update(self.task, total=1, completed=1)
             self.progress.update(self.task, description=done)
         else:
             self.display.line(done)
@@ -107,12 +118,16 @@ def _seconds(value: float) -> str:
 
 def results_table(ways: list[WayResult], reference: dict[str, dict[str, object]]) -> Table:
     """way · tests · total · per test · starting workers (share) · cassette hits · answers equal?"""
-    table = Table(title="dspy-bridge demo: one suite, three ways", title_justify="left")
-    table.add_column("way")
-    table.add_column("tests", justify="right")
-    table.add_column("total", justify="right")
-    table.add_column("per test", justify="right")
-    table.add_column("starting workers", justify="right")
+    table = Table(
+        title="One suite, three ways (mock and integration are dspy-bridge's)",
+        title_justify="left",
+        caption="startup: time spent starting workers (its share of the total)",
+        caption_justify="left",
+        box=box.SIMPLE_HEAD,
+    )
+    table.add_column("way", no_wrap=True)
+    for name in ("tests", "total", "per test", "startup"):
+        table.add_column(name, justify="right", no_wrap=True)
     table.add_column("cassette hits", justify="right")
     table.add_column("answers equal?")
     for way in ways:
@@ -121,7 +136,7 @@ def results_table(ways: list[WayResult], reference: dict[str, dict[str, object]]
         per_test = way.total_s / way.tests_run if way.tests_run else 0.0
         hits = "—" if way.hits is None else f"{way.hits} {way.hit_kind}"
         differing = way.differing(reference)
-        equal = "[green]yes[/green]" if not differing else f"[bold red]NO ({len(differing)} differ)[/bold red]"
+        equal = "[green]yes[/green]" if not differing else f"[bold red]NO: {len(differing)} differ[/bold red]"
         table.add_row(
             way.label,
             tests,

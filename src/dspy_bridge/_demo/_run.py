@@ -108,9 +108,9 @@ def run_demo(size: DemoSize, display: DemoDisplay, *, parent: Path | None = None
         seed_tests = tests[: size.seed_tests]
         with display.phase(f"the seed's way ({size.seed_workers} workers per test, one at a time)", len(seed_tests)) as phase:
             report.ways.append(seed_way(seed_tests, len(tests), size.seed_workers, fake, phase))
-        with display.phase("dspy-bridge mock", len(tests)) as phase:
+        with display.phase("mock (dspy-bridge, one shared pool, bridge cassettes)", len(tests)) as phase:
             report.ways.append(mock_way(tests, size.pool_workers, workdir, phase))
-        with display.phase("dspy-bridge integration", len(tests)) as phase:
+        with display.phase("integration (dspy-bridge, the real pool, HTTP replayed)", len(tests)) as phase:
             report.ways.append(integration_way(real, real_startup, proxy, tests, workdir, phase))
         stack.close()  # stop every process before the table, so nothing outlives the demo's output
         show_report(report, display, keep=keep)
@@ -121,13 +121,14 @@ def show_report(report: DemoReport, display: DemoDisplay, *, keep: bool) -> None
     """The table, what it means in one or two lines, every difference, and where the kept cassettes are."""
     display.show(results_table(report.ways, report.reference))
     seed = next((way for way in report.ways if way.key == "seed"), None)
-    fastest = min((way for way in report.ways if way.key != "seed"), key=lambda way: way.total_s, default=None)
-    if seed is not None and seed.tests_run and fastest is not None and fastest.total_s:
-        whole = seed.total_s / seed.tests_run * seed.tests_total
+    others = [way for way in report.ways if way.key != "seed" and way.total_s]
+    if seed is not None and seed.tests_run and others:
+        per_test = seed.total_s / seed.tests_run
+        whole = per_test * seed.tests_total
+        ratios = ", ".join(f"{whole / way.total_s:.0f}× {way.label}'s" for way in others)
         display.line(
-            f"The seed's way spends {seed.startup_s / seed.total_s:.0%} of its time starting workers; at "
-            f"{seed.total_s / seed.tests_run:.1f} s per test the whole suite would take about {whole:.0f} s, "
-            f"{whole / fastest.total_s:.0f}× {fastest.label}."
+            f"The seed's way spent {seed.startup_s / seed.total_s:.0%} of its time starting workers. At "
+            f"{per_test:.1f} s per test, all {seed.tests_total} tests would take it about {whole:.0f} s: {ratios} total."
         )
     for label, names in report.differing.items():
         for name in names:

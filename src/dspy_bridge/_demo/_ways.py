@@ -122,7 +122,7 @@ def seed_way(
 ) -> WayResult:
     """The failure this project answers: per test, a fresh pool of real DSPy workers started one at a time
     with a pause between them, the test run on one of them against the LM, then all of them stopped."""
-    result = WayResult("seed", "the seed's way", suite_size, hit_kind="none")
+    result = WayResult("seed", "seed's way", suite_size, hit_kind="none")
     lm = {"api_base": fake.base_url, "api_key": "demo-placeholder-key", "cache": False, "num_retries": 0}
     began = time.perf_counter()
     for n, test in enumerate(tests, 1):
@@ -150,7 +150,7 @@ def seed_way(
 
 def mock_way(tests: tuple[DemoTest, ...], workers: int, workdir: Path, phase: Phase) -> WayResult:
     """One shared pool of mock workers; each test's answers come from its bridge cassette."""
-    result = WayResult("mock", "dspy-bridge mock", len(tests), hits=0, hit_kind="bridge")
+    result = WayResult("mock", "mock", len(tests), hits=0, hit_kind="bridge")
     began = time.perf_counter()
     phase.status(f"starting {workers} mock worker(s)")
     with SyncPool(PoolConfig(mode="mock", size=workers, retries=0)) as pool:
@@ -176,7 +176,7 @@ def integration_way(
     """The shared pool of zygote-forked real workers (its start counted once, as ``startup_s``); each
     test's LM calls are answered by the proxy from its HTTP cassette (replay only: a miss is an error)."""
     result = WayResult(
-        "integration", "dspy-bridge integration", len(tests), startup_s=startup_s, hits=0, hit_kind="HTTP"
+        "integration", "integration", len(tests), startup_s=startup_s, hits=0, hit_kind="HTTP"
     )
     began = time.perf_counter()
     lm = {**proxy.lm_kwargs(), "cache": False, "num_retries": 0}
