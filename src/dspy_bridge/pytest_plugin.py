@@ -162,6 +162,14 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
             report.longrepr = (str(item.path), item.location[1] or 0, f"dspy-bridge: {reason}")
 
 
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """Before a test's set-up: say which pools became ready in the background since the last test."""
+    state = item.config.stash.get(STATE_KEY, None)
+    if state is not None:
+        state.announce_pools()
+
+
 #: What pytest-recording's --block-network must let through for our tests: the cassette proxy (and an
 #: in-process fake Gemini) listen on loopback; they are never the network.
 LOOPBACK_ALLOWED_HOSTS = (r"127\.0\.0\.1", "localhost")
