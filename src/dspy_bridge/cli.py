@@ -23,6 +23,7 @@ __all__ = ["main"]
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
+
 def demo(args: argparse.Namespace) -> int:
     """Record a small suite once, run it the seed's way, on mock workers and on real ones; compare and time."""
     from dspy_bridge._demo import SIZES, run_demo

@@ -106,7 +106,9 @@ def run_demo(size: DemoSize, display: DemoDisplay, *, parent: Path | None = None
             recording = record(real, proxy, fake, tests, workdir, phase)
         report = DemoReport(workdir, recording.answers)
         seed_tests = tests[: size.seed_tests]
-        with display.phase(f"the seed's way ({size.seed_workers} workers per test, one at a time)", len(seed_tests)) as phase:
+        with display.phase(
+            f"the seed's way ({size.seed_workers} workers per test, one at a time)", len(seed_tests)
+        ) as phase:
             report.ways.append(seed_way(seed_tests, len(tests), size.seed_workers, fake, phase))
         with display.phase("mock (dspy-bridge, one shared pool, bridge cassettes)", len(tests)) as phase:
             report.ways.append(mock_way(tests, size.pool_workers, workdir, phase))

@@ -117,9 +117,7 @@ def record(
     return result
 
 
-def seed_way(
-    tests: tuple[DemoTest, ...], suite_size: int, workers: int, fake: FakeGemini, phase: Phase
-) -> WayResult:
+def seed_way(tests: tuple[DemoTest, ...], suite_size: int, workers: int, fake: FakeGemini, phase: Phase) -> WayResult:
     """The failure this project answers: per test, a fresh pool of real DSPy workers started one at a time
     with a pause between them, the test run on one of them against the LM, then all of them stopped."""
     result = WayResult("seed", "seed's way", suite_size, hit_kind="none")
@@ -175,9 +173,7 @@ def integration_way(
 ) -> WayResult:
     """The shared pool of zygote-forked real workers (its start counted once, as ``startup_s``); each
     test's LM calls are answered by the proxy from its HTTP cassette (replay only: a miss is an error)."""
-    result = WayResult(
-        "integration", "integration", len(tests), startup_s=startup_s, hits=0, hit_kind="HTTP"
-    )
+    result = WayResult("integration", "integration", len(tests), startup_s=startup_s, hits=0, hit_kind="HTTP")
     began = time.perf_counter()
     lm = {**proxy.lm_kwargs(), "cache": False, "num_retries": 0}
     for test in tests:

@@ -71,8 +71,7 @@ class BridgeState:
     def warm_real_pool(self) -> None:
         self.pools.warm("integration")
         self.progress.line(
-            f"warming {self._workers('integration')} in the background (strategy {self.strategy}) "
-            "while other tests run"
+            f"warming {self._workers('integration')} in the background (strategy {self.strategy}) while other tests run"
         )
 
     def _workers(self, kind: str) -> str:
