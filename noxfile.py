@@ -62,3 +62,9 @@ def reliability(session: nox.Session) -> None:
         *session.posargs,
         env={"PYTHONPATH": "src:."},
     )
+
+
+@nox.session
+def demo(session: nox.Session) -> None:
+    """The README's main job at full size: 8 tests, all 8 also the seed's way (a minute or two)."""
+    session.run("dspy-bridge", "demo", *session.posargs)

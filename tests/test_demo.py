@@ -130,3 +130,12 @@ def test_the_work_dir_is_removed_unless_kept_even_when_the_demo_fails(tmp_path: 
     with work_dir(tmp_path, keep=True) as path:
         pass
     assert list(tmp_path.iterdir()) == [path]
+
+
+def test_a_dir_that_is_a_file_is_a_usage_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from dspy_bridge.cli import main
+
+    not_a_dir = tmp_path / "notes.txt"
+    not_a_dir.write_text("")
+    assert main(["demo", "--quick", "--dir", str(not_a_dir)]) == 2
+    assert f"--dir {not_a_dir} is not a directory" in capsys.readouterr().err

@@ -25,18 +25,30 @@ os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
 
 def demo(args: argparse.Namespace) -> int:
-    """Record a small suite once, run it the seed's way, on mock workers and on real ones; compare and time."""
+    """Record a small suite once, run it the seed's way, on mock workers and on real ones; compare and time.
+
+    Exit 0: every answer equals the recording's; 1: one differs, or a step failed (said why); 2: usage."""
     from dspy_bridge._demo import SIZES, run_demo
     from dspy_bridge._demo._display import DemoDisplay
     from dspy_bridge._exceptions import BridgeError
 
+    parent = Path(args.dir) if args.dir else None
+    if parent is not None and parent.exists() and not parent.is_dir():
+        print(
+            f"dspy-bridge demo: --dir {parent} is not a directory; give a directory (created if missing)",
+            file=sys.stderr,
+        )
+        return 2
     size = SIZES[args.size or ("quick" if args.quick else "full")]
     try:
         with DemoDisplay() as display:
-            report = run_demo(size, display, parent=Path(args.dir) if args.dir else None, keep=args.keep)
+            report = run_demo(size, display, parent=parent, keep=args.keep)
     except BridgeError as exc:
         print(f"dspy-bridge demo: {exc}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        print("dspy-bridge demo: interrupted; every process it started was stopped", file=sys.stderr)
+        return 130
     return report.exit_code
 
 
