@@ -59,6 +59,11 @@ class DemoDisplay:
             self._progress.stop()
             self._progress = None
 
+    @property
+    def progress(self) -> Progress | None:
+        """rich's live progress while it runs (on a terminal); None off a terminal or once stopped."""
+        return self._progress
+
     def line(self, text: str) -> None:
         """A line above the live display (or just a line)."""
         self.console.print(text, markup=False, highlight=False, soft_wrap=True)
@@ -85,7 +90,7 @@ class _Phase:
         self.display = display
         self.label = label
         self.began = time.perf_counter()
-        self.progress = display._progress
+        self.progress = display.progress
         self.task: TaskID | None = None
         self.counted = total > 0
         if self.progress is not None:
