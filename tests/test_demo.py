@@ -139,3 +139,15 @@ def test_a_dir_that_is_a_file_is_a_usage_error(tmp_path: Path, capsys: pytest.Ca
     not_a_dir.write_text("")
     assert main(["demo", "--quick", "--dir", str(not_a_dir)]) == 2
     assert f"--dir {not_a_dir} is not a directory" in capsys.readouterr().err
+
+
+def test_on_a_terminal_the_demo_redraws_its_progress_instead_of_writing_lines() -> None:
+    out = io.StringIO()
+    display = DemoDisplay(Console(file=out, force_terminal=True, width=100))
+    with display, display.phase("mock", 2) as phase:
+        phase.status("starting 1 mock worker(s)")
+        for test in SUITE[:2]:
+            phase.test_done(test, 0.01)
+    text = out.getvalue()
+    assert "\x1b[" in text and "mock: done in" in text and "2/2" in text
+    assert "mock: test_capital_of_france done in" not in text  # the plain line is for pipes only

@@ -5,6 +5,7 @@ lines go through the same ``PluginProgress.line`` (the recording watch is tested
 
 from __future__ import annotations
 
+import io
 import re
 
 import pytest
@@ -32,3 +33,48 @@ def test_pool_lines_reach_the_terminal_not_the_tests_output_and_q_silences_them(
     quiet = pytester.runpytest_inprocess("-p", "no:cacheprovider", "-q")
     assert quiet.ret == pytest.ExitCode.TESTS_FAILED
     assert PROGRESS_LINE.findall(quiet.stdout.str()) == []
+
+
+class _Terminal(io.StringIO):
+    """A terminal as pytest's reporter sees one (``isatty``), kept in memory."""
+
+    def isatty(self) -> bool:
+        return True
+
+
+@pytest.mark.parametrize("terminal", [True, False], ids=["terminal", "pipe"])
+def test_a_wait_is_redrawn_in_place_on_a_terminal_and_plain_lines_elsewhere(
+    pytester: pytest.Pytester, terminal: bool
+) -> None:
+    from _pytest.terminal import TerminalReporter
+
+    from dspy_bridge._pytest._progress import PluginProgress
+
+    pytester.makeini("[pytest]\nasyncio_default_fixture_loop_scope = function\n")
+    config = pytester.parseconfigure()
+    out = _Terminal() if terminal else io.StringIO()
+    progress = PluginProgress(config, TerminalReporter(config, out))
+    redraw = progress.waiting("waiting for 2 real DSPy workers to finish warming…")
+    if terminal:
+        assert redraw is not None
+        redraw(0.2)
+        redraw(0.4)
+    else:
+        assert redraw is None  # nothing to redraw off a terminal
+        progress.line("waiting for 2 real DSPy workers to finish warming…")
+    progress.end_wait("2 real DSPy workers ready in 1.00 s")
+    text = out.getvalue()
+    if terminal:
+        drawn = [part.rstrip() for part in text.split("\r")]  # each redraw starts at the line's beginning
+        assert drawn[1:] == [
+            "dspy-bridge: waiting for 2 real DSPy workers to finish warming… (0.2 s)",
+            "dspy-bridge: waiting for 2 real DSPy workers to finish warming… (0.4 s)",
+            "dspy-bridge: 2 real DSPy workers ready in 1.00 s",
+        ]
+        assert text.endswith("\n")
+    else:
+        assert "\r" not in text
+        assert text.splitlines() == [
+            "dspy-bridge: waiting for 2 real DSPy workers to finish warming…",
+            "dspy-bridge: 2 real DSPy workers ready in 1.00 s",
+        ]

@@ -33,14 +33,17 @@ REDRAW_EVERY = 0.2  # seconds between redraws of a live line on a terminal
 class PluginProgress:
     """Where the plugin's progress lines go; silent under ``-q`` or without a terminal reporter."""
 
-    def __init__(self, config: pytest.Config) -> None:
+    def __init__(self, config: pytest.Config, reporter: Any = None) -> None:
         self.config = config
         self.enabled = config.get_verbosity() >= 0
+        self._given_reporter = reporter  # default: the run's terminal reporter, looked up when writing
         self._lock = threading.Lock()  # the upstream watch writes from its own thread
 
     @property
     def _reporter(self) -> Any:
-        return self.config.pluginmanager.get_plugin("terminalreporter") if self.enabled else None
+        if not self.enabled:
+            return None
+        return self._given_reporter or self.config.pluginmanager.get_plugin("terminalreporter")
 
     @contextlib.contextmanager
     def _uncaptured(self) -> Iterator[Any]:
@@ -63,16 +66,15 @@ class PluginProgress:
             reporter.write_line(PREFIX + text)
 
     def waiting(self, text: str) -> Callable[[float], None] | None:
-        """On a terminal, a callback redrawing ``text (N.N s)`` in place while a wait lasts; else None."""
+        """On a terminal, a callback redrawing ``text (N.N s)`` in place with the seconds waited; else None."""
         if not self.live:
             return None
-        began = time.perf_counter()
         with self._uncaptured() as reporter:
             reporter.ensure_newline()
 
-        def redraw(_: float) -> None:
+        def redraw(waited: float) -> None:
             with self._uncaptured() as reporter:
-                reporter.rewrite(f"{PREFIX}{text} ({time.perf_counter() - began:.1f} s)", erase=True)
+                reporter.rewrite(f"{PREFIX}{text} ({waited:.1f} s)", erase=True)
 
         return redraw
 
