@@ -42,39 +42,34 @@ class _Terminal(io.StringIO):
         return True
 
 
-@pytest.mark.parametrize("terminal", [True, False], ids=["terminal", "pipe"])
-def test_a_wait_is_redrawn_in_place_on_a_terminal_and_plain_lines_elsewhere(
-    pytester: pytest.Pytester, terminal: bool
-) -> None:
+def test_a_wait_is_redrawn_in_place_on_a_terminal_and_plain_lines_elsewhere(pytester: pytest.Pytester) -> None:
     from _pytest.terminal import TerminalReporter
 
     from dspy_bridge._pytest._progress import PluginProgress
 
     pytester.makeini("[pytest]\nasyncio_default_fixture_loop_scope = function\n")
     config = pytester.parseconfigure()
-    out = _Terminal() if terminal else io.StringIO()
-    progress = PluginProgress(config, TerminalReporter(config, out))
+    terminal, pipe = _Terminal(), io.StringIO()
+
+    progress = PluginProgress(config, TerminalReporter(config, terminal))
     redraw = progress.waiting("waiting for 2 real DSPy workers to finish warming…")
-    if terminal:
-        assert redraw is not None
-        redraw(0.2)
-        redraw(0.4)
-    else:
-        assert redraw is None  # nothing to redraw off a terminal
-        progress.line("waiting for 2 real DSPy workers to finish warming…")
+    assert redraw is not None
+    redraw(0.2)
+    redraw(0.4)
     progress.end_wait("2 real DSPy workers ready in 1.00 s")
-    text = out.getvalue()
-    if terminal:
-        drawn = [part.rstrip() for part in text.split("\r")]  # each redraw starts at the line's beginning
-        assert drawn[1:] == [
-            "dspy-bridge: waiting for 2 real DSPy workers to finish warming… (0.2 s)",
-            "dspy-bridge: waiting for 2 real DSPy workers to finish warming… (0.4 s)",
-            "dspy-bridge: 2 real DSPy workers ready in 1.00 s",
-        ]
-        assert text.endswith("\n")
-    else:
-        assert "\r" not in text
-        assert text.splitlines() == [
-            "dspy-bridge: waiting for 2 real DSPy workers to finish warming…",
-            "dspy-bridge: 2 real DSPy workers ready in 1.00 s",
-        ]
+    drawn = [part.rstrip() for part in terminal.getvalue().split("\r")]  # each redraw starts the line anew
+    assert drawn[1:] == [
+        "dspy-bridge: waiting for 2 real DSPy workers to finish warming… (0.2 s)",
+        "dspy-bridge: waiting for 2 real DSPy workers to finish warming… (0.4 s)",
+        "dspy-bridge: 2 real DSPy workers ready in 1.00 s",
+    ]
+    assert terminal.getvalue().endswith("\n")
+
+    progress = PluginProgress(config, TerminalReporter(config, pipe))
+    assert progress.waiting("waiting for 2 real DSPy workers to finish warming…") is None  # no redraw off a terminal
+    progress.line("waiting for 2 real DSPy workers to finish warming…")
+    progress.end_wait("2 real DSPy workers ready in 1.00 s")
+    assert pipe.getvalue().splitlines() == [
+        "dspy-bridge: waiting for 2 real DSPy workers to finish warming…",
+        "dspy-bridge: 2 real DSPy workers ready in 1.00 s",
+    ]
