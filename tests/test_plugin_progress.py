@@ -12,6 +12,9 @@ import pytest
 
 pytest_plugins = ["pytester"]
 
+# Inner runs without the cache, and without the unraisable-exception plugin's gc.collect() rounds at exit
+# (a second per inner config, and nothing here is about unraisable exceptions).
+CHEAP = ("-p", "no:cacheprovider", "-p", "no:unraisableexception")
 PROGRESS_LINE = re.compile(r"^dspy-bridge: ", re.MULTILINE)
 
 
@@ -26,11 +29,11 @@ def test_pool_lines_reach_the_terminal_not_the_tests_output_and_q_silences_them(
             assert False, "so that its captured output is shown"
         """
     )
-    result = pytester.runpytest_inprocess("-p", "no:cacheprovider")
+    result = pytester.runpytest_inprocess(*CHEAP)
     assert result.ret == pytest.ExitCode.TESTS_FAILED
     result.stdout.fnmatch_lines(["dspy-bridge: 2 mock workers ready in *s (warmed in the background*)"])
     assert "Captured stdout setup" not in result.stdout.str()  # written past capture, not into the test's output
-    quiet = pytester.runpytest_inprocess("-p", "no:cacheprovider", "-q")
+    quiet = pytester.runpytest_inprocess(*CHEAP, "-q")
     assert quiet.ret == pytest.ExitCode.TESTS_FAILED
     assert PROGRESS_LINE.findall(quiet.stdout.str()) == []
 
@@ -48,7 +51,7 @@ def test_a_wait_is_redrawn_in_place_on_a_terminal_and_plain_lines_elsewhere(pyte
     from dspy_bridge._pytest._progress import PluginProgress
 
     pytester.makeini("[pytest]\nasyncio_default_fixture_loop_scope = function\n")
-    config = pytester.parseconfigure()
+    config = pytester.parseconfigure(*CHEAP)
     terminal, pipe = _Terminal(), io.StringIO()
 
     progress = PluginProgress(config, TerminalReporter(config, terminal))
