@@ -406,3 +406,39 @@ async def test_a_pool_of_mock_workers_replays_each_sessions_cassette_in_order(tm
             ]
             assert answers == [{"answer": str(n)} for n in range(1, 5)]
         await pool.close_session(sessions[0])
+
+
+def test_threads_sharing_a_session_each_get_the_recording_of_their_own_request(tmp_path: Path) -> None:
+    """Matched by content (inputs, config incl. rollout_id), never by arrival order across threads."""
+    import random
+    from concurrent.futures import ThreadPoolExecutor
+
+    from dspy_bridge.pool import PoolConfig, SyncPool
+
+    path = tmp_path / "threads.yaml"
+    program_id = program_id_for(PREDICT)
+    exchanges = _executes()
+    exchanges.append(("create_program", PREDICT, _ok({"program_id": program_id})))
+    calls = [({"question": "roll"}, {"rollout_id": n}) for n in range(12)]
+    calls += [({"question": f"q{n}"}, {}) for n in range(12)]
+    for inputs, config in calls:
+        args: dict[str, Any] = {"program_id": program_id, "inputs": inputs, **({"config": config} if config else {})}
+        answer = f"{inputs['question']}/{config.get('rollout_id', '-')}"
+        exchanges.append(("execute_program", args, _ok({"outputs": {"answer": answer}, "usage": {}})))
+    _record(path, exchanges)
+    context = {"test_id": "t.py::t", "cassette": cassette_context(path)}
+    shuffled = random.Random(7).sample(calls, len(calls))
+    with SyncPool(PoolConfig(size=1, mode="mock", retries=0)) as pool:
+        session = "threads-" + secrets.token_hex(3)
+        pool.request("configure_lm", {"model": MODEL}, session_id=session)
+        pool.create_program("question -> answer", session_id=session)
+
+        def ask(call: tuple[dict[str, Any], dict[str, Any]]) -> str:
+            inputs, config = call
+            options = {"config": config} if config else {}
+            result = pool.execute(program_id, inputs, session_id=session, context=context, **options)
+            return str(result["outputs"]["answer"])
+
+        with ThreadPoolExecutor(max_workers=8) as threads:
+            answers = list(threads.map(ask, shuffled))
+    assert answers == [f"{inputs['question']}/{config.get('rollout_id', '-')}" for inputs, config in shuffled]

@@ -57,9 +57,9 @@ def test_the_app_code_is_plain_dspy() -> None:
 
 def test_the_mock_suite_runs_offline_from_the_shipped_cassettes(pytester: pytest.Pytester, project: Path) -> None:
     result = _run(pytester, "-m", "not integration")
-    result.assert_outcomes(passed=4, deselected=4)
+    result.assert_outcomes(passed=5, deselected=5)
     output = result.stdout.str()
-    assert "mock        tests 4, requests 14, LM answers 0, cassette hits 4, stubs 0, synthetic 0, misses 0" in output
+    assert "mock        tests 5, requests 17, LM answers 0, cassette hits 5, stubs 0, synthetic 0, misses 0" in output
     assert "new recordings 0" in output
     assert "pool integration" not in output  # nothing started a real worker
 
@@ -69,12 +69,13 @@ def test_the_integration_suite_runs_real_dspy_offline_from_http_cassettes(
     pytester: pytest.Pytester, project: Path
 ) -> None:
     result = _run(pytester, "-m", "integration")
-    result.assert_outcomes(passed=4, deselected=4)
+    result.assert_outcomes(passed=5, deselected=5)
     result.stdout.fnmatch_lines(
         [
             "pool integration*2 workers, ready in * s*",
-            "integration tests 4, requests *, LM answers 4, cassette hits 0, * misses 0, new recordings 0; "
-            "HTTP cassettes: hits 7, misses 0, new recordings 0",  # rag 1 + extraction 1 + agent 4 + optimized 1
+            "integration tests 5, requests *, LM answers 5, cassette hits 0, * misses 0, new recordings 0; "
+            "HTTP cassettes: hits 19, misses 0, new recordings 0",
+            # rag 1 + extraction 1 + agent 4 + optimized 1 + the optimizer run 12 (flash 11, pro 1)
         ]
     )
 
@@ -88,7 +89,7 @@ def test_one_test_re_recorded_against_the_fake_then_replays(pytester: pytest.Pyt
     http_file.unlink()
 
     recorded = _run(pytester, "-k", "agent and mock", "--bridge-record=once", "--bridge-upstream=fake")
-    recorded.assert_outcomes(passed=1, deselected=7)
+    recorded.assert_outcomes(passed=1, deselected=9)
     recorded.stdout.fnmatch_lines(["mock        tests 1, requests 3, LM answers 1, * new recordings 3"])
     verify([bridge_file])
     verify_http_cassette(http_file)
@@ -97,7 +98,7 @@ def test_one_test_re_recorded_against_the_fake_then_replays(pytester: pytest.Pyt
     assert data["interactions"] == shipped  # the scripted fake gives the same trajectory the shipped file holds
 
     replay = _run(pytester, "-k", "agent")
-    replay.assert_outcomes(passed=2, deselected=6)
+    replay.assert_outcomes(passed=2, deselected=8)
     replay.stdout.fnmatch_lines(["mock        tests 1, requests 3, LM answers 0, cassette hits 1, *new recordings 0"])
 
 

@@ -43,7 +43,14 @@ ALLOWED: dict[str, set[str]] = {
     "testing": {"protocol"},
     LEAF: set(),
 }
-TOP_MODULES = {ROOT, f"{ROOT}.pytest_plugin", f"{ROOT}.cli", f"{ROOT}._client", f"{ROOT}._typed"}
+TOP_MODULES = {
+    ROOT,
+    f"{ROOT}.pytest_plugin",
+    f"{ROOT}.cli",
+    f"{ROOT}._cli_prompts",
+    f"{ROOT}._client",
+    f"{ROOT}._typed",
+}
 TOP_PACKAGES = {f"{ROOT}._pytest", f"{ROOT}._demo"}
 
 

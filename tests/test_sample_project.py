@@ -135,8 +135,8 @@ def test_the_drift_check_reports_a_planted_difference(pytester: pytest.Pytester,
     assert result.ret == 0  # report (the default) only reports
     result.stdout.fnmatch_lines(
         [
-            "drift check: 2 recorded answers compared with real DSPy, 1 field(s) differ:",
-            "*test_sentiment_is_one_of_the_labels: prog_* field 'sentiment'",
+            "drift check: 2 recorded answers compared with real DSPy, 1 field(s) differ (1 regression(s), 0 benign):",
+            f"*test_sentiment_is_one_of_the_labels: prog_* field 'sentiment' [[]regression: Literal value '{planted}' → '{recorded}'[]]",
             f'*recorded: "{planted}"',
             f'*real now: "{recorded}"',
         ]

@@ -127,3 +127,63 @@ def test_a_real_worker_streams_through_fake_gemini_sse_and_a_mock_replays_the_sa
     replayed = replay_stream(path, signature, question="Name three rivers.")
     assert chunks_of(replayed) == chunks  # same sequence, frame by frame
     assert isinstance(replayed[-1], StreamEnd) and replayed[-1].outputs == end.outputs
+
+
+# --- replaying a stream under other chunkings ----------------------------------------------------
+
+
+def test_rechunk_keeps_each_fields_text_and_order_and_cuts_it_anew() -> None:
+    from dspy_bridge.worker._streaming import rechunk
+
+    recorded = [
+        {"field": "reasoning", "text": "Two "},
+        {"field": "reasoning", "text": "and two."},
+        {"field": "answer", "text": "4"},
+        {"field": "note", "text": ""},
+    ]
+    assert [c["text"] for c in rechunk(recorded, 1)][:4] == ["T", "w", "o", " "]
+    for size in (1, 3, 100):
+        cut = rechunk(recorded, size)
+        assert all(len(chunk["text"]) <= size for chunk in cut)
+        joined: dict[str, str] = {}
+        for chunk in cut:
+            joined[chunk["field"]] = joined.get(chunk["field"], "") + chunk["text"]
+        assert joined == {"reasoning": "Two and two.", "answer": "4", "note": ""}
+        assert list(dict.fromkeys(chunk["field"] for chunk in cut)) == ["reasoning", "answer", "note"]
+    assert len(rechunk(recorded, 3)) == 4 + 1 + 1  # "Two", " an", "d t", "wo." then "4", ""
+
+
+def test_a_recorded_stream_replays_one_character_or_n_characters_per_chunk(tmp_path: Path, mock_pool: SyncPool) -> None:
+    path = tmp_path / "stream.yaml"
+    with Recorder(path, "once") as recorder:
+        bridge = Bridge(mock_pool, recorder=recorder)
+        bridge.configure_lm(MODEL)
+        program = bridge.create_program("question -> answer, confidence: float")
+        bridge.stub(program, {"answer": "Paris, France", "confidence": 0.9})
+        list(bridge.stream(program, question="Capital of France?"))
+    for size, expected in ((1, list("Paris, France")), (5, ["Paris", ", Fra", "nce"])):
+        player = Bridge(mock_pool, context={"cassette": {"path": str(path), "stream_chunks": size}})
+        player.configure_lm(MODEL)
+        items = list(
+            player.stream(player.create_program("question -> answer, confidence: float"), question="Capital of France?")
+        )
+        chunks = chunks_of(items)
+        assert [c.text for c in chunks if c.field == "answer"] == expected
+        assert [c.text for c in chunks if c.field == "confidence"] == (["0", ".", "9"] if size == 1 else ["0.9"])
+        end = items[-1]
+        assert isinstance(end, StreamEnd) and end.outputs == {"answer": "Paris, France", "confidence": 0.9}
+
+
+def test_host_stub_streams_are_rechunked_and_a_bad_size_is_refused(mock_pool: SyncPool) -> None:
+    from dspy_bridge import HandlerError
+
+    bridge = Bridge(mock_pool, host_stubs=True, context={"cassette": {"synthetic": True, "stream_chunks": 2}})
+    bridge.configure_lm(MODEL)
+    program = bridge.create_program("question -> answer")
+    bridge.stub(program, {"answer": "forty-two"})
+    assert [c.text for c in chunks_of(list(bridge.stream(program, question="?")))] == ["fo", "rt", "y-", "tw", "o"]
+
+    wrong = Bridge(mock_pool, context={"cassette": {"synthetic": True, "stream_chunks": 0}})
+    wrong.configure_lm(MODEL)
+    with pytest.raises(HandlerError, match="stream_chunks must be 'recorded' or a whole number"):
+        list(wrong.stream(wrong.create_program("question -> answer"), question="?"))

@@ -29,7 +29,7 @@ from dspy_bridge._result import Result
 from dspy_bridge.pool._errors import error_info, handler_error, usage_errors
 from dspy_bridge.pool._streaming import StreamChunk, StreamEnd, StreamEvent, iterate_blocking, stream_args
 from dspy_bridge.protocol import _commands as commands
-from dspy_bridge.worker._streaming import chunk_text
+from dspy_bridge.worker._streaming import chunk_text, rechunk
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
@@ -112,6 +112,12 @@ class Bridge:
         self._stubs = commands.StubTable()
         self._schemas: dict[str, tuple[dict[str, Any], list[str] | None]] = {}  # program id -> output schemas
         self.outcomes: Counter[str] = Counter()  # where execute answers came from: cassette, stub, miss, …
+        # LM calls behind this session's answers and what they cost (USD, DSPy's price table), whether made now
+        # or when the cassette that answered was recorded: the plugin's spend and budget figures.
+        self.lm_calls = 0
+        self.cost_usd = 0.0
+        self.cost_unknown = 0
+        self.created: list[dict[str, Any]] = []  # create_program arguments, in order (the prompt lock renders them)
 
     def __repr__(self) -> str:
         return f"<Bridge mode={self.mode} session={self.session_id} requests={self.requests}>"
@@ -201,7 +207,10 @@ class Bridge:
         if error is None:
             result = done.result()
             if request["command"] == "execute_program" and isinstance(result, dict):
-                self.outcomes[str(result.get("source", "lm"))] += 1
+                source = str(result.get("source", "lm"))
+                self.outcomes[source] += 1
+                if source in ("lm", "cassette"):  # LM calls made now, or made when the cassette was recorded
+                    self._count_spend(result)
             if request["command"] == "create_program" and isinstance(result, dict):
                 self._learn_schema(result)
             response: dict[str, Any] = {"ok": True, "result": result}
@@ -217,6 +226,15 @@ class Bridge:
             self.recorder.record(request, response)
         if self.observer is not None:
             self.observer(request, response)
+
+    def _count_spend(self, result: dict[str, Any]) -> None:
+        calls = result.get("lm_calls")
+        self.lm_calls += int(calls) if isinstance(calls, int) else 0
+        cost = result.get("cost")
+        if isinstance(cost, int | float) and not isinstance(cost, bool):
+            self.cost_usd += float(cost)
+        elif calls:
+            self.cost_unknown += 1  # a model without a known price: the sum is a lower bound
 
     def _learn_schema(self, result: dict[str, Any]) -> None:
         """Keep a program's output schemas (a real worker reports them) for checking host-side stubs."""
@@ -300,7 +318,9 @@ class Bridge:
         """
         __tracebackhide__ = True
         args = self._program_args(signature, program_type, program_id, instructions, id, definition)
-        return str(self.request("create_program", args)["program_id"])
+        program = str(self.request("create_program", args)["program_id"])
+        self.created.append(args)
+        return program
 
     async def acreate_program(
         self,
@@ -314,7 +334,9 @@ class Bridge:
     ) -> str:
         __tracebackhide__ = True
         args = self._program_args(signature, program_type, program_id, instructions, id, definition)
-        return str((await self.arequest("create_program", args))["program_id"])
+        program = str((await self.arequest("create_program", args))["program_id"])
+        self.created.append(args)
+        return program
 
     def delete_program(self, program_id: str) -> None:
         __tracebackhide__ = True
@@ -426,7 +448,11 @@ class Bridge:
         if chunks is None:
             outputs = result.get("outputs") or {}
             chunks = [{"field": field, "text": chunk_text(value)} for field, value in outputs.items()]
-        for chunk in chunks:
+        from dspy_bridge.cassettes._config import stream_chunk_size
+
+        cassette = (self.context or {}).get("cassette")
+        size = stream_chunk_size(cassette.get("stream_chunks")) if isinstance(cassette, dict) else None
+        for chunk in rechunk(chunks, size) if size else chunks:
             yield StreamChunk(str(chunk["field"]), str(chunk["text"]))
         yield StreamEnd(result)
 

@@ -246,6 +246,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=0)
     p.set_defaults(func=fake_gemini)
     _add_cassettes_parser(commands)
+    from dspy_bridge._cli_prompts import add_prompts_parser
+
+    add_prompts_parser(commands)
     return parser
 
 

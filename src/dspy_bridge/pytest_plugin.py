@@ -141,8 +141,8 @@ def pytest_collection_finish(session: pytest.Session) -> None:
             state.plans[item.nodeid] = plan_for(item)
     if state.xdist.worker_id is not None:
         return  # an xdist worker collects every test but runs only some: it starts a pool when a test needs it
-    if any(plan.real for plan in state.plans.values()):
-        state.warm_real_pool()
+    if any(plan.real for plan in state.plans.values()) or (state.plans and state.prompts_mode != "off"):
+        state.warm_real_pool()  # prompt locks are rendered by real workers, for mock tests too
     if any(not plan.real for plan in state.plans.values()):
         state.pools.warm("mock")  # ~0.1 s, overlapped with the first tests' own set-up
 
@@ -168,6 +168,16 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
     state = item.config.stash.get(STATE_KEY, None)
     if state is not None:
         state.announce_pools()
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Generator[None, Any, Any]:
+    """After a passing test body: ``--bridge-prompts=check|update`` on the programs it created."""
+    result = yield
+    state = item.config.stash.get(STATE_KEY, None)
+    if state is not None:
+        state.check_prompts(item)
+    return result
 
 
 #: What pytest-recording's --block-network must let through for our tests: the cassette proxy (and an

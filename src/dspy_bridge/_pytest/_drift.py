@@ -3,7 +3,9 @@
 ``pytest --bridge-mode=integration`` runs mock-marked tests on real workers (their LM calls replayed
 from the HTTP cassettes). For each ``execute_program`` this compares the real answer with what the
 bridge cassette recorded for the same request, and the summary lists every difference — e.g. after
-a DSPy upgrade changed a prompt or a parser. It reuses the recorder's request translation (session
+a DSPy upgrade changed a prompt or a parser — with its verdict (``cassettes._verdict``): benign (same
+type, other text) or a regression (type, ``Literal``/bool value, missing field, tool-call sequence,
+failure). ``--bridge-drift=fail`` fails the run on regressions, ``strict`` on any difference. It reuses the recorder's request translation (session
 labels, program definitions) in ``new_episodes`` mode, read-only: nothing is ever saved.
 """
 
@@ -16,7 +18,7 @@ from typing import Any
 from dspy_bridge._modes import RecordMode
 from dspy_bridge.protocol._programs import canonical_json
 
-__all__ = ["Drift", "DriftCheck"]
+__all__ = ["Drift", "DriftCheck", "drift_fails_run"]
 
 
 @dataclass(frozen=True)
@@ -29,10 +31,12 @@ class Drift:
     field: str
     recorded: str
     now: str
+    verdict: str = "regression"  # or "benign"
+    reason: str = ""
 
     def describe(self) -> str:
         return (
-            f"{self.nodeid}: {self.program} {self.inputs} field {self.field!r}\n"
+            f"{self.nodeid}: {self.program} {self.inputs} field {self.field!r} [{self.verdict}: {self.reason}]\n"
             f"    recorded: {self.recorded}\n    real now: {self.now}"
         )
 
@@ -71,18 +75,34 @@ class DriftCheck:
         self._reader.record(request, response)  # learn programs and sessions; never saved
         if expected is None:
             return
+        from dspy_bridge.cassettes._verdict import classify_answers
+
         self.compared += 1
         recorded, now = _fields(expected), _fields(response)
         args = request.get("args") or {}
-        for name in sorted(set(recorded) | set(now)):
-            if recorded.get(name) != now.get(name):
-                self.drifts.append(
-                    Drift(
-                        nodeid=self.nodeid,
-                        program=str(args.get("program_id")),
-                        inputs=canonical_json(args.get("inputs", {})),
-                        field=name,
-                        recorded=recorded.get(name, "(missing)"),
-                        now=now.get(name, "(missing)"),
-                    )
+        for verdict in classify_answers(expected, response):
+            top = verdict.field.split(".")[0]
+            self.drifts.append(
+                Drift(
+                    nodeid=self.nodeid,
+                    program=str(args.get("program_id")),
+                    inputs=canonical_json(args.get("inputs", {})),
+                    field=verdict.field,
+                    recorded=recorded.get(top, _tools(expected) if top == "tool_calls" else "(missing)"),
+                    now=now.get(top, _tools(response) if top == "tool_calls" else "(missing)"),
+                    verdict=verdict.verdict,
+                    reason=verdict.reason,
                 )
+            )
+
+
+def _tools(response: dict[str, Any]) -> str:
+    calls = (response.get("result") or {}).get("tool_calls") or []
+    return canonical_json([call.get("tool") if isinstance(call, dict) else call for call in calls])
+
+
+def drift_fails_run(mode: str, drifts: list[dict[str, str]]) -> bool:
+    """``fail``: a regression among the differences; ``strict``: any difference; ``report``: never."""
+    if mode == "strict":
+        return bool(drifts)
+    return mode == "fail" and any(drift.get("verdict", "regression") == "regression" for drift in drifts)

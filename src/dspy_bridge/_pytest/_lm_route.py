@@ -116,6 +116,7 @@ class LMRoute:
             filter_post_data_parameters=tuple(options.get("filter_post_data_parameters") or ()),
             record_empty=plan.marked == "integration",  # its replay needs the file even without LM calls
             keep_partial=False,  # an unreachable upstream: nothing of this test is written
+            stream_chunks=plan.stream_chunks,
         )
         return {**self.proxy.lm_kwargs(), "cache": False}
 

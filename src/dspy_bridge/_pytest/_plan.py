@@ -36,6 +36,7 @@ class TestPlan:
     match_on: tuple[str, ...] | None
     live: bool = False  # @pytest.mark.integration(live=True): its own LM endpoint; never replayed or recorded
     http_mark: dict[str, Any] = field(default_factory=dict)  # the mark's HTTP-level keywords (record_errors, http_*)
+    stream_chunks: int | None = None  # replayed streams re-cut into N characters per chunk; None: as recorded
 
     @property
     def records(self) -> bool:
@@ -66,6 +67,8 @@ class TestPlan:
         }
         if self.match_on is not None:
             cassette["match_on"] = list(self.match_on)
+        if self.stream_chunks is not None:
+            cassette["stream_chunks"] = self.stream_chunks
         return {"test_id": self.nodeid, "cassette": cassette}
 
 
@@ -113,4 +116,5 @@ def plan_for(item: pytest.Item) -> TestPlan:
         match_on=tuple(match_on) if match_on is not None else None,
         live=_truthy(options.get("live", False)),
         http_mark={key: options[key] for key in sorted(HTTP_MARK_KEYS | {"allow_repeats"}) if key in options},
+        stream_chunks=None if options.get("stream_chunks") in (None, "recorded") else int(options["stream_chunks"]),
     )

@@ -31,7 +31,7 @@ __all__ = [
 
 MODES = ("auto", "mock", "integration")
 UPSTREAM_NAMES = ("gemini", "fake")
-DRIFT_MODES = ("report", "fail")
+DRIFT_MODES = ("report", "fail", "strict")
 
 
 @dataclass(frozen=True)
@@ -88,6 +88,16 @@ def _upstream_problem(value: Any) -> str | None:
     return f"is neither {' nor '.join(UPSTREAM_NAMES)} nor an http(s) URL such as https://gateway.example/v1beta"
 
 
+def _budget_problem(value: Any) -> str | None:
+    from dspy_bridge._pytest._spend import parse_budget
+
+    try:
+        parse_budget(str(value))
+    except ValueError as exc:
+        return str(exc)
+    return None
+
+
 SETTINGS: dict[str, Setting] = {
     s.name: s
     for s in (
@@ -117,9 +127,23 @@ SETTINGS: dict[str, Setting] = {
         Setting(
             "drift",
             "what the drift check (--bridge-mode=integration on mock tests) does with differences: report "
-            "them in the summary, or fail the run",
+            "them in the summary, fail the run on regressions (type, Literal value, missing field, tool calls), "
+            "or strict: fail on any difference",
             "report",
             DRIFT_MODES,
+        ),
+        Setting(
+            "prompts",
+            "prompt lock files beside the cassettes: check (fail a test whose programs' prompts changed), update "
+            "(write them), off",
+            "off",
+            ("off", "check", "update"),
+        ),
+        Setting(
+            "record_budget",
+            "stop recording once this pytest process recorded this much: calls:N and/or usd:X (e.g. calls:300,usd:2)",
+            None,
+            check=_budget_problem,
         ),
         Setting("secret_env", "more variable names never given to workers or the proxy (comma-separated)", ""),
         Setting(
@@ -185,6 +209,7 @@ MARK_KEYS = {
     "allow_repeats",
     "match_on",
     "live",
+    "stream_chunks",  # replay recorded streams cut into N characters per chunk (both levels)
     # the HTTP level (the cassette proxy), merged over the http_cassette_config fixture
     "record_errors",
     "http_match_on",
@@ -224,6 +249,14 @@ def validate_mark(mark: pytest.Mark, nodeid: str) -> dict[str, Any]:
         problem = _http_mark_problem(key, mark.kwargs[key])
         if problem:
             raise pytest.UsageError(f"{nodeid}: @pytest.mark.{mark.name}({key}={mark.kwargs[key]!r}) {problem}")
+    if "stream_chunks" in mark.kwargs:
+        from dspy_bridge._exceptions import UsageError
+        from dspy_bridge.cassettes._config import stream_chunk_size
+
+        try:
+            stream_chunk_size(mark.kwargs["stream_chunks"])
+        except UsageError as exc:
+            raise pytest.UsageError(f"{nodeid}: @pytest.mark.{mark.name}: {exc}") from None
     if "record" in mark.kwargs and mark.kwargs["record"] not in RECORD_MODES:
         raise pytest.UsageError(f"{nodeid}: record={mark.kwargs['record']!r} is not one of {', '.join(RECORD_MODES)}")
     return dict(mark.kwargs)

@@ -16,6 +16,7 @@ from dspy_bridge._pytest._plan import TestPlan
 from dspy_bridge._pytest._pools import BridgePools, env_names, parse_hosts
 from dspy_bridge._pytest._progress import PluginProgress, UpstreamWatch
 from dspy_bridge._pytest._settings import run_level
+from dspy_bridge._pytest._spend import budget_problem, count_spend, parse_budget
 from dspy_bridge._pytest._summary import RunReport
 from dspy_bridge._pytest._xdist import xdist_identity
 from dspy_bridge._secrets import api_key_from_env, key_env_hint, redact_values, secret_values
@@ -25,7 +26,7 @@ if TYPE_CHECKING:
     from dspy_bridge._pytest._lm_route import LMRoute
     from dspy_bridge.pool import SyncPool
 
-__all__ = ["CALL_FAILED", "STATE_KEY", "BridgeState"]
+__all__ = ["BRIDGE_CLIENT", "CALL_FAILED", "STATE_KEY", "BridgeState"]
 
 
 class BridgeState:
@@ -49,6 +50,8 @@ class BridgeState:
         self.drift_mode = str(run_level(config, "drift")[0])
         self.progress = PluginProgress(config)
         self._announced: set[str] = set()  # pools whose "ready" line was written
+        self.prompts_mode = str(run_level(config, "prompts")[0])
+        self.record_budget = parse_budget(run_level(config, "record_budget")[0])  # checked by validate_all
         # Every secret of the host's environment, removed by exact match from test reports and cassettes.
         self.secrets = secret_values(os.environ, env_names(run_level(config, "secret_env")[0]))
 
@@ -134,6 +137,14 @@ class BridgeState:
         __tracebackhide__ = True
         if plan.live or not plan.real:
             return
+        spent = (
+            budget_problem(self.record_budget, self.counts["spend"], "--bridge-record-budget") if plan.records else None
+        )
+        if spent:
+            raise BridgeError(
+                f"{plan.nodeid} was not recorded: {spent}. What was recorded is kept; record the rest in another "
+                f"run (once records only what is missing): {plan.record_command('once')}"
+            )
         if plan.records and self.upstream == "gemini" and self.api_key() is None:
             raise CassetteMiss(
                 f"{plan.nodeid} would record against real Gemini, but no key is set. Export {key_env_hint()} "
@@ -160,6 +171,7 @@ class BridgeState:
     ) -> Iterator[Bridge]:
         from dspy_bridge._client import Bridge
 
+        records = plan.records  # now: once the cassettes are saved, `once` no longer records
         recorder = None
         lm_defaults = dict(self.lm_defaults)
         context: dict[str, Any] = {"test_id": plan.nodeid}
@@ -194,6 +206,8 @@ class BridgeState:
             pinned_reason=_pinned_reason(plan),
         )
         watch = UpstreamWatch(self.progress, route.proxy, plan.nodeid) if route and plan.records else None
+        if item is not None:
+            item.stash[BRIDGE_CLIENT] = client  # the prompt lock check reads what it created
         try:
             with watch or contextlib.nullcontext():
                 yield client
@@ -216,6 +230,7 @@ class BridgeState:
             counts["live"] += plan.live
             counts["requests"] += client.requests
             counts.update(client.outcomes)
+            count_spend(self.counts["spend"], records=records, live=plan.live, client=client)
             if report is not None:
                 counts["http_hits"] += report.replayed
                 counts["http_recorded"] += report.forwarded if report.saved else 0
@@ -288,6 +303,18 @@ class BridgeState:
             return exc.message
         return None
 
+    def check_prompts(self, item: pytest.Item) -> None:
+        """``--bridge-prompts``: render the programs this test created on a real worker; check or update its lock."""
+        __tracebackhide__ = True
+        client = item.stash.get(BRIDGE_CLIENT, None)
+        plan = self.plans.get(item.nodeid)
+        if self.prompts_mode == "off" or client is None or plan is None:
+            return
+        from dspy_bridge._pytest._prompts import after_test
+
+        pool = self.pools.get("integration")
+        after_test(self.prompts_mode, plan.nodeid, plan.bridge_cassette, client.created, pool, self.counts["prompts"])
+
     # -- end of run -------------------------------------------------------------------------
     def close(self) -> None:
         if self._pools is not None:
@@ -332,8 +359,10 @@ class BridgeState:
 
     @property
     def drift_failed(self) -> bool:
-        """``--bridge-drift=fail`` and some recorded answer differs from real DSPy now."""
-        return self.drift_mode == "fail" and bool(self.report.drifts)
+        """``--bridge-drift=fail`` and a regression (``strict``: any difference) between recorded and real answers."""
+        from dspy_bridge._pytest._drift import drift_fails_run
+
+        return drift_fails_run(self.drift_mode, self.report.drifts)
 
 
 def _report_once(item: pytest.Item | None, call_failed: bool, error: BridgeError) -> None:
@@ -356,3 +385,4 @@ def _pinned_reason(plan: TestPlan) -> str:
 
 STATE_KEY = pytest.StashKey[BridgeState]()
 CALL_FAILED = pytest.StashKey[bool]()  # set by the plugin's makereport hook for the call phase
+BRIDGE_CLIENT = pytest.StashKey["Bridge"]()  # this test's client, for checks after its call phase

@@ -13,6 +13,8 @@ from collections import Counter
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from dspy_bridge._pytest._spend import describe_spend
+
 __all__ = ["WORKEROUTPUT_KEY", "RunReport", "describe_counts"]
 
 WORKEROUTPUT_KEY = "dspy_bridge_report"
@@ -41,7 +43,9 @@ class RunReport:
 
     label: str
     started: float = field(default_factory=time.perf_counter)
-    counts: dict[str, Counter[str]] = field(default_factory=lambda: {kind: Counter() for kind in KINDS})
+    counts: dict[str, Counter[str]] = field(
+        default_factory=lambda: {kind: Counter() for kind in (*KINDS, "prompts", "spend")}
+    )
     pools: list[dict[str, Any]] = field(default_factory=list)  # PoolRecord fields + "process"
     drifts: list[dict[str, str]] = field(default_factory=list)  # Drift.as_dict()
     drift_compared: int = 0
@@ -94,13 +98,16 @@ class RunReport:
             if counts["tests"]:
                 reporter.write_line(describe_counts(kind, counts))
         if self.drift_compared or self.drifts:
+            regressions = sum(1 for drift in self.drifts if drift.get("verdict", "regression") == "regression")
             reporter.write_line(
                 f"drift check: {self.drift_compared} recorded answers compared with real DSPy, "
-                f"{len(self.drifts)} field(s) differ" + (":" if self.drifts else "")
+                f"{len(self.drifts)} field(s) differ ({regressions} regression(s), "
+                f"{len(self.drifts) - regressions} benign)" + (":" if self.drifts else "")
             )
             for drift in self.drifts:
+                verdict = f" [{drift.get('verdict', 'regression')}: {drift.get('reason', '')}]"
                 reporter.write_line(
-                    f"  {drift['nodeid']}: {drift['program']} {drift['inputs']} field {drift['field']!r}\n"
+                    f"  {drift['nodeid']}: {drift['program']} {drift['inputs']} field {drift['field']!r}{verdict}\n"
                     f"    recorded: {drift['recorded']}\n    real now: {drift['now']}"
                 )
         for kind, title in (
@@ -112,6 +119,15 @@ class RunReport:
                 reporter.write_line(f"{title}: {len(notes)}")
                 for note in notes:
                     reporter.write_line(f"  {note['nodeid']}: {note['message']}")
+        spend = describe_spend(self.counts.get("spend") or Counter())
+        if spend:
+            reporter.write_line(spend)
+        prompts = self.counts.get("prompts") or Counter()
+        if sum(prompts.values()):
+            reporter.write_line(
+                f"prompt locks: checked {prompts['checked']} (changed {prompts['changed']}), "
+                f"written {prompts['written']}, unchanged {prompts['unchanged']}"
+            )
         share = 100.0 * blocked / wall if wall > 0 else 0.0
         reporter.write_line(
             f"wall time {wall:.2f} s: waiting for workers to start {blocked:.2f} s ({share:.1f}%), "

@@ -1,7 +1,7 @@
 """The ``context["cassette"]`` map a request carries to a mock worker, parsed and checked.
 
     {"path": str, "match_on": [..], "ignore": [..], "allow_repeats": bool,
-     "synthetic": bool, "record_hint": str}
+     "synthetic": bool, "record_hint": str, "stream_chunks": int}
 
 Only ``path`` is required (a bare string is accepted as the path); it should be absolute,
 because a relative one is resolved against the worker's working directory.
@@ -16,9 +16,20 @@ from typing import Any
 from dspy_bridge._exceptions import UsageError
 from dspy_bridge.cassettes._match import Matcher
 
-__all__ = ["CassetteConfig", "cassette_context"]
+__all__ = ["CassetteConfig", "cassette_context", "stream_chunk_size"]
 
-_KEYS = frozenset({"path", "match_on", "ignore", "allow_repeats", "synthetic", "record_hint"})
+_KEYS = frozenset({"path", "match_on", "ignore", "allow_repeats", "synthetic", "record_hint", "stream_chunks"})
+
+
+def stream_chunk_size(value: Any) -> int | None:
+    """``stream_chunks``: ``None``/``"recorded"`` (the recorded chunks) or N ≥ 1 characters per chunk."""
+    if value is None or value == "recorded":
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise UsageError(
+            f"stream_chunks must be 'recorded' or a whole number of characters per chunk (1 or more), got {value!r}"
+        )
+    return value
 
 
 def _strings(value: Any, name: str) -> tuple[str, ...]:
@@ -32,7 +43,7 @@ def _strings(value: Any, name: str) -> tuple[str, ...]:
 class CassetteConfig:
     """Which cassette answers a request, and how strictly."""
 
-    __slots__ = ("allow_repeats", "matcher", "path", "record_hint", "synthetic")
+    __slots__ = ("allow_repeats", "matcher", "path", "record_hint", "stream_chunks", "synthetic")
 
     def __init__(
         self,
@@ -43,8 +54,10 @@ class CassetteConfig:
         allow_repeats: bool = False,
         synthetic: bool = False,
         record_hint: str | None = None,
+        stream_chunks: int | None = None,
     ) -> None:
         self.path = Path(os.path.abspath(path)) if path else None
+        self.stream_chunks = stream_chunk_size(stream_chunks)
         self.matcher = Matcher(match_on, ignore)
         self.allow_repeats = allow_repeats
         self.synthetic = synthetic
@@ -78,6 +91,7 @@ class CassetteConfig:
             allow_repeats=bool(value.get("allow_repeats", False)),
             synthetic=bool(value.get("synthetic", False)),
             record_hint=hint,
+            stream_chunks=stream_chunk_size(value.get("stream_chunks")),
         )
 
     def to_context(self) -> dict[str, Any]:
@@ -89,6 +103,8 @@ class CassetteConfig:
             out["ignore"] = list(self.matcher.ignore)
         if self.record_hint:
             out["record_hint"] = self.record_hint
+        if self.stream_chunks is not None:
+            out["stream_chunks"] = self.stream_chunks
         return out
 
 
@@ -100,6 +116,7 @@ def cassette_context(
     allow_repeats: bool = False,
     synthetic: bool = False,
     record_hint: str | None = None,
+    stream_chunks: int | None = None,
 ) -> dict[str, Any]:
     """The ``context["cassette"]`` map for requests a mock worker should answer from ``path``."""
     return CassetteConfig(
@@ -109,4 +126,5 @@ def cassette_context(
         allow_repeats=allow_repeats,
         synthetic=synthetic,
         record_hint=record_hint,
+        stream_chunks=stream_chunks,
     ).to_context()

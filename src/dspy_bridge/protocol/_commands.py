@@ -32,6 +32,7 @@ __all__ = [
     "create_program_args",
     "delete_program_args",
     "execute_args",
+    "render_prompts_args",
     "split_host",
     "stub_answer",
     "stub_args",
@@ -201,6 +202,17 @@ def _read_state(state: Any) -> dict[str, Any]:
 
 def delete_program_args(program_id: str) -> dict[str, Any]:
     return {"program_id": _program_id(program_id, "delete_program")}
+
+
+def render_prompts_args(program_id: str, *, adapter: str | None = None) -> dict[str, Any]:
+    """``render_prompts`` (real workers): each predictor's messages as ``adapter`` (default: the program's,
+    else chat) formats them, with placeholder inputs and no LM call."""
+    args: dict[str, Any] = {"program_id": _program_id(program_id, "render_prompts")}
+    if adapter is not None:
+        if adapter not in ADAPTERS:
+            raise CommandError(f"render_prompts: adapter must be one of {', '.join(ADAPTERS)}, got {adapter!r}")
+        args["adapter"] = adapter
+    return args
 
 
 def execute_args(

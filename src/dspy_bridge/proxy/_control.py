@@ -310,6 +310,7 @@ class ProxyProcess:
         filter_headers: tuple[str, ...] | list[str] = (),
         filter_query_parameters: tuple[str, ...] | list[str] = (),
         filter_post_data_parameters: tuple[str, ...] | list[str] = (),
+        stream_chunks: int | None = None,
     ) -> None:
         """Answer calls from (and record into) this vcrpy cassette until ``eject()``.
 
@@ -323,6 +324,7 @@ class ProxyProcess:
         recording run that made no call still writes the file (no interactions). ``near_match``: a
         difflib ratio (e.g. 0.9) at which a miss is answered by the most similar recording
         (``report.near_matches``). ``filter_*``: more headers, query or form parameters never stored.
+        ``stream_chunks``: replayed Gemini event streams are re-cut into N characters of text per event.
         Raises ``CassetteCorrupt`` for an unreadable file, ``UsageError`` for bad options or when a
         cassette is already in use.
         """
@@ -342,6 +344,7 @@ class ProxyProcess:
             "filter_headers": list(filter_headers),
             "filter_query_parameters": list(filter_query_parameters),
             "filter_post_data_parameters": list(filter_post_data_parameters),
+            "stream_chunks": stream_chunks,
         }
         self._call("POST", "cassette", payload)
 

@@ -40,7 +40,7 @@ from dspy_bridge.proxy._constants import (
 from dspy_bridge.proxy._faults import Fault, FaultQueue
 from dspy_bridge.proxy._scrub import CREDENTIAL_HEADERS, CREDENTIAL_QUERY_PARAMS
 from dspy_bridge.proxy._session import CassetteOptions, CassetteSession, Exchange, Upstream
-from dspy_bridge.proxy._sse import is_event_stream, split_events
+from dspy_bridge.proxy._sse import is_event_stream, rechunk_gemini_events, split_events
 
 __all__ = ["ProxyConfig", "ProxyState", "main"]
 
@@ -257,7 +257,7 @@ class _Handler(LoopbackHandler):
             state.count("refused")
             self._send_made_up_error(409, "NO_CASSETTE", "the cassette was ejected mid-request", "no-cassette")
             return
-        self._answer(exchange, relay)
+        self._answer(exchange, relay, session.options.stream_chunks)
 
     def _serve_fault(self, fault: Fault) -> bool:
         """Serve the fault; False when it was only a delay and the request proceeds."""
@@ -273,14 +273,14 @@ class _Handler(LoopbackHandler):
             return True
         return False
 
-    def _answer(self, exchange: Exchange, relay: _ChunkedRelay) -> None:
+    def _answer(self, exchange: Exchange, relay: _ChunkedRelay, stream_chunks: int | None = None) -> None:
         state = self.state
         if exchange.kind in ("replayed", "forwarded"):
             state.count(exchange.kind)
             if exchange.streamed:
                 relay.finish()
             else:
-                self._send_recorded(exchange)
+                self._send_recorded(exchange, stream_chunks if exchange.kind == "replayed" else None)
         elif exchange.kind == "miss":
             state.count("misses")
             self._send_made_up_error(409, "CASSETTE_MISS", exchange.message, "cassette-miss")
@@ -294,12 +294,15 @@ class _Handler(LoopbackHandler):
             else:
                 self._send_made_up_error(502, "UNAVAILABLE", exchange.message, "upstream-unreachable")
 
-    def _send_recorded(self, exchange: Exchange) -> None:
-        """Send an answer vcrpy returned; an event stream goes out one chunk per event."""
+    def _send_recorded(self, exchange: Exchange, stream_chunks: int | None = None) -> None:
+        """Send an answer vcrpy returned; an event stream goes out one chunk per event (its text re-cut
+        into ``stream_chunks`` characters per event when a test asks)."""
         headers = [(n, v) for n, v in exchange.headers if n.lower() not in _HOP_BY_HOP]
         if is_event_stream(headers):
             self.start_chunks(exchange.status, headers, exchange.reason, bare=True)
             events, rest = split_events(exchange.body)
+            if stream_chunks:
+                events = rechunk_gemini_events(events, stream_chunks)
             for event in [*events, rest] if rest else events:
                 self.write_chunk(event)
             self.end_chunks()

@@ -71,10 +71,17 @@ class CassetteOptions:
     filter_headers: tuple[str, ...] = ()  # request headers never stored, besides credentials
     filter_query_parameters: tuple[str, ...] = ()
     filter_post_data_parameters: tuple[str, ...] = ()
+    stream_chunks: int | None = None  # replayed event streams re-cut into N characters per event
 
     def __post_init__(self) -> None:
         if not self.path:
             raise UsageError("a cassette path is required")
+        if self.stream_chunks is not None and (
+            isinstance(self.stream_chunks, bool) or not isinstance(self.stream_chunks, int) or self.stream_chunks < 1
+        ):
+            raise UsageError(
+                f"stream_chunks must be a whole number of characters (1 or more), not {self.stream_chunks!r}"
+            )
         if self.near_match is not None and not 0.0 < float(self.near_match) <= 1.0:
             raise UsageError(f"near_match must be a similarity in (0, 1], e.g. 0.9, not {self.near_match!r}")
         object.__setattr__(self, "record_mode", RecordMode.parse(self.record_mode).value)  # UsageError lists them
@@ -99,6 +106,7 @@ class CassetteOptions:
             "filter_headers": list(self.filter_headers),
             "filter_query_parameters": list(self.filter_query_parameters),
             "filter_post_data_parameters": list(self.filter_post_data_parameters),
+            "stream_chunks": self.stream_chunks,
         }
 
     @classmethod
@@ -117,6 +125,7 @@ class CassetteOptions:
             filter_headers=tuple(str(h) for h in data.get("filter_headers") or ()),
             filter_query_parameters=tuple(str(q) for q in data.get("filter_query_parameters") or ()),
             filter_post_data_parameters=tuple(str(q) for q in data.get("filter_post_data_parameters") or ()),
+            stream_chunks=data.get("stream_chunks"),
         )
 
 

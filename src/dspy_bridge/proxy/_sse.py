@@ -23,6 +23,7 @@ __all__ = [
     "EventFramer",
     "events_to_storage",
     "is_event_stream",
+    "rechunk_gemini_events",
     "restore_sse_events",
     "split_events",
     "storage_to_body",
@@ -62,6 +63,47 @@ class EventFramer:
         """Whatever trailed the last separator (normally nothing)."""
         rest, self._pending = self._pending, b""
         return rest
+
+
+def rechunk_gemini_events(events: list[bytes], size: int) -> list[bytes]:
+    """Gemini ``streamGenerateContent`` events with their text re-cut into ``size``-character events.
+
+    An event whose one candidate has only text parts (thought parts stay whole, as their own events) becomes
+    one event per piece: each a copy of it with one text part; ``finishReason``, ``usageMetadata`` and
+    safety ratings stay on the last piece only. Anything else (errors, several candidates, function calls)
+    passes unchanged, so the same text and the same final fields reach the client, cut elsewhere.
+    """
+    import json
+
+    out: list[bytes] = []
+    for event in events:
+        separator = _SEPARATOR.search(event)
+        body, sep = (event[: separator.start()], separator.group(0)) if separator else (event, b"")
+        prefix = b"data: " if body.startswith(b"data: ") else b"data:"
+        if not body.startswith(prefix):
+            out.append(event)
+            continue
+        try:
+            data: Any = json.loads(body[len(prefix) :])
+            (candidate,) = data["candidates"]
+            parts = candidate["content"]["parts"]
+        except (ValueError, TypeError, KeyError):
+            out.append(event)
+            continue
+        if not parts or not all(set(part) == {"text"} and isinstance(part["text"], str) for part in parts):
+            out.append(event)
+            continue
+        text = "".join(part["text"] for part in parts)
+        pieces = [text[start : start + size] for start in range(0, len(text), size)] or [""]
+        for number, piece in enumerate(pieces, 1):
+            last = number == len(pieces)
+            copy = {key: value for key, value in data.items() if last or key != "usageMetadata"}
+            part_of = {
+                key: value for key, value in candidate.items() if last or key not in ("finishReason", "safetyRatings")
+            }
+            copy["candidates"] = [{**part_of, "content": {**candidate["content"], "parts": [{"text": piece}]}}]
+            out.append(prefix + json.dumps(copy, ensure_ascii=False, separators=(",", ":")).encode("utf-8") + sep)
+    return out
 
 
 def events_to_storage(body: bytes) -> dict[str, Any] | None:

@@ -89,9 +89,11 @@ class CassetteHandlers(BaseHandlers):
     def cmd_execute_program(
         self, args: dict[str, Any], session_id: str | None, context: dict[str, Any]
     ) -> dict[str, Any]:
+        sink = context.get(CHUNK_SINK)
+        if sink is not None:
+            sink.size = _stream_chunks(context)
         # _run only sees the inputs; cassette matchers may compare other args too.
         result = super().cmd_execute_program(args, session_id, {**context, _ARGS_KEY: args})
-        sink = context.get(CHUNK_SINK)
         if sink is not None and not sink.replayed:  # no recorded chunks: one chunk per output field
             sink.complete(result.get("outputs"))
         return result
@@ -227,6 +229,15 @@ class CassetteHandlers(BaseHandlers):
         return (list(schemas) or None), schemas, types
 
     # -- replay bookkeeping -------------------------------------------------------------------
+    def cmd_render_prompts(
+        self, args: dict[str, Any], session_id: str | None, context: dict[str, Any]
+    ) -> dict[str, Any]:
+        raise HandlerFailure(
+            ErrorType.INVALID_REQUEST,
+            "render_prompts needs a real worker: prompts are built by DSPy's adapters, which a mock worker never "
+            "imports (the pytest plugin renders them on its real pool for --bridge-prompts)",
+        )
+
     def cmd_cassette_report(
         self, args: dict[str, Any], session_id: str | None, context: dict[str, Any]
     ) -> dict[str, Any]:
@@ -315,3 +326,17 @@ def _synthetic_fields(program: Program, context: dict[str, Any], handlers: Casse
     """``(name, type, schema)`` of every output (``reasoning`` left to ``synthetic_answer``)."""
     _, schemas, types = handlers._output_shape(program, context)
     return [(name, types.get(name, "str"), schema) for name, schema in schemas.items() if name != "reasoning"]
+
+
+def _stream_chunks(context: dict[str, Any]) -> int | None:
+    """The test's ``stream_chunks`` (characters per replayed chunk), checked; None: as recorded."""
+    cassette = context.get("cassette")
+    if not isinstance(cassette, dict) or cassette.get("stream_chunks") is None:
+        return None
+    from dspy_bridge._exceptions import UsageError
+    from dspy_bridge.cassettes._config import stream_chunk_size
+
+    try:
+        return stream_chunk_size(cassette["stream_chunks"])
+    except UsageError as exc:
+        raise HandlerFailure(ErrorType.INVALID_REQUEST, str(exc), details={"argument": "context.cassette"}) from exc

@@ -173,12 +173,14 @@ async def _acall(module: Any, inputs: dict[str, Any]) -> Any:
 
 def full_result(module: Any, prediction: Any, tracker: Any, trace: list[Any] | None, n: int) -> dict[str, Any]:
     """The contract's execute_program result (without timing, which the base adds)."""
+    from dspy_bridge.worker._cost import estimate_cost
+
     outputs = {str(key): plain(value) for key, value in prediction.toDict().items()}
     usage = {str(model): numbers(per_model) for model, per_model in tracker.get_total_tokens().items()}
     result: dict[str, Any] = {
         "outputs": outputs,
         "usage": usage,
-        "cost": None,
+        "cost": estimate_cost(usage) if usage else None,
         "lm_calls": sum(len(entries) for entries in tracker.usage_data.values()),
         "tool_calls": tool_calls(outputs.get("trajectory")),
     }

@@ -58,6 +58,7 @@ from dspy_bridge.worker._dspy_types import (
     signature_dict,
     wire_inputs,
 )
+from dspy_bridge.worker._genai import route_google_genai
 from dspy_bridge.worker._streaming import CHUNK_SINK
 
 __all__ = ["NO_KEY_REMEDY", "DSPyHandlers", "plain", "python_type"]
@@ -164,6 +165,7 @@ class DSPyHandlers(BaseHandlers):
             raise HandlerFailure(ErrorType.INVALID_REQUEST, message) from None
         if settings.get("cache", True):
             self._enable_cache()
+        route_google_genai(model, api_base, api_key)
         return lm
 
     def known_secrets(self) -> list[str]:
@@ -263,6 +265,8 @@ class DSPyHandlers(BaseHandlers):
             inputs = wire_inputs(final_signature, inputs)
         try:
             sink = context.get(CHUNK_SINK)  # a stream: true request (see worker/_streaming.py)
+            kwargs = getattr(lm, "kwargs", {})
+            route_google_genai(str(getattr(lm, "model", "")), kwargs.get("api_base"), kwargs.get("api_key"))
             prediction, tracker, trace = run_program(dspy, program, lm, inputs, options, sink)
         except HandlerFailure:
             raise
@@ -317,6 +321,29 @@ class DSPyHandlers(BaseHandlers):
                 side: {field["name"]: field["schema"] for field in described[side]} for side in ("inputs", "outputs")
             }
         return result
+
+    def cmd_render_prompts(
+        self, args: dict[str, Any], session_id: str | None, context: dict[str, Any]
+    ) -> dict[str, Any]:
+        """Each predictor's messages as the adapter formats them (placeholder inputs, no LM call)."""
+        from dspy_bridge.protocol._commands import CommandError, render_prompts_args, unknown_keys
+        from dspy_bridge.worker._prompts import render_prompts
+
+        problem = unknown_keys("render_prompts", args, ("program_id", "adapter"))
+        try:
+            if problem:
+                raise CommandError(problem)
+            checked = render_prompts_args(**args)
+        except CommandError as exc:
+            raise HandlerFailure(ErrorType.INVALID_REQUEST, str(exc)) from None
+        program = self.program(session_id, checked["program_id"])
+        adapter = checked.get("adapter") or program.args.get("adapter") or "chat"
+        return {
+            "program_id": program.program_id,
+            "adapter": adapter,
+            "dspy_version": self.dspy_version,
+            "predictors": render_prompts(self._dspy, program.module, adapter),
+        }
 
     def cmd_get_stats(self, args: dict[str, Any], session_id: str | None, context: dict[str, Any]) -> dict[str, Any]:
         stats = super().cmd_get_stats(args, session_id, context)

@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 
     from dspy_bridge.protocol._streams import FrameWriter
 
-__all__ = ["CHUNK_SINK", "ChunkSink", "chunk_text", "run_streamed"]
+__all__ = ["CHUNK_SINK", "ChunkSink", "chunk_text", "rechunk", "run_streamed"]
 
 #: Private context key under which the loop hands a streamed request's handler its ``ChunkSink``.
 CHUNK_SINK = "_chunk_sink"
@@ -38,10 +38,33 @@ def chunk_text(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False)
 
 
-class ChunkSink:
-    """Writes the chunk frames of one request; ``fields`` are those that got at least one chunk."""
+def rechunk(chunks: list[dict[str, Any]], size: int) -> list[dict[str, Any]]:
+    """The same text per field, in the same field order, cut into ``size``-character chunks.
 
-    __slots__ = ("fields", "replayed", "request_id", "sent", "writer")
+    Consecutive chunks of one field are joined first, so a recorded stream of 3 chunks replays as
+    ``len(text)`` chunks with ``size=1``: a stream consumer must not care where the cuts fall.
+    """
+    runs: list[list[str]] = []  # [field, text] per run of consecutive chunks of one field
+    for chunk in chunks:
+        field, text = str(chunk["field"]), str(chunk["text"])
+        if runs and runs[-1][0] == field:
+            runs[-1][1] += text
+        else:
+            runs.append([field, text])
+    return [
+        {"field": field, "text": text[start : start + size]}
+        for field, text in runs
+        for start in range(0, max(len(text), 1), size)
+    ]
+
+
+class ChunkSink:
+    """Writes the chunk frames of one request; ``fields`` are those that got at least one chunk.
+
+    ``size`` (a test's ``stream_chunks=N``) re-cuts replayed and whole-field chunks into N characters.
+    """
+
+    __slots__ = ("fields", "replayed", "request_id", "sent", "size", "writer")
 
     def __init__(self, writer: FrameWriter, request_id: int) -> None:
         self.writer = writer
@@ -49,6 +72,7 @@ class ChunkSink:
         self.sent = 0
         self.fields: set[str] = set()
         self.replayed = False
+        self.size: int | None = None
 
     def __call__(self, field: str, text: str) -> None:
         self.writer.write({"type": "chunk", "id": self.request_id, "field": field, "text": text})
@@ -58,15 +82,19 @@ class ChunkSink:
     def replay(self, chunks: list[dict[str, Any]]) -> None:
         """Send recorded chunks (``[{field, text}, ...]``) one frame each, in order."""
         self.replayed = True
-        for chunk in chunks:
+        for chunk in rechunk(chunks, self.size) if self.size else chunks:
             self(str(chunk["field"]), str(chunk["text"]))
 
     def complete(self, outputs: Any) -> None:
         """Send every output field that got no chunk yet as one chunk (in the outputs' order)."""
         if isinstance(outputs, dict):
-            for field, value in outputs.items():
-                if field not in self.fields:
-                    self(str(field), chunk_text(value))
+            whole = [
+                {"field": str(field), "text": chunk_text(value)}
+                for field, value in outputs.items()
+                if str(field) not in self.fields
+            ]
+            for chunk in rechunk(whole, self.size) if self.size else whole:
+                self(chunk["field"], chunk["text"])
 
 
 def run_streamed(dspy: Any, module: Any, inputs: dict[str, Any], sink: ChunkSink) -> Any:
