@@ -56,8 +56,8 @@ def test_the_app_code_is_plain_dspy() -> None:
 
 
 def test_the_mock_suite_runs_offline_from_the_shipped_cassettes(pytester: pytest.Pytester, project: Path) -> None:
-    result = _run(pytester, "-m", "not integration")
-    result.assert_outcomes(passed=5, deselected=5)
+    result = _run(pytester, "-m", "not integration and not scripted")
+    result.assert_outcomes(passed=5, deselected=7)
     output = result.stdout.str()
     assert "mock        tests 5, requests 17, LM answers 0, cassette hits 5, stubs 0, synthetic 0, misses 0" in output
     assert "new recordings 0" in output
@@ -68,14 +68,15 @@ def test_the_mock_suite_runs_offline_from_the_shipped_cassettes(pytester: pytest
 def test_the_integration_suite_runs_real_dspy_offline_from_http_cassettes(
     pytester: pytest.Pytester, project: Path
 ) -> None:
-    result = _run(pytester, "-m", "integration")
-    result.assert_outcomes(passed=5, deselected=5)
+    result = _run(pytester, "-m", "integration or scripted")  # scripted tests share the real pool
+    result.assert_outcomes(passed=7, deselected=5)
     result.stdout.fnmatch_lines(
         [
             "pool integration*2 workers, ready in * s*",
             "integration tests 5, requests *, LM answers 5, cassette hits 0, * misses 0, new recordings 0; "
             "HTTP cassettes: hits 19, misses 0, new recordings 0",
             # rag 1 + extraction 1 + agent 4 + optimized 1 + the optimizer run 12 (flash 11, pro 1)
+            "scripted    tests 2, requests *, runs answered by scripts 2",  # no LM, no cassette: the tests' scripts
         ]
     )
 
@@ -89,7 +90,7 @@ def test_one_test_re_recorded_against_the_fake_then_replays(pytester: pytest.Pyt
     http_file.unlink()
 
     recorded = _run(pytester, "-k", "agent and mock", "--bridge-record=once", "--bridge-upstream=fake")
-    recorded.assert_outcomes(passed=1, deselected=9)
+    recorded.assert_outcomes(passed=1, deselected=11)
     recorded.stdout.fnmatch_lines(["mock        tests 1, requests 3, LM answers 1, * new recordings 3"])
     verify([bridge_file])
     verify_http_cassette(http_file)
@@ -98,7 +99,7 @@ def test_one_test_re_recorded_against_the_fake_then_replays(pytester: pytest.Pyt
     assert data["interactions"] == shipped  # the scripted fake gives the same trajectory the shipped file holds
 
     replay = _run(pytester, "-k", "agent")
-    replay.assert_outcomes(passed=2, deselected=8)
+    replay.assert_outcomes(passed=2, deselected=10)
     replay.stdout.fnmatch_lines(["mock        tests 1, requests 3, LM answers 0, cassette hits 1, *new recordings 0"])
 
 

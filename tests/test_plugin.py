@@ -261,3 +261,51 @@ def test_the_configure_hook_gets_a_typed_setup_and_its_changes_reach_the_pool(py
     result = _run(pytester)
     result.assert_outcomes(passed=1)
     result.stdout.fnmatch_lines(["pool mock * 3 workers, ready in *"])
+
+
+SCRIPTED = """
+import pytest
+
+@pytest.mark.scripted
+def test_scripted(bridge):
+    pass
+
+@pytest.mark.scripted(auto=True)
+def test_bad(bridge):
+    pass
+"""
+
+
+def test_a_scripted_test_runs_on_real_workers_with_no_cassette_whatever_the_mode(pytester: pytest.Pytester) -> None:
+    from dspy_bridge._pytest._plan import plan_for
+
+    pytester.makeini("[pytest]\nasyncio_default_fixture_loop_scope = function\n")
+    pytester.makepyfile(SCRIPTED.split("@pytest.mark.scripted(auto=True)")[0])
+    for mode in ("auto", "mock", "integration"):
+        items, _ = pytester.inline_genitems(f"--bridge-mode={mode}", "--bridge-record=all")
+        plan = plan_for(items[0])
+        assert (plan.kind, plan.pool_kind, plan.real, plan.records) == ("scripted", "integration", True, False)
+
+
+def test_scripted_marks_take_no_arguments(pytester: pytest.Pytester) -> None:
+    pytester.makeini("[pytest]\nasyncio_default_fixture_loop_scope = function\n")
+    pytester.makepyfile(SCRIPTED)
+    result = pytester.runpytest_inprocess("--collect-only", "-p", "no:cacheprovider")
+    assert result.ret != 0
+    assert "@pytest.mark.scripted takes no arguments; give the answers in the test with bridge.script(" in (
+        result.stdout.str() + result.stderr.str()
+    )
+
+
+def test_the_summary_names_answers_dspys_cache_gave_instead_of_the_cassette() -> None:
+    from collections import Counter
+
+    from dspy_bridge._pytest._summary import describe_counts
+
+    clean = describe_counts("integration", Counter(tests=1, lm=1))
+    assert "DSPy cache" not in clean  # the line stays as it was when nothing came from DSPy's cache
+    cached = describe_counts("integration", Counter(tests=2, lm=1, dspy_cache=1))
+    assert cached.endswith("; DSPy cache hits 1 (answered by DSPy's cache, not the cassette)")
+    assert describe_counts("scripted", Counter(tests=2, requests=9, script=3)) == (
+        "scripted    tests 2, requests 9, runs answered by scripts 3"
+    )

@@ -35,9 +35,10 @@ def _files(pytester: pytest.Pytester) -> list[str]:
     return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file()) if root.exists() else []
 
 
-def test_an_integration_test_without_lm_calls_records_an_empty_http_cassette_and_replays(
+def test_an_integration_test_without_lm_calls_records_an_empty_http_cassette_and_a_failed_tests_is_discarded(
     pytester: pytest.Pytester,
 ) -> None:
+    """Failed and interrupted (Ctrl-C) tests write nothing new unless --bridge-record-failed=keep."""
     pytester.makepyfile(
         test_quiet="""
 import pytest
@@ -48,15 +49,51 @@ def test_stubbed(bridge):
     pid = bridge.create_program("question -> answer")
     bridge.stub(pid, {"answer": "x"})
     assert bridge.execute(pid, question="q") == {"answer": "x"}
+
+@pytest.mark.integration
+def test_broken(bridge):
+    bridge.configure_lm("gemini/gemini-2.5-flash", num_retries=0)
+    assert bridge.run("question -> answer", question="Capital of Italy?")["answer"] == "not what the LM says"
+
+@pytest.mark.integration
+def test_interrupted(bridge):
+    bridge.configure_lm("gemini/gemini-2.5-flash", num_retries=0)
+    bridge.run("question -> answer", question="Capital of Peru?")
+    raise KeyboardInterrupt  # as Ctrl-C does: the run stops here
 """
     )
-    _run(pytester, "--bridge-record=once", "--bridge-upstream=fake").assert_outcomes(passed=1)
+    result = _run(pytester, "--bridge-record=once", "--bridge-upstream=fake")
+    result.assert_outcomes(passed=1, failed=1)
     assert _files(pytester) == ["test_quiet/test_stubbed.bridge.yaml", "test_quiet/test_stubbed.http.yaml"]
     assert (
         yaml.safe_load((pytester.path / "cassettes/test_quiet/test_stubbed.http.yaml").read_text())["interactions"]
         == []
     )
-    _run(pytester).assert_outcomes(passed=1)  # offline: no upstream option, no key
+    assert result.ret == pytest.ExitCode.INTERRUPTED
+    result.stdout.fnmatch_lines(
+        [
+            "not recorded: 2",
+            "*test_broken: the test failed, so its new recordings (1 LM call(s) for test_broken.http.yaml, * "
+            "answer(s) for test_broken.bridge.yaml) were discarded; cassettes saved before are untouched. To keep "
+            "a failed test's recordings: pytest test_quiet.py::test_broken --bridge-record=once "
+            "--bridge-record-failed=keep",
+            "*test_interrupted: the test did not finish, so its new recordings (1 LM call(s) for "
+            "test_interrupted.http.yaml, * answer(s) for test_interrupted.bridge.yaml) were discarded*",
+        ]
+    )
+    # What the summary says to run (against the fake): the failed test's recordings are kept; test_stubbed, run
+    # too, replays its empty HTTP cassette (once: the files exist, nothing is recorded).
+    result = _run(pytester, "--bridge-record=once", "--bridge-record-failed=keep", "--bridge-upstream=fake")
+    result.assert_outcomes(passed=1, failed=1)
+    assert "not recorded" not in result.stdout.str()
+    assert _files(pytester) == [
+        "test_quiet/test_broken.bridge.yaml",
+        "test_quiet/test_broken.http.yaml",
+        "test_quiet/test_interrupted.bridge.yaml",
+        "test_quiet/test_interrupted.http.yaml",
+        "test_quiet/test_stubbed.bridge.yaml",
+        "test_quiet/test_stubbed.http.yaml",
+    ]
 
 
 def test_an_unreachable_upstream_fails_the_test_clearly_and_writes_nothing(
@@ -74,7 +111,7 @@ def test_an_unreachable_upstream_fails_the_test_clearly_and_writes_nothing(
     assert _files(pytester) == []
 
 
-def test_an_upstream_error_is_recorded_only_when_the_mark_asks(
+def test_an_upstream_error_is_recorded_only_when_the_mark_asks_and_a_spent_quota_stops_recording(
     pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("GEMINI_API_KEY", "not-a-real-key-but-long-enough")  # any URL upstream needs a key
@@ -83,14 +120,22 @@ def test_an_upstream_error_is_recorded_only_when_the_mark_asks(
         + ANSWER.format(mark="integration(record_errors=True)", name="asked", question="Capital of Spain?").replace(
             "import pytest", ""
         )
+        + ANSWER.format(mark="integration", name="quota", question="Capital of Peru?").replace("import pytest", "")
     )
+    daily = "GenerateRequestsPerDayPerProjectPerModel-FreeTier"
     with FakeGemini() as fake:
-        fake.script(Fail(503), {"answer": "Paris"}, Fail(503), {"answer": "Madrid"})
+        spent = Fail(429, retry_after=0.2, quota_id=daily)
+        fake.script(Fail(503), {"answer": "Paris"}, Fail(503), {"answer": "Madrid"}, spent)
         result = _run(pytester, "--bridge-record=once", f"--bridge-upstream={fake.base_url}")
-    result.assert_outcomes(passed=2)  # the pool retried the 503 both times
+        assert fake.request_count == 5  # the spent quota's one 429; the pool's retry never reached the upstream
+    result.assert_outcomes(passed=2, failed=1)  # the pool retried the 503 both times; not the spent quota
     result.stdout.fnmatch_lines(
-        ["not recorded: 1", "*test_default: POST *the upstream answered 503*record_errors=True*"]
-    )
+        ["not recorded: 3", "*test_default: POST *the upstream answered 503*record_errors=True*"]
+    )  # and test_quota's 429 and its unwritten bridge cassette
+    result.stdout.fnmatch_lines(
+        [f"recording stopped: upstream quota {daily} (metric *) is spent (a per-day quota)*",
+         "  1 test(s) got the proxy's 429 instead: test_flaky.py::test_quota"]
+    )  # fmt: skip
     folder = pytester.path / "cassettes" / "test_flaky"
     codes = {
         name: [i["response"]["status"]["code"] for i in yaml.safe_load((folder / f"{name}.http.yaml").read_text())[
@@ -98,7 +143,8 @@ def test_an_upstream_error_is_recorded_only_when_the_mark_asks(
         for name in ("test_default", "test_asked")
     }  # fmt: skip
     assert codes == {"test_default": [200], "test_asked": [503, 200]}
-    _run(pytester).assert_outcomes(passed=2)  # offline; the recorded 503 is replayed (and retried) too
+    assert not list(folder.glob("test_quota*"))
+    _run(pytester, "-k", "not quota").assert_outcomes(passed=2)  # offline; the recorded 503 is replayed too
 
 
 def test_bridge_cassettes_have_their_own_suffix_and_old_names_keep_working(pytester: pytest.Pytester) -> None:

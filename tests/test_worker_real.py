@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 from dspy_bridge.protocol._programs import program_id_for
-from dspy_bridge.testing import Delay, Drop, Fail, FakeGemini, Reply, ScriptItem
+from dspy_bridge.testing import Delay, Drop, Empty, Fail, FakeGemini, PromptBlocked, Reply, ScriptItem
 from workerproc import WorkerProc
 
 pytestmark = pytest.mark.slow
@@ -307,10 +307,11 @@ TOO_LONG = "The input token count (2000000) exceeds the maximum number of tokens
 @pytest.mark.parametrize(
     ("item", "retries", "attempts", "exception", "expected"),
     [
+        # Gemini sends no Retry-After, so each retry costs DSPy's 1 s back-off: only the 429 shows one.
         pytest.param(Fail(429, retry_after=0), 1, 2, "LMRateLimitError", ("lm_rate_limited", True), id="429"),
-        pytest.param(Fail(503, retry_after=0), 1, 2, "LMServerError", ("lm_error", True), id="503"),
-        pytest.param(Fail(500, retry_after=0), 0, 1, "LMServerError", ("lm_error", True), id="500"),
-        pytest.param(Fail(504, retry_after=0), 1, 2, "LMTimeoutError", ("lm_timeout", True), id="504"),
+        pytest.param(Fail(503), 0, 1, "LMServerError", ("lm_error", True), id="503"),
+        pytest.param(Fail(500), 0, 1, "LMServerError", ("lm_error", True), id="500"),
+        pytest.param(Fail(504), 0, 1, "LMTimeoutError", ("lm_timeout", True), id="504"),
         pytest.param(Fail(403), 1, 1, "LMAuthError", ("lm_auth", False), id="403"),
         pytest.param(Fail(401), 1, 1, "LMAuthError", ("lm_auth", False), id="401"),
         pytest.param(Fail(400), 1, 1, "LMInvalidRequestError", ("lm_error", False), id="400"),
@@ -354,6 +355,81 @@ def test_a_wrong_key_is_lm_auth_even_though_gemini_says_400(worker: WorkerProc, 
     assert fake.request_count == 1  # an auth failure is never retried
     assert fake.requests[0].api_key == wrong
     assert wrong not in repr(error)
+    assert error["message"].startswith("Gemini rejected the API key (400 INVALID_ARGUMENT, reason API_KEY_INVALID")
+    assert "configure_lm(api_key=...)" in error["message"] and "GEMINI_API_KEY" in error["message"]
+
+
+# --- Gemini as it really answers (thinking models, answers without text) ------------------------
+
+
+def test_an_empty_max_tokens_candidate_is_an_error_naming_the_finish_reason(
+    worker: WorkerProc, fake: FakeGemini
+) -> None:
+    session = _session()
+    _configure(worker, fake, session, max_tokens=64)
+    program_id = _create(worker, session, "question -> answer")
+    fake.enqueue(Empty("MAX_TOKENS"), times=2)  # ChatAdapter's call, then DSPy's JSONAdapter fallback
+    error = _execute_error(worker, session, program_id, question="q")
+    assert (error["type"], error["retryable"]) == ("adapter_parse_error", False)
+    assert error["message"].startswith(
+        "Gemini stopped at the output limit (finishReason MAX_TOKENS) before writing any answer text; "
+        "a thinking model can spend the whole budget on thoughts. Raise max_tokens"
+    )
+    assert error["details"]["finish_reason"] == "MAX_TOKENS"
+    assert fake.request_count == 2 and fake.pending == 0
+
+
+def test_thought_parts_never_leak_into_the_answer(worker: WorkerProc, fake: FakeGemini) -> None:
+    session = _session()
+    _configure(worker, fake, session)
+    program_id = _create(worker, session, "question -> answer")
+    fake.enqueue(Reply({"answer": "four"}, thoughts="PRIVATE-THOUGHT: two and two"))
+    result = _execute(worker, session, program_id, question="2+2?")
+    assert result["outputs"] == {"answer": "four"}
+    assert "PRIVATE-THOUGHT" not in json.dumps(result)
+
+
+@pytest.mark.parametrize(
+    ("item", "start", "detail"),
+    [
+        pytest.param(Empty("SAFETY"), "Gemini blocked the answer (finishReason SAFETY)", "finish_reason", id="safety"),
+        pytest.param(
+            PromptBlocked("PROHIBITED_CONTENT"),
+            "Gemini refused the prompt itself (promptFeedback.blockReason)",
+            "block_reason",
+            id="prompt-blocked",
+        ),
+        pytest.param(
+            Fail(400, grpc_status="FAILED_PRECONDITION"),
+            "Gemini refused the call (400 FAILED_PRECONDITION): the API is not served to this location",
+            "status",
+            id="region",
+        ),
+    ],
+)
+def test_answers_gemini_refuses_are_clear_errors_that_are_not_retried(
+    worker: WorkerProc, fake: FakeGemini, item: ScriptItem, start: str, detail: str
+) -> None:
+    session = _session()
+    _configure(worker, fake, session, num_retries=2)
+    program_id = _create(worker, session, "question -> answer")
+    fake.enqueue(item, times=3)
+    error = _execute_error(worker, session, program_id, question="q")
+    assert (error["type"], error["retryable"]) == ("lm_error", False)
+    assert error["message"].startswith(start) and "DSPy said:" in error["message"]
+    assert detail in error["details"]
+    assert fake.request_count == 1
+
+
+def test_the_proxys_spent_quota_answer_is_rate_limited_but_not_retryable(worker: WorkerProc, fake: FakeGemini) -> None:
+    session = _session()
+    _configure(worker, fake, session)
+    program_id = _create(worker, session, "question -> answer")
+    quota = "GenerateRequestsPerDayPerProjectPerModel-FreeTier"
+    fake.enqueue(Fail(429, f"dspy-bridge cassette proxy: upstream quota {quota} is spent (a per-day quota)."))
+    error = _execute_error(worker, session, program_id, question="q")  # the words proxy/_ratelimit.py answers with
+    assert (error["type"], error["retryable"]) == ("lm_rate_limited", False)
+    assert quota in error["message"] and "To fix" not in error["message"]  # not lm15's "wait a moment and retry"
 
 
 def test_no_key_anywhere_is_lm_auth_without_a_request(worker: WorkerProc, fake: FakeGemini) -> None:
@@ -479,17 +555,15 @@ def test_litellm_is_never_imported_for_gemini(worker: WorkerProc, fake: FakeGemi
     assert worker.call("get_stats")["litellm_imported"] is False
 
 
-def test_cache_false_never_touches_the_cache_and_cache_true_uses_it(
+def test_cache_false_never_touches_the_cache_and_cache_true_uses_its_own_sessions_memory_cache(
     worker: WorkerProc, fake: FakeGemini, cache_dir: Path
 ) -> None:
-    uncached, cached, uncached_again = _session(), _session(), _session()
+    uncached, cached, cached_later, uncached_again = _session(), _session(), _session(), _session()
     _configure(worker, fake, uncached)
     program_id = _create(worker, uncached, "question -> answer")
     for _ in range(2):
         _execute(worker, uncached, program_id, question="same question")
     assert fake.request_count == 2
-    assert worker.call("get_stats")["lm_cache"] == {"enabled": False, "disk_dir": None}
-    assert not cache_dir.exists()
 
     _configure(worker, fake, cached, cache=True)
     _create(worker, cached, "question -> answer")
@@ -498,13 +572,21 @@ def test_cache_false_never_touches_the_cache_and_cache_true_uses_it(
     assert fake.request_count == 3  # the second answer came from DSPy's cache
     assert second["outputs"] == first["outputs"]
     assert second["usage"] == {}  # a cache hit costs no tokens
-    assert worker.call("get_stats")["lm_cache"] == {"enabled": True, "disk_dir": str(cache_dir)}
-    assert cache_dir.is_dir()
+    assert (first["cache_hits"], second["cache_hits"]) == (0, 1)
+    assert second["calls"]["self"]["cache_hits"] == 1 and second["lm_calls"] == 0  # counted, never reached the LM
+
+    _configure(worker, fake, cached_later, cache=True)  # another test: its own, empty cache
+    _create(worker, cached_later, "question -> answer")
+    assert _execute(worker, cached_later, program_id, question="same question")["cache_hits"] == 0
+    assert fake.request_count == 4
 
     _configure(worker, fake, uncached_again)
     _create(worker, uncached_again, "question -> answer")
     _execute(worker, uncached_again, program_id, question="same question")
-    assert fake.request_count == 4  # cache=False still goes to the LM with a warm cache around
+    assert fake.request_count == 5  # cache=False still goes to the LM with warm caches around
+    stats = worker.call("get_stats")["lm_cache"]
+    assert stats["scope"] == "session" and stats["disk_dir"] is None
+    assert not cache_dir.exists()  # DSPY_CACHEDIR is never created: no disk cache, ever
 
 
 def test_stray_prints_land_on_stderr_not_in_the_frame_stream(worker: WorkerProc, fake: FakeGemini) -> None:

@@ -211,6 +211,9 @@ class Bridge:
                 self.outcomes[source] += 1
                 if source in ("lm", "cassette"):  # LM calls made now, or made when the cassette was recorded
                     self._count_spend(result)
+                hits = result.get("cache_hits")
+                if isinstance(hits, int) and hits > 0:  # answers DSPy's cache gave, not the cassette
+                    self.outcomes["dspy_cache"] += hits
             if request["command"] == "create_program" and isinstance(result, dict):
                 self._learn_schema(result)
             response: dict[str, Any] = {"ok": True, "result": result}
@@ -470,6 +473,18 @@ class Bridge:
         with usage_errors():
             args = commands.stub_args(program_id, outputs, inputs=inputs, error=error)
         self.request("stub_program", args)
+
+    def script(self, script: dict[str, Any], *, strict: bool = True, auto: bool = False) -> dict[str, Any]:
+        """Answer this session's LM calls from ``script`` (real workers; the pytest mark ``scripted``):
+        ``{"agent.react": [{...}, {...}], "agent.extract": {"answer": 42}}`` — per predictor
+        (``named_predictors()`` names; a final ``.predict`` may be left out), a list for successive calls or a
+        map for every call, formatted by the adapter that asks. ``strict`` fails a run on an unscripted call;
+        ``auto`` fills unscripted calls with schema-valid values."""
+        __tracebackhide__ = True
+        with usage_errors():
+            args = commands.script_args(script, strict=strict, auto=auto)
+        result: dict[str, Any] = self.request("script", args)
+        return result
 
     def close(self) -> None:
         """Forget this session: the pool drops it and its worker frees its programs (without waiting)."""

@@ -6,7 +6,8 @@
         assert bridge.run("question -> answer", question="2+2?")["answer"]
 
 Marks: ``mock`` and ``integration`` (keywords: cassette, record, synthetic, allow_repeats, match_on; for
-the HTTP level record_errors, http_match_on, http_ignore_body_fields, http_allow_repeats, http_near_match).
+the HTTP level record_errors, http_match_on, http_ignore_body_fields, http_allow_repeats, http_near_match), and
+``scripted`` (real DSPy, no LM: ``bridge.script({...})`` answers each predictor).
 Options (each also an ini key and an env var; precedence documented in docs/pytest-plugin.md):
 ``--bridge-mode``, ``--bridge-record``, ``--bridge-workers``, ``--bridge-cassette-dir``, and a few more.
 Hook: ``pytest_dspy_bridge_configure(config, state)`` gets a ``BridgeSetup`` (workers, pool_env,
@@ -73,6 +74,11 @@ def pytest_configure(config: pytest.Config) -> None:
         "LM calls go through the cassette proxy (offline replay of the test's HTTP cassette unless recording); "
         "live=True: the test configures its own endpoint and is never replayed or recorded",
     )
+    config.addinivalue_line(
+        "markers",
+        "scripted: run on real DSPy workers with no LM: the test's bridge.script({...}) answers each predictor's "
+        "LM calls (formatted by the active adapter), so the module's code, loops and tools really run",
+    )
     validate_all(config)  # a typo in any run-level setting is a usage error now, not inside every test
     if config.pluginmanager.hasplugin("recording"):
         # pytest-recording's vcrpy patches http.client while a vcr-marked test runs: bind the proxy's control
@@ -87,7 +93,7 @@ def _uses_bridge(item: pytest.Item) -> bool:
     return bool(_FIXTURES & set(getattr(item, "fixturenames", ())))
 
 
-_OUR_MARKS = ("mock", "integration")
+_OUR_MARKS = ("mock", "integration", "scripted")
 
 
 class BridgeMarkWarning(pytest.PytestWarning):
@@ -263,7 +269,7 @@ def _plan(request: pytest.FixtureRequest) -> TestPlan:
 
 @pytest.fixture
 def bridge_cassette(request: pytest.FixtureRequest) -> TestPlan:
-    """This test's plan: cassette paths, record mode, kind (mock/integration)."""
+    """This test's plan: cassette paths, record mode, kind (mock/integration/scripted)."""
     return _plan(request)
 
 

@@ -20,14 +20,14 @@ from dspy_bridge._pytest._settings import HTTP_MARK_KEYS, run_level, validate_ma
 
 __all__ = ["KINDS", "TestPlan", "plan_for"]
 
-KINDS = ("mock", "integration")
+KINDS = ("mock", "integration", "scripted")
 
 
 @dataclass(frozen=True)
 class TestPlan:
     nodeid: str
-    marked: str  # what the test asked for: "mock" | "integration"
-    kind: str  # what it runs as after forced modes
+    marked: str  # what the test asked for: "mock" | "integration" | "scripted"
+    kind: str  # what it runs as after forced modes (a scripted test stays scripted)
     record: str  # effective record mode
     bridge_cassette: Path
     http_cassette: Path
@@ -41,15 +41,15 @@ class TestPlan:
     @property
     def records(self) -> bool:
         """True when this run writes cassettes (and therefore runs on real workers)."""
-        if self.live:
+        if self.live or self.kind == "scripted":
             return False
         needed = [self.bridge_cassette] if self.kind == "mock" else [self.bridge_cassette, self.http_cassette]
         return RecordMode.parse(self.record).records(*needed)
 
     @property
     def real(self) -> bool:
-        """Runs on real DSPy workers: integration tests, and any test that records."""
-        return self.kind == "integration" or self.live or self.records
+        """Runs on real DSPy workers: integration and scripted tests, and any test that records."""
+        return self.kind in ("integration", "scripted") or self.live or self.records
 
     @property
     def pool_kind(self) -> str:
@@ -78,17 +78,17 @@ def _truthy(value: Any) -> bool:
 
 def plan_for(item: pytest.Item) -> TestPlan:
     config = item.config
-    integration = item.get_closest_marker("integration")
-    mock = item.get_closest_marker("mock")
-    if integration is not None and mock is not None:
-        raise pytest.UsageError(f"{item.nodeid}: marked both mock and integration; choose one")
-    mark = integration or mock
+    marks = [m for m in (item.get_closest_marker(name) for name in KINDS) if m is not None]
+    if len(marks) > 1:
+        raise pytest.UsageError(f"{item.nodeid}: marked {' and '.join(m.name for m in marks)}; choose one")
+    mark = marks[0] if marks else None
     options = validate_mark(mark, item.nodeid) if mark is not None else {}
     default_mark, _ = run_level(config, "default_mark")
     marked = mark.name if mark is not None else str(default_mark)
 
     forced, _ = run_level(config, "mode")
-    kind = marked if forced == "auto" else str(forced)
+    # A scripted test needs its script, never an LM or a cassette: --bridge-mode does not move it.
+    kind = marked if forced == "auto" or marked == "scripted" else str(forced)
 
     record, source = run_level(config, "record")
     if source == "default" and "record" in options:

@@ -50,6 +50,7 @@ class BridgeState:
         self.drift_mode = str(run_level(config, "drift")[0])
         self.progress = PluginProgress(config)
         self._announced: set[str] = set()  # pools whose "ready" line was written
+        self.record_failed = str(run_level(config, "record_failed")[0])
         self.prompts_mode = str(run_level(config, "prompts")[0])
         self.record_budget = parse_budget(run_level(config, "record_budget")[0])  # checked by validate_all
         # Every secret of the host's environment, removed by exact match from test reports and cassettes.
@@ -68,8 +69,15 @@ class BridgeState:
                 allowed_hosts=parse_hosts(run_level(self.config, "allowed_hosts")[0]),
                 run_dir=Path(self.xdist.run_dir) if self.xdist.run_dir else None,
                 allowed_modules=run_level(self.config, "allowed_modules")[0],
+                request_timeout=self.record_request_timeout(),
             )
         return self._pools
+
+    def record_request_timeout(self) -> float | None:
+        """A run in which some test records gives real workers ``record_request_timeout`` per request."""
+        if any(plan.records for plan in self.plans.values()):
+            return float(run_level(self.config, "record_request_timeout")[0])
+        return None
 
     def warm_real_pool(self) -> None:
         self.pools.warm("integration")
@@ -123,7 +131,13 @@ class BridgeState:
         if self._route is None:
             from dspy_bridge._pytest._lm_route import LMRoute
 
-            self._route = LMRoute(self.upstream, self.api_key(), run_level(self.config, "secret_env")[0], self.secrets)
+            self._route = LMRoute(
+                self.upstream,
+                self.api_key(),
+                run_level(self.config, "secret_env")[0],
+                self.secrets,
+                upstream_timeout=float(run_level(self.config, "upstream_timeout")[0]),
+            )
             self.pools.allow_hosts([self._route.allowed_host])  # the connect guard lets workers reach the proxy
         return self._route
 
@@ -135,7 +149,7 @@ class BridgeState:
         """A real-worker test that would need the network without a key or cassette fails before it starts,
         with the command that fixes it (and nothing of the plugin's own frames in the report)."""
         __tracebackhide__ = True
-        if plan.live or not plan.real:
+        if plan.live or not plan.real or plan.kind == "scripted":
             return
         spent = (
             budget_problem(self.record_budget, self.counts["spend"], "--bridge-record-budget") if plan.records else None
@@ -184,6 +198,8 @@ class BridgeState:
             drift = DriftCheck(plan.nodeid, plan.bridge_cassette)
         if plan.live:
             context["live"] = True  # its own endpoint, on purpose: no proxy, no cassette, no connect guard
+        elif plan.kind == "scripted":
+            pass  # real workers, no LM: no proxy, no cassette; the script answers (an empty one until given)
         elif plan.real:
             route = self.route()
             pinned = route.activate(plan, http_config)
@@ -208,17 +224,23 @@ class BridgeState:
         watch = UpstreamWatch(self.progress, route.proxy, plan.nodeid) if route and plan.records else None
         if item is not None:
             item.stash[BRIDGE_CLIENT] = client  # the prompt lock check reads what it created
+        if plan.kind == "scripted":
+            client.script({})  # strict and empty: an LM call before the test's bridge.script(...) fails clearly
         try:
             with watch or contextlib.nullcontext():
                 yield client
         finally:
             with contextlib.suppress(Exception):  # the session may already be gone with its worker
                 client.close()
-            report = route.deactivate() if route is not None else None
             call_failed = item is not None and item.stash.get(CALL_FAILED, False)
+            unfinished = item is not None and CALL_FAILED not in item.stash  # Ctrl-C, or a later fixture failed
+            discard = plan.records and (call_failed or unfinished) and self.record_failed == "discard"
+            report = route.deactivate(save=not discard) if route is not None else None
             unsaved = self._recording_policy(plan, report, call_failed)
-            if recorder is not None and unsaved:
+            if recorder is not None and unsaved:  # the more specific reason (e.g. an unreachable upstream)
                 self.report.notes.append({"nodeid": plan.nodeid, "kind": "not recorded", "message": unsaved})
+            elif discard:
+                self._note_discarded(plan, report, recorder, "failed" if call_failed else "did not finish")
             elif recorder is not None:
                 self.counts[plan.kind]["recorded"] += recorder.pending
                 recorder.save()
@@ -256,6 +278,10 @@ class BridgeState:
             return ""
         for message in report.near_matches:
             self.report.notes.append({"nodeid": plan.nodeid, "kind": "near match", "message": message})
+        for message in report.rate_limits:
+            self.report.notes.append({"nodeid": plan.nodeid, "kind": "rate limited", "message": message})
+        if report.quota_spent:  # the summary names the quota once, with the tests it stopped
+            self.report.notes.append({"nodeid": plan.nodeid, "kind": "quota spent", "message": report.quota_spent})
         errors = [m for m in report.not_recorded if not m.startswith("upstream unreachable")]
         for message in errors:
             self.report.notes.append({"nodeid": plan.nodeid, "kind": "not recorded", "message": message})
@@ -269,6 +295,24 @@ class BridgeState:
                 "error, which is recorded only with @pytest.mark.integration(record_errors=True)."
             )
         return ""
+
+    def _note_discarded(self, plan: TestPlan, report: Any, recorder: Any, why: str) -> None:
+        """A recording test failed or was interrupted: nothing new of it is written
+        (``--bridge-record-failed=discard``); say so."""
+        new = []
+        if report is not None and report.forwarded:
+            new.append(f"{report.forwarded} LM call(s) for {plan.http_cassette.name}")
+        if recorder is not None and recorder.pending:
+            new.append(f"{recorder.pending} answer(s) for {plan.bridge_cassette.name}")
+        what = f"its new recordings ({', '.join(new)}) were discarded" if new else "its cassettes were not written"
+        self.report.notes.append(
+            {
+                "nodeid": plan.nodeid,
+                "kind": "not recorded",
+                "message": f"the test {why}, so {what}; cassettes saved before are untouched. To keep a failed "
+                f"test's recordings: {plan.record_command(plan.record)} --bridge-record-failed=keep",
+            }
+        )
 
     def _recorder(self, plan: TestPlan) -> Any:
         from dspy_bridge.cassettes import Recorder

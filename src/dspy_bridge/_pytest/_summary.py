@@ -18,11 +18,20 @@ from dspy_bridge._pytest._spend import describe_spend
 __all__ = ["WORKEROUTPUT_KEY", "RunReport", "describe_counts"]
 
 WORKEROUTPUT_KEY = "dspy_bridge_report"
-KINDS = ("mock", "integration")
+KINDS = ("mock", "integration", "scripted")
 
 
 def describe_counts(kind: str, counts: Counter[str]) -> str:
-    """One summary line per kind; integration tests add the HTTP cassette level beside the bridge level."""
+    """One summary line per kind; integration tests add the HTTP cassette level beside the bridge level.
+
+    Answers DSPy's own (per-test, in-memory) cache served instead of the cassette are named when there are any.
+    """
+    cached = f"; DSPy cache hits {counts['dspy_cache']} (answered by DSPy's cache, not the cassette)"
+    if kind == "scripted":
+        return (
+            f"{kind:<11} tests {counts['tests']}, requests {counts['requests']}, runs answered by scripts "
+            f"{counts['script']}" + (cached if counts["dspy_cache"] else "")
+        )
     live = f" ({counts['live']} live: own endpoint, not replayed)" if counts["live"] else ""
     line = (
         f"{kind:<11} tests {counts['tests']}{live}, requests {counts['requests']}, LM answers {counts['lm']}, "
@@ -34,7 +43,7 @@ def describe_counts(kind: str, counts: Counter[str]) -> str:
             f"; HTTP cassettes: hits {counts['http_hits']}, misses {counts['http_misses']}, "
             f"new recordings {counts['http_recorded']}"
         )
-    return line
+    return line + (cached if counts["dspy_cache"] else "")
 
 
 @dataclass
@@ -49,7 +58,7 @@ class RunReport:
     pools: list[dict[str, Any]] = field(default_factory=list)  # PoolRecord fields + "process"
     drifts: list[dict[str, str]] = field(default_factory=list)  # Drift.as_dict()
     drift_compared: int = 0
-    notes: list[dict[str, str]] = field(default_factory=list)  # {nodeid, kind: near match|not recorded, message}
+    notes: list[dict[str, str]] = field(default_factory=list)  # {nodeid, kind, message}: kinds as in write()
     test_seconds: float = 0.0
     processes: list[str] = field(default_factory=list)  # xdist workers merged into this report
 
@@ -110,8 +119,12 @@ class RunReport:
                     f"  {drift['nodeid']}: {drift['program']} {drift['inputs']} field {drift['field']!r}{verdict}\n"
                     f"    recorded: {drift['recorded']}\n    real now: {drift['now']}"
                 )
+        for message, nodeids in _grouped(self.notes, "quota spent").items():
+            reporter.write_line(f"recording stopped: {message}")
+            reporter.write_line(f"  {len(nodeids)} test(s) got the proxy's 429 instead: {', '.join(nodeids)}")
         for kind, title in (
             ("near match", "HTTP near matches (a drifted prompt answered by a similar recording, not an exact one)"),
+            ("rate limited", "upstream rate limits waited out (RetryInfo)"),
             ("not recorded", "not recorded"),
         ):
             notes = [note for note in self.notes if note.get("kind") == kind]
@@ -134,6 +147,15 @@ class RunReport:
             f"in bridge tests {self.test_seconds:.2f} s, the rest (collection, other tests) "
             f"{max(wall - blocked - self.test_seconds, 0.0):.2f} s"
         )
+
+
+def _grouped(notes: list[dict[str, str]], kind: str) -> dict[str, list[str]]:
+    """Notes of one kind by message: a spent quota is one message however many tests it stopped."""
+    out: dict[str, list[str]] = {}
+    for note in notes:
+        if note.get("kind") == kind:
+            out.setdefault(note["message"], []).append(note["nodeid"])
+    return out
 
 
 def _describe_pool(record: dict[str, Any], *, show_process: bool) -> str:

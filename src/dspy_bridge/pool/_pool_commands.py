@@ -18,7 +18,8 @@ __all__ = ["CommandsMixin"]
 
 
 class CommandsMixin:
-    """``ping``, ``configure_lm``, ``allow_hosts``, ``create_program``, ``delete_program``, ``stub``, ``execute``."""
+    """``ping``, ``configure_lm``, ``allow_hosts``, ``create_program``, ``delete_program``, ``stub``, ``script``,
+    ``execute``."""
 
     async def ping(self: _Requester, *, session_id: str | None = None) -> dict[str, Any]:
         result: dict[str, Any] = await self.request("ping", session_id=session_id)
@@ -81,6 +82,21 @@ class CommandsMixin:
         with usage_errors():
             args = commands.stub_args(program_id, outputs, inputs=inputs, error=error)
         await self.request("stub_program", args, session_id=session_id)
+
+    async def script(
+        self: _Requester,
+        script: dict[str, Any],
+        *,
+        strict: bool = True,
+        auto: bool = False,
+        session_id: str | None = None,
+    ) -> dict[str, Any]:
+        """Real workers only: answer ``session_id``'s LM calls per predictor from ``script`` (docs/programs.md,
+        "Scripted runs"); the session's pinned worker keeps it, a replacement gets it replayed."""
+        with usage_errors():
+            args = commands.script_args(script, strict=strict, auto=auto)
+        result: dict[str, Any] = await self.request("script", args, session_id=session_id)
+        return result
 
     async def stub_program(self: _Requester, *args: Any, **kwargs: Any) -> None:
         """Deprecated name of ``stub`` (one name on ``Pool``, ``SyncPool`` and ``Bridge``)."""

@@ -319,6 +319,12 @@ class SyncPool:
     ) -> None:
         self._call(self._pool.stub(program_id, outputs, inputs=inputs, error=error, session_id=session_id))
 
+    def script(
+        self, script: dict[str, Any], *, strict: bool = True, auto: bool = False, session_id: str | None = None
+    ) -> dict[str, Any]:
+        """Real workers only: answer ``session_id``'s LM calls from ``script``; see ``Pool.script``."""
+        return self._call(self._pool.script(script, strict=strict, auto=auto, session_id=session_id))
+
     def stub_program(self, *args: Any, **kwargs: Any) -> None:
         """Deprecated name of ``stub`` (one name on ``Pool``, ``SyncPool`` and ``Bridge``)."""
         warnings.warn("SyncPool.stub_program() is deprecated; use SyncPool.stub()", DeprecationWarning, stacklevel=2)

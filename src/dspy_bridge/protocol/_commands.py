@@ -33,6 +33,7 @@ __all__ = [
     "delete_program_args",
     "execute_args",
     "render_prompts_args",
+    "script_args",
     "split_host",
     "stub_answer",
     "stub_args",
@@ -41,7 +42,9 @@ __all__ = [
 
 # Commands whose success changes what a worker holds for a session (replayed onto a replacement).
 # ``allow_hosts`` is worker-wide: sent without a session it becomes pool-wide state every worker gets.
-STATE_COMMANDS = frozenset({"configure_lm", "create_program", "delete_program", "stub_program", "allow_hosts"})
+STATE_COMMANDS = frozenset(
+    {"configure_lm", "create_program", "delete_program", "stub_program", "allow_hosts", "script"}
+)
 
 
 # The arguments each strict command knows; anything else is refused, never silently dropped.
@@ -246,6 +249,32 @@ def execute_args(
     if trace:
         args["trace"] = True
     return args
+
+
+SCRIPT_KEYS = ("script", "strict", "auto")
+
+
+def script_args(script: Any, *, strict: Any = True, auto: Any = False, **unknown: Any) -> dict[str, Any]:
+    """``script`` (real workers): answer this session's LM calls per predictor — ``{name: {field: value}}``
+    (every call) or ``{name: [{...}, ...]}`` (successive calls); ``strict`` fails a run on an unscripted
+    call, ``auto`` answers unscripted calls with schema-valid values."""
+    if unknown:
+        raise CommandError(str(unknown_keys("script", unknown, SCRIPT_KEYS)))
+    if not isinstance(script, dict) or not all(isinstance(key, str) and key for key in script):
+        raise CommandError(
+            "script must be a map of predictor name → an answer map (output field → value) or a list of them, "
+            f"e.g. {{'qa.predict': {{'answer': '42'}}}}; got {script!r}"
+        )
+    for name, entry in script.items():
+        entries = entry if isinstance(entry, list) else [entry]
+        if not all(isinstance(item, dict) for item in entries):
+            raise CommandError(
+                f"script[{name!r}] must be an answer map (output field → value) or a list of them, got {entry!r}"
+            )
+    for flag, value in (("strict", strict), ("auto", auto)):
+        if not isinstance(value, bool):
+            raise CommandError(f"script's {flag!r} must be True or False, got {value!r}")
+    return {"script": {name: entry for name, entry in script.items()}, "strict": strict, "auto": auto}
 
 
 def stub_args(

@@ -38,10 +38,12 @@ from dspy_bridge.proxy._constants import (
     CONTROL_PREFIX,
     DEFAULT_MATCH_ON,
     DEFAULT_UPSTREAM,
+    DEFAULT_UPSTREAM_TIMEOUT,
     PLACEHOLDER_KEY,
     TOKEN_HEADER,
 )
 from dspy_bridge.proxy._faults import Fault
+from dspy_bridge.proxy._ratelimit import RateLimitPolicy
 
 __all__ = ["CassetteReport", "ProxyProcess", "ProxyStats"]
 
@@ -62,7 +64,7 @@ class ProxyStats:
     replayed: int  # answered from a cassette
     faults: int  # answered (or delayed, or dropped) by an injected fault
     misses: int  # not in the cassette, and the record mode forbids recording
-    refused: int  # no cassette in use, or no key to record with
+    refused: int  # no cassette in use, no key to record with, or the upstream quota is spent
     upstream_errors: int  # the upstream could not be reached
     cassette: str | None  # the cassette in use now
     pending_faults: int
@@ -89,12 +91,15 @@ class CassetteReport:
     not_recorded: tuple[str, ...] = ()  # "upstream unreachable: …" and error answers left out, with why
     near_matches: tuple[str, ...] = ()  # misses answered by a near match (near_match=…), with the similarity
     discarded_because: str = ""  # why a recording was not saved at all (keep_partial=False)
+    rate_limits: tuple[str, ...] = ()  # upstream 429s the proxy waited out (RetryInfo), one line each
+    quota_spent: str = ""  # the upstream quota that ran out, when calls of this cassette were refused for it
+    quota_refused: int = 0  # calls answered by the proxy because the quota is spent
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> CassetteReport:
         names = {f.name for f in fields(cls)}
         values = {k: v for k, v in data.items() if k in names}
-        for name in ("match_on", "miss_messages", "not_recorded", "near_matches"):
+        for name in ("match_on", "miss_messages", "not_recorded", "near_matches", "rate_limits"):
             values[name] = tuple(values.get(name) or ())
         return cls(**values)
 
@@ -109,6 +114,12 @@ class ProxyProcess:
     """One cassette proxy process, owned by this (host) process. Thread-safe; use as a context manager.
 
     ``secret_env``: more variable names the proxy must not inherit (key variables never are).
+    ``rate_limit_max_wait``/``rate_limit_retries``: how an upstream 429's RetryInfo is honoured while
+    recording (``proxy/_ratelimit.py``; docs/recording.md, "Quotas and rate limits").
+    ``upstream_timeout``: seconds the proxy waits on the upstream per call (default 600, as DSPy's own
+    client); ``control_timeout`` (default: that plus 30 s) bounds ``eject``, which waits for calls in flight.
+    The proxy reads ``HTTPS_PROXY``/``HTTP_PROXY``/``NO_PROXY`` and ``SSL_CERT_FILE``/``REQUESTS_CA_BUNDLE``
+    from this environment (docs/recording.md, "Recording against real Gemini").
     """
 
     def __init__(
@@ -116,13 +127,17 @@ class ProxyProcess:
         *,
         upstream: str = DEFAULT_UPSTREAM,
         api_key: str | _Unset | None = UNSET,
-        upstream_timeout: float = 120.0,
+        upstream_timeout: float = DEFAULT_UPSTREAM_TIMEOUT,
         start_timeout: float = 30.0,
-        control_timeout: float = 130.0,
+        control_timeout: float | None = None,
         verbose: bool = False,
         secret_env: tuple[str, ...] | list[str] = (),
         extra_secrets: Iterable[str] | None = None,
+        rate_limit_max_wait: float = 60.0,
+        rate_limit_retries: int = 3,
     ) -> None:
+        RateLimitPolicy(rate_limit_max_wait, rate_limit_retries)  # a bad value fails here, not in the process
+        self._rate_limit = {"rate_limit_max_wait": rate_limit_max_wait, "rate_limit_retries": rate_limit_retries}
         self.upstream = upstream
         self._secret_env = tuple(secret_env)
         self._api_key = api_key_from_env(os.environ) if api_key is UNSET else api_key
@@ -130,7 +145,9 @@ class ProxyProcess:
         self._secrets = list(secret_values(os.environ, self._secret_env) if extra_secrets is None else extra_secrets)
         self._upstream_timeout = upstream_timeout
         self._start_timeout = start_timeout
-        self._control_timeout = control_timeout
+        if upstream_timeout <= 0:
+            raise UsageError(f"upstream_timeout must be a positive number of seconds, not {upstream_timeout!r}")
+        self._control_timeout = upstream_timeout + 30.0 if control_timeout is None else control_timeout
         self._verbose = verbose
         self._token = secrets.token_urlsafe(32)
         self._lock = threading.Lock()
@@ -156,7 +173,14 @@ class ProxyProcess:
             with contextlib.ExitStack() as cleanup_on_fail:
                 self._stderr = cleanup_on_fail.enter_context(tempfile.TemporaryFile())
                 process = subprocess.Popen(
-                    command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._stderr, env=env
+                    command,
+                    stdin=subprocess.PIPE,
+                    stdout=subprocess.PIPE,
+                    stderr=self._stderr,
+                    env=env,
+                    # Its own session: a terminal's Ctrl-C interrupts the host, which then ejects the test's
+                    # cassette without saving; the proxy still dies with the host (stdin EOF, PDEATHSIG).
+                    start_new_session=True,
                 )
                 cleanup_on_fail.callback(self._reap, process)
                 assert process.stdin is not None and process.stdout is not None
@@ -167,6 +191,7 @@ class ProxyProcess:
                     "secrets": self._secrets,
                     "upstream_timeout": self._upstream_timeout,
                     "parent_pid": os.getpid(),
+                    **self._rate_limit,
                 }
                 process.stdin.write(json.dumps(config).encode() + b"\n")
                 process.stdin.flush()

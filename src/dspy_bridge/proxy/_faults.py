@@ -23,7 +23,8 @@ class Fault:
     ``Fault(status=429, times=2)`` answers two calls with Gemini's 429;
     ``Fault(drop=True)`` closes the next connection unanswered;
     ``Fault(delay=2.0)`` holds the next call two seconds, then answers it normally;
-    ``retry_after`` adds a ``Retry-After`` header and RetryInfo detail (0 keeps DSPy's back-off short).
+    ``retry_after`` adds Gemini's RetryInfo detail; on a 429 also the ``Retry-After`` header the proxy itself
+    adds when it passes an upstream 429 on (Gemini sends none), so ``retry_after=0`` keeps DSPy's back-off short.
     """
 
     status: int | None = None

@@ -4,7 +4,7 @@
          ◄─stdout: {"port", "base_url", "pid"} once ready                            │
                                                                                       ▼
     DSPy worker ──HTTP──► ThreadingHTTPServer 127.0.0.1:PORT ──► fault queue (429/500/503, delay, drop)
-    (api_base=…/v1beta,          │                                └─► CassetteSession ─► vcrpy ─► upstream
+    (api_base=…/v1beta,          │                                └─► RateLimiter ─► CassetteSession ─► vcrpy ─► upstream
      placeholder key)            └─ /__bridge__/* control (token): cassette, faults, stats
 
 The proxy drops whatever key a worker sends and adds the real one on the upstream call only; it
@@ -18,29 +18,33 @@ import argparse
 import contextlib
 import hmac
 import json
+import math
 import os
 import signal
 import sys
 import threading
 from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, cast
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
 from dspy_bridge._exceptions import CassetteCorrupt, UsageError
-from dspy_bridge._gemini import retry_headers
+from dspy_bridge._gemini import quota_details
 from dspy_bridge._http import LoopbackHandler, LoopbackServer, stop_on_signals, watch_stdin_eof
 from dspy_bridge.proxy._constants import (
     CONTROL_PREFIX,
     DEFAULT_UPSTREAM,
+    DEFAULT_UPSTREAM_TIMEOUT,
     ERROR_HEADER,
     TOKEN_HEADER,
 )
 from dspy_bridge.proxy._faults import Fault, FaultQueue
+from dspy_bridge.proxy._ratelimit import QUOTA_SPENT, RateLimiter, RateLimitPolicy
 from dspy_bridge.proxy._scrub import CREDENTIAL_HEADERS, CREDENTIAL_QUERY_PARAMS
-from dspy_bridge.proxy._session import CassetteOptions, CassetteSession, Exchange, Upstream
+from dspy_bridge.proxy._session import CassetteOptions, CassetteSession, Exchange
 from dspy_bridge.proxy._sse import is_event_stream, rechunk_gemini_events, split_events
+from dspy_bridge.proxy._upstream import Upstream
 
 __all__ = ["ProxyConfig", "ProxyState", "main"]
 
@@ -60,8 +64,9 @@ class ProxyConfig:
     upstream: str = DEFAULT_UPSTREAM
     api_key: str | None = None
     secrets: tuple[str, ...] = ()  # exact values scrubbed besides the key (the host's other secrets)
-    upstream_timeout: float = 120.0
+    upstream_timeout: float = DEFAULT_UPSTREAM_TIMEOUT
     parent_pid: int | None = None
+    rate_limit: RateLimitPolicy = field(default_factory=RateLimitPolicy)
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> ProxyConfig:
@@ -73,8 +78,11 @@ class ProxyConfig:
             upstream=str(data.get("upstream") or DEFAULT_UPSTREAM),
             api_key=data.get("api_key") or None,
             secrets=tuple(str(secret) for secret in data.get("secrets") or ()),
-            upstream_timeout=float(data.get("upstream_timeout", 120.0)),
+            upstream_timeout=float(data.get("upstream_timeout", DEFAULT_UPSTREAM_TIMEOUT)),
             parent_pid=data.get("parent_pid"),
+            rate_limit=RateLimitPolicy(
+                float(data.get("rate_limit_max_wait", 60.0)), int(data.get("rate_limit_retries", 3))
+            ),
         )
 
 
@@ -86,6 +94,7 @@ class ProxyState:
         self.upstream = Upstream.parse(config.upstream)
         self.faults = FaultQueue()
         self.closing = threading.Event()
+        self.limiter = RateLimiter(config.rate_limit, self.closing)
         self._lock = threading.Lock()
         self._session: CassetteSession | None = None
         self._stats: Counter[str] = Counter()
@@ -131,7 +140,7 @@ class ProxyState:
             session, self._session = self._session, None
         if session is None:
             raise _Conflict("no cassette is in use")
-        return session.close(save=save)
+        return {**session.close(save=save), **self.limiter.report()}
 
     def snapshot(self) -> dict[str, Any]:
         with self._lock:
@@ -251,8 +260,14 @@ class _Handler(LoopbackHandler):
             )  # fmt: skip
             return
         relay = _ChunkedRelay(self)
+        target, headers = self._upstream_target(), self._forward_headers()
         try:
-            exchange = session.exchange(self.command, self._upstream_target(), self._forward_headers(), body, relay)
+            what = f"{self.command} {target}"
+            if state.limiter.spent and session.records(self.command, target, headers, body):
+                exchange = state.limiter.refuse(what)
+            else:
+                call = lambda: session.exchange(self.command, target, headers, body, relay)  # noqa: E731
+                exchange = state.limiter.run(what, call, record_errors=session.options.record_errors)
         except RuntimeError:  # ejected between our lookup and the exchange
             state.count("refused")
             self._send_made_up_error(409, "NO_CASSETTE", "the cassette was ejected mid-request", "no-cassette")
@@ -268,8 +283,14 @@ class _Handler(LoopbackHandler):
             self.abort()
             return True
         if fault.status is not None:
-            headers = {ERROR_HEADER: "fault", **retry_headers(fault.retry_after)}
-            self.send_gemini_error(fault.status, fault.message, retry_after=fault.retry_after, headers=headers)
+            headers = {ERROR_HEADER: "fault"}
+            if fault.status == 429 and fault.retry_after is not None:  # what the proxy itself sends after
+                headers["Retry-After"] = str(math.ceil(fault.retry_after))  # an upstream 429 (_ratelimit)
+            model = urlsplit(self.path).path.rpartition("/")[2].partition(":")[0]
+            details = quota_details(model) if fault.status == 429 else None
+            self.send_gemini_error(
+                fault.status, fault.message, details=details, retry_after=fault.retry_after, headers=headers
+            )
             return True
         return False
 
@@ -284,9 +305,17 @@ class _Handler(LoopbackHandler):
         elif exchange.kind == "miss":
             state.count("misses")
             self._send_made_up_error(409, "CASSETTE_MISS", exchange.message, "cassette-miss")
+        elif exchange.kind == QUOTA_SPENT:  # "Retry-After: 0": the proxy answers the same at once, don't wait
+            state.count("refused")
+            message = f"dspy-bridge cassette proxy: {exchange.message}"
+            headers = {ERROR_HEADER: QUOTA_SPENT, "Retry-After": "0"}
+            self.send_gemini_error(429, message, grpc_status="RESOURCE_EXHAUSTED", headers=headers)
         elif exchange.kind == "no-key":
             state.count("refused")
             self._send_made_up_error(409, "NO_API_KEY", exchange.message, "no-key")
+        elif exchange.kind == "tls-error":  # 400: neither DSPy nor LiteLLM retries it; waiting cannot fix it
+            state.count("upstream_errors")
+            self._send_made_up_error(400, "UPSTREAM_CERTIFICATE_INVALID", exchange.message, "upstream-tls")
         else:
             state.count("upstream_errors")
             if exchange.streamed:  # the head is out: all we can do is cut the stream

@@ -2,6 +2,16 @@
 
 from __future__ import annotations
 
-from dspy_bridge.testing.fake_gemini import Delay, Drop, Fail, FakeGemini, RecordedRequest, Reply, ScriptItem
+from dspy_bridge.testing.fake_gemini import (
+    Delay,
+    Drop,
+    Empty,
+    Fail,
+    FakeGemini,
+    PromptBlocked,
+    RecordedRequest,
+    Reply,
+    ScriptItem,
+)
 
-__all__ = ["Delay", "Drop", "Fail", "FakeGemini", "RecordedRequest", "Reply", "ScriptItem"]
+__all__ = ["Delay", "Drop", "Empty", "Fail", "FakeGemini", "PromptBlocked", "RecordedRequest", "Reply", "ScriptItem"]

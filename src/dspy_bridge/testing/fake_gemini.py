@@ -13,17 +13,25 @@ Routes (everything else is a 404 in Gemini's error shape):
 * ``POST /v1beta/models/{model}:generateContent`` — one JSON response.
 * ``POST /v1beta/models/{model}:streamGenerateContent`` — ``?alt=sse``: one
   ``data: {json}\\r\\n\\r\\n`` event per text chunk; without it a JSON array.
+* ``POST …:countTokens``, ``…:embedContent``, ``…:batchEmbedContents`` and ``GET /v1beta/models[/{model}]``
+  (``_gemini_catalog``); the script answers only the two generate routes.
 * ``/__fake__/{health,requests,reset,enqueue}`` — control API for a fake running
   as its own process (``python -m dspy_bridge.testing.fake_gemini``).
 
 Checks run in Gemini's order: route, API key (``x-goog-api-key`` header or
-``?key=``; missing → 403 PERMISSION_DENIED, wrong → 400 API_KEY_INVALID), model
-(only when ``models=`` is given), body, then the next scripted item.
+``?key=``; missing → 403 PERMISSION_DENIED, wrong → 400 INVALID_ARGUMENT with ErrorInfo
+reason API_KEY_INVALID), model (only when ``models=`` is given), body (unknown fields,
+``generationConfig`` included, are a 400 as Gemini's proto parser makes them), then the next
+scripted item. Answers look like a thinking model's when the model thinks (2.5 Pro/Flash, 3.x):
+``thoughtsTokenCount`` always, thought parts and ``thoughtSignature`` when asked for
+(``includeThoughts``) or scripted (``Reply(thoughts=...)``). Every behaviour names its source
+(the API reference page or a public recording) where it is built, in ``_gemini_wire``,
+``_gemini_catalog`` and ``dspy_bridge._gemini``.
 
 Usage::
 
     with FakeGemini(expected_key=key) as fake:
-        fake.enqueue(Fail(429, retry_after=0), times=2)
+        fake.enqueue(Fail(429, retry_after=0.2), Empty("MAX_TOKENS"))  # a real-shaped 429, then no text
         lm = dspy.LM("gemini/gemini-2.5-flash", api_key=key, api_base=fake.base_url, cache=False)
         ...
         assert fake.requests[-1].api_key == key
@@ -49,21 +57,29 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Literal, Self, cast
 from urllib.parse import parse_qsl, unquote, urlencode, urlsplit
 
-from dspy_bridge._gemini import retry_headers
+from dspy_bridge._gemini import quota_details
 from dspy_bridge._http import LoopbackHandler, LoopbackServer, stop_on_signals, watch_stdin_eof
+from dspy_bridge.testing import _gemini_catalog as catalog
 from dspy_bridge.testing._gemini_answers import read_prompt, render_answer
 from dspy_bridge.testing._gemini_wire import (
     BAD_KEY,
+    GENERATE_ACTIONS,
     MISSING_KEY,
+    MODELS_ROUTE,
     ROUTE,
+    Thinking,
     bad_key_details,
+    blocked_prompt_payload,
     body_problem,
     chunk_payloads,
+    empty_payload,
 )
 from dspy_bridge.testing._script import (
     Delay,
     Drop,
+    Empty,
     Fail,
+    PromptBlocked,
     RecordedRequest,
     Reply,
     ScriptInput,
@@ -75,8 +91,10 @@ from dspy_bridge.testing._script import (
 __all__ = [
     "Delay",
     "Drop",
+    "Empty",
     "Fail",
     "FakeGemini",
+    "PromptBlocked",
     "RecordedRequest",
     "Reply",
     "ScriptItem",
@@ -284,7 +302,9 @@ class _Handler(LoopbackHandler):
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             body, body_error = None, f"Invalid JSON payload received. {exc.msg if hasattr(exc, 'msg') else exc}."
         route = ROUTE.match(path)
-        model = route.group("model").split("/", 1)[1] if route else None
+        listing = MODELS_ROUTE.match(path) if self.command == "GET" else None
+        model = route.group("model").split("/", 1)[1] if route else listing.group("model") if listing else None
+        action = route.group("action") if route else ("get" if model else "list") if listing else None
         self.fake._record(
             RecordedRequest(
                 method=self.command,
@@ -295,11 +315,11 @@ class _Handler(LoopbackHandler):
                 api_key=api_key,
                 key_source=source,
                 model=model,
-                action=route.group("action") if route else None,
+                action=action,
                 sse=query.get("alt") == "sse",
             )
         )
-        if route is None or self.command != "POST" or model is None:
+        if action is None or (route is not None and self.command != "POST"):
             self.send_gemini_error(404, f"Method not found: {self.command} {split.path}")
             return
         if not api_key:
@@ -308,19 +328,40 @@ class _Handler(LoopbackHandler):
         if self.fake.expected_key is not None and api_key != self.fake.expected_key:
             self.send_gemini_error(400, BAD_KEY, details=bad_key_details())
             return
-        if self.fake.models is not None and model not in self.fake.models:
+        if model is not None and self.fake.models is not None and model not in self.fake.models:
             self.send_gemini_error(
                 404,
                 f"models/{model} is not found for API version v1beta, or is not supported for "
-                f"{route.group('action')}. Call ListModels to see the list of available models and their "
-                "supported methods.",
+                f"{action}. Call ListModels to see the list of available models and their supported methods.",
             )
             return
-        problem = body_error or body_problem(body)
+        if listing is not None:
+            self._list_models(model, query)
+            return
+        assert model is not None and action is not None
+        problem = body_error or body_problem(body, action)
         if problem:
             self.send_gemini_error(400, problem)
             return
-        self._perform(self.fake._take(), cast(dict[str, Any], body), model, route.group("action"), query)
+        if action not in GENERATE_ACTIONS:
+            answer = {
+                "countTokens": catalog.count_tokens,
+                "embedContent": lambda b: {"embedding": catalog.embedding(b)},
+                "batchEmbedContents": catalog.batch_embeddings,
+            }[action](body)
+            self.send_json(200, answer)
+            return
+        self._perform(self.fake._take(), cast(dict[str, Any], body), model, action, query)
+
+    def _list_models(self, model: str | None, query: Mapping[str, str]) -> None:
+        if model is not None:
+            self.send_json(200, catalog.model_info(model))
+            return
+        names = sorted(self.fake.models) if self.fake.models is not None else [entry[0] for entry in catalog.CATALOG]
+        size = query.get("pageSize")
+        self.send_json(
+            200, catalog.models_page(names, int(size) if size and size.isdigit() else None, query.get("pageToken"))
+        )
 
     def _perform(
         self, item: ScriptItem | None, body: dict[str, Any], model: str, action: str, query: Mapping[str, str]
@@ -331,7 +372,15 @@ class _Handler(LoopbackHandler):
                 return
             item = item.then
         if isinstance(item, Fail):
-            self._send_fail(item)
+            self._send_fail(item, model)
+            return
+        response_id = secrets.token_urlsafe(16)[:22]
+        if isinstance(item, Empty | PromptBlocked):
+            if isinstance(item, Empty):
+                payload = empty_payload(body, model, item.finish_reason, response_id)
+            else:
+                payload = blocked_prompt_payload(body, model, item.block_reason, response_id)
+            self._send_payloads([payload], action, query, partial=False)
             return
         reply = item if isinstance(item, Reply) else None
         text = self.fake._answer_text(body, reply)
@@ -340,22 +389,34 @@ class _Handler(LoopbackHandler):
         if isinstance(item, Drop) and not partial:
             self.abort()
             return
-        response_id = secrets.token_urlsafe(16)[:22]
-        chunks = chunk_payloads(body, text, model, finish, response_id, self.fake.stream_chunk_chars)
+        thinking = Thinking.for_request(body, model, text, reply.thoughts if reply else None)
+        size = self.fake.stream_chunk_chars if action == "streamGenerateContent" else max(1, len(text))
+        chunks = chunk_payloads(body, text, model, finish, response_id, size, thinking)
+        self._send_payloads(chunks, action, query, partial=partial)
+
+    def _send_payloads(
+        self, chunks: Sequence[dict[str, Any]], action: str, query: Mapping[str, str], *, partial: bool
+    ) -> None:
         if action == "streamGenerateContent" and query.get("alt") == "sse":
             self._send_sse(chunks, partial=partial)
         elif action == "streamGenerateContent":
             array = "[" + ",\r\n".join(json.dumps(c, indent=2, ensure_ascii=False) for c in chunks) + "]"
             self.send_body(200, array.encode(), partial=partial)
         else:
-            whole = chunk_payloads(body, text, model, finish, response_id, max(1, len(text)))[0]
-            self.send_body(200, json.dumps(whole, indent=2, ensure_ascii=False).encode(), partial=partial)
+            self.send_body(200, json.dumps(chunks[0], indent=2, ensure_ascii=False).encode(), partial=partial)
 
     # responses
 
-    def _send_fail(self, fail: Fail) -> None:
+    def _send_fail(self, fail: Fail, model: str) -> None:
+        # A 429 carries QuotaFailure and Help, then RetryInfo, and no Retry-After header (``_gemini``).
+        details = None
+        if fail.status == 429:
+            details = quota_details(model)
+            violation = details[0]["violations"][0]
+            violation["quotaId"] = fail.quota_id or violation["quotaId"]
+            violation["quotaMetric"] = fail.quota_metric or violation["quotaMetric"]
         self.send_gemini_error(
-            fail.status, fail.message, retry_after=fail.retry_after, headers=retry_headers(fail.retry_after)
+            fail.status, fail.message, grpc_status=fail.grpc_status, details=details, retry_after=fail.retry_after
         )
 
     def _send_sse(self, chunks: Sequence[dict[str, Any]], *, partial: bool) -> None:

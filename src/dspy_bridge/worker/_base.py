@@ -95,12 +95,14 @@ class Program:
 class Session:
     """Programs and LM settings of one ``session_id`` (``None`` is the worker-wide default)."""
 
-    __slots__ = ("created", "lm", "lm_settings", "programs")
+    __slots__ = ("created", "lm", "lm_cache", "lm_settings", "programs", "script")
 
     def __init__(self) -> None:
         self.programs: dict[str, Program] = {}
         self.lm_settings: dict[str, Any] | None = None  # what configure_lm set, without the key
         self.lm: Any = None  # the DSPy LM (real) or None (mock)
+        self.lm_cache: Any = None  # real: this session's DSPy memory cache (worker/_hermetic.py)
+        self.script: Any = None  # real: the ``script`` command's answers (worker/_scripted.py)
         self.created = time.monotonic()
 
 
@@ -121,6 +123,8 @@ class BaseHandlers:
 
     mode: str = "base"
     extra_capabilities: tuple[str, ...] = ()
+    #: Commands this handler set does not have but the other one does: the ``unknown_command`` says why.
+    refused: dict[str, str] = {}
 
     def __init__(self, worker_id: str) -> None:
         self.worker_id = worker_id
@@ -188,6 +192,8 @@ class BaseHandlers:
         """Run one command; raise ``HandlerFailure`` for an error Response."""
         handler = self._commands.get(command)
         self.requests_served += 1
+        if handler is None and command in self.refused:
+            raise HandlerFailure(ErrorType.UNKNOWN_COMMAND, self.refused[command], details={"command": command})
         if handler is None:
             raise HandlerFailure(
                 ErrorType.UNKNOWN_COMMAND,
@@ -306,7 +312,9 @@ class BaseHandlers:
                 details={"missing": missing, "unknown": unknown},
             )
         session = self.session(session_id)
-        if session.lm_settings is None:
+        if session.script is not None:
+            lm_session = session  # scripted: the script answers, whatever LM is (or is not) configured
+        elif session.lm_settings is None:
             default = self.sessions.get(None)
             if default is None or default.lm_settings is None:
                 raise HandlerFailure(

@@ -11,8 +11,9 @@ adapters, per-call LM options, and the full result (completions, usage per model
 * **Per call.** ``config`` (temperature, n, max_tokens, rollout_id) goes into a copy of the session's LM for
   that call only; ``adapter`` (``chat``/``json``) overrides the program's; both under ``dspy.context``.
 * **Results.** ``outputs`` are the prediction's fields as plain data (a ReAct ``trajectory`` included);
-  ``completions`` when n > 1; ``usage`` per model; ``lm_calls``; ``trace`` per predictor when asked;
-  ``tool_calls`` read from a ``trajectory`` (``tool_name_i``/``tool_args_i``/``observation_i``).
+  ``completions`` when n > 1; ``usage`` per model; ``lm_calls``; ``calls`` per predictor (LM calls, retries,
+  adapter fallbacks, parse errors, cache hits: ``_calls.CallLog``) and ``cache_hits``; ``trace`` per predictor
+  when asked; ``tool_calls`` read from a ``trajectory`` (``tool_name_i``/``tool_args_i``/``observation_i``).
 """
 
 from __future__ import annotations
@@ -141,20 +142,31 @@ def _is_async(module: Any, dspy: Any) -> bool:
 
 
 def run_program(
-    dspy: Any, program: Program, lm: Any, inputs: dict[str, Any], options: dict[str, Any], sink: Any = None
+    dspy: Any,
+    program: Program,
+    lm: Any,
+    inputs: dict[str, Any],
+    options: dict[str, Any],
+    sink: Any = None,
+    cache: Any = None,
 ) -> Any:
     """Run ``program`` once under ``dspy.context``; returns ``(prediction, tracker, trace)``.
 
     ``sink``: a ``stream: true`` request's chunk sink — the run goes through ``dspy.streamify`` (``_streaming``).
+    ``cache``: the session's DSPy cache (``_hermetic``), reached through the run's ``CallLog``.
     """
+    from dspy_bridge.worker._calls import CallLog
+
     config = options.get("config") or {}
     call_lm = lm.copy(**config) if config else lm
     adapter = _adapter(dspy, options.get("adapter") or program.args.get("adapter"))
     trace: list[Any] | None = [] if options.get("trace") else None
-    settings: dict[str, Any] = {"lm": call_lm, "adapter": adapter, "disable_history": True}
+    module = program.module
+    log = CallLog.for_module(module, cache)
+    callbacks = [*(dspy.settings.get("callbacks") or ()), log]  # the user's own callbacks still run
+    settings: dict[str, Any] = {"lm": call_lm, "adapter": adapter, "disable_history": True, "callbacks": callbacks}
     if trace is not None:
         settings["trace"] = trace
-    module = program.module
     with dspy.context(**settings), dspy.track_usage() as tracker:
         if sink is not None:
             from dspy_bridge.worker._streaming import run_streamed
@@ -164,6 +176,7 @@ def run_program(
             prediction = asyncio.run(_acall(module, inputs))
         else:
             prediction = module(**inputs)
+    tracker.calls = log.as_dict()  # per-predictor counts travel with the usage (``full_result``)
     return prediction, tracker, trace
 
 
@@ -184,6 +197,12 @@ def full_result(module: Any, prediction: Any, tracker: Any, trace: list[Any] | N
         "lm_calls": sum(len(entries) for entries in tracker.usage_data.values()),
         "tool_calls": tool_calls(outputs.get("trajectory")),
     }
+    calls = getattr(tracker, "calls", None)
+    if calls is not None:
+        result["calls"] = calls
+        result["cache_hits"] = sum(counts["cache_hits"] for counts in calls.values())
+        # calls that reached the model (a scripted answer counts; an answer from DSPy's cache does not)
+        result["lm_calls"] = sum(counts["lm_calls"] for counts in calls.values()) - result["cache_hits"]
     completions = getattr(prediction, "completions", None)
     if n > 1 and completions is not None:
         result["completions"] = [

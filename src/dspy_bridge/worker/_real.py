@@ -18,13 +18,15 @@ Choices a reader would otherwise have to rediscover:
   the user put one in ``PoolConfig.env`` by name) and of anything key-shaped (``_lm_errors.scrub``).
   Workers never inherit a key from the host's environment, so an LM configured without
   ``api_key`` that fails for want of one says so and names the remedy (``NO_KEY_REMEDY``).
-* **DSPy's response cache.** DSPy builds ``dspy.cache`` (memory + disk under ``DSPY_CACHEDIR``,
-  default ``~/.dspy_cache``) lazily. At start we install a disabled cache, so a worker whose LMs
-  all say ``cache=False`` never creates or reads a cache directory; the first LM configured with
-  ``cache=True`` (the default) switches DSPy's normal cache on, honouring ``DSPY_CACHEDIR``.
-  An LM with ``cache=False`` never reads or writes the cache even after that (DSPy checks the
-  LM's own flag on every call). An answer that holds a key (one the worker knows, or anything
-  key-shaped) is never cached, so DSPy's disk cache never persists one (``_guard_cache_put``).
+* **DSPy's response cache is hermetic** (``_hermetic``): one memory-only cache per session, installed as
+  ``dspy.cache`` at start, never a directory on disk (``DSPY_CACHEDIR`` and ``~/.dspy_cache`` are never
+  created or read), so no test sees another's answers and a stale answer never bypasses a cassette. An LM
+  with ``cache=False`` never reads or writes it (DSPy checks the LM's own flag on every call); hits are
+  counted per predictor (``cache_hits``). An answer that holds a key (one the worker knows, or anything
+  key-shaped) is never cached (``_refuse_caching``). Each new session also starts from DSPy's default
+  settings (``SettingsBaseline``): a ``dspy.configure`` in one test's code does not reach the next.
+* **Scripted sessions** (``script`` command, ``_scripted``): the session's runs use a scripted LM that
+  answers each predictor from the test's script; the module, its tools and DSPy's adapters really run.
 * **History is off** (``disable_history=True`` per call): nothing in the protocol reads it, and
   DSPy would otherwise keep up to 10 000 prompt/response entries per LM, per module and globally
   in a long-lived worker. Token usage comes from ``dspy.track_usage`` instead.
@@ -40,7 +42,6 @@ from __future__ import annotations
 
 import os
 import sys
-import threading
 import traceback
 from typing import Any, Literal
 
@@ -85,13 +86,14 @@ class DSPyHandlers(BaseHandlers):
         import dspy
 
         self._dspy = dspy
+        from dspy_bridge.worker._calls import count_retries
+        from dspy_bridge.worker._hermetic import SessionCaches, SettingsBaseline
         from dspy_bridge.worker._modules import allowed_prefixes
 
         self.allowed_modules = tuple(dict.fromkeys((*type(self).allowed_modules, *allowed_prefixes())))
-        self._cache_lock = threading.Lock()
-        self._cache_enabled = False
-        # A disabled cache until some LM asks for one: cache=False workers never touch the disk.
-        dspy.configure_cache(enable_disk_cache=False, enable_memory_cache=False)
+        self._caches = SessionCaches.install(self._refuse_caching)
+        self._settings = SettingsBaseline()
+        count_retries()
         super().__init__(worker_id)
 
     @property
@@ -99,35 +101,22 @@ class DSPyHandlers(BaseHandlers):
         return str(self._dspy.__version__)
 
     # -- LM ----------------------------------------------------------------------------------
-    def _enable_cache(self) -> None:
-        with self._cache_lock:
-            if not self._cache_enabled:
-                from dspy.utils.caching import default_cache_dir
-
-                self._dspy.configure_cache(
-                    enable_disk_cache=True, enable_memory_cache=True, disk_cache_dir=default_cache_dir()
-                )
-                self._guard_cache_put(self._dspy.cache)
-                self._cache_enabled = True
-
-    def _guard_cache_put(self, cache: Any) -> None:
-        """Never cache (in memory or on disk) an LM answer that holds a key: one this worker knows of, or
-        anything key-shaped (a provider echoing the key in an error or a completion)."""
+    def _refuse_caching(self, value: Any) -> bool:
+        """Never cache an LM answer that holds a key: one this worker knows of, or anything key-shaped (a
+        provider echoing the key in an error or a completion)."""
         from dspy_bridge.cassettes._scrub import redact_text
 
-        original = cache.put
+        try:
+            text = repr(value)
+        except Exception:  # an answer we cannot inspect is not cached
+            return True
+        return redact_text(text) != text or any(secret in text for secret in self._secrets() if len(secret) >= 8)
 
-        def put(request: Any, value: Any, *args: Any, **kwargs: Any) -> None:
-            try:
-                text = repr(value)
-            except Exception:  # an answer we cannot inspect is not cached
-                return None
-            if redact_text(text) != text or any(secret in text for secret in self._secrets() if len(secret) >= 8):
-                return None
-            original(request, value, *args, **kwargs)
-            return None
-
-        cache.put = put
+    def session(self, session_id: str | None, *, create: bool = True) -> Session:
+        """A new session starts from the worker's baseline DSPy settings (``_hermetic.SettingsBaseline``)."""
+        if session_id not in self.sessions and create:
+            self._settings.restore()
+        return super().session(session_id, create=create)
 
     def _make_lm(self, settings: dict[str, Any], api_key: str | None) -> Any:
         from dspy_bridge.worker._lm_errors import scrub
@@ -163,8 +152,6 @@ class DSPyHandlers(BaseHandlers):
         except (ValueError, TypeError, self._dspy.LMError) as exc:
             message = scrub(f"DSPy refused the LM settings: {exc}", [api_key, *self._secrets()])
             raise HandlerFailure(ErrorType.INVALID_REQUEST, message) from None
-        if settings.get("cache", True):
-            self._enable_cache()
         route_google_genai(model, api_base, api_key)
         return lm
 
@@ -254,25 +241,36 @@ class DSPyHandlers(BaseHandlers):
         context: dict[str, Any],
     ) -> dict[str, Any]:
         from dspy_bridge.worker._base import CALL_OPTIONS
-        from dspy_bridge.worker._lm_errors import failure_for, scrub
+        from dspy_bridge.worker._hermetic import session_cache
+        from dspy_bridge.worker._lm_errors import failure_for, scrub, watch_truncation
         from dspy_bridge.worker._modules import full_result, run_program
+        from dspy_bridge.worker._scripted import scripted_lm
 
         dspy = self._dspy
-        lm = lm_session.lm
+        session = self.session(session_id)
+        script = session.script
+        if script is not None:
+            script.check_names([name for p in session.programs.values() for name, _ in _named(p.module)])
+        lm = scripted_lm(dspy, script) if script is not None else lm_session.lm
+        if session.lm_cache is None:
+            session.lm_cache = session_cache()
         options = context.get(CALL_OPTIONS) or {}
         final_signature = _final_signature(program.module)
         if final_signature is not None:
             inputs = wire_inputs(final_signature, inputs)
+        truncations: list[str] = []
         try:
             sink = context.get(CHUNK_SINK)  # a stream: true request (see worker/_streaming.py)
             kwargs = getattr(lm, "kwargs", {})
             route_google_genai(str(getattr(lm, "model", "")), kwargs.get("api_base"), kwargs.get("api_key"))
-            prediction, tracker, trace = run_program(dspy, program, lm, inputs, options, sink)
+            with watch_truncation() as truncations:
+                prediction, tracker, trace = run_program(dspy, program, lm, inputs, options, sink, session.lm_cache)
         except HandlerFailure:
             raise
         except Exception as exc:
+            _raise_script_miss(script)
             secrets = self._secrets()
-            failure = failure_for(exc, secrets=secrets)
+            failure = failure_for(exc, secrets=secrets, truncated=bool(truncations))
             if failure is None:
                 failure = HandlerFailure(
                     ErrorType.INTERNAL,
@@ -291,10 +289,13 @@ class DSPyHandlers(BaseHandlers):
                     details={**(failure.details or {}), "remedy": "configure_lm(api_key=...) or PoolConfig.env"},
                 )
             raise failure from None
+        _raise_script_miss(script)  # strict: even when the module swallowed the error
         result = full_result(program.module, prediction, tracker, trace, int((options.get("config") or {}).get("n", 1)))
         types = output_types(final_signature) if final_signature is not None else {}
         result["output_types"] = {name: types[name] for name in result["outputs"] if name in types}
         result["model"] = lm.model
+        if script is not None:
+            result["source"] = "script"
         return result
 
     # -- commands ----------------------------------------------------------------------------
@@ -345,16 +346,40 @@ class DSPyHandlers(BaseHandlers):
             "predictors": render_prompts(self._dspy, program.module, adapter),
         }
 
+    def cmd_script(self, args: dict[str, Any], session_id: str | None, context: dict[str, Any]) -> dict[str, Any]:
+        """From now on this session's LM calls are answered from ``args["script"]`` (``_scripted``)."""
+        from dspy_bridge.worker._scripted import script_from_args
+
+        script = script_from_args(args)
+        self.session(session_id).script = script
+        return {"scripted": sorted(script.answers), "strict": script.strict, "auto": script.auto}
+
     def cmd_get_stats(self, args: dict[str, Any], session_id: str | None, context: dict[str, Any]) -> dict[str, Any]:
         stats = super().cmd_get_stats(args, session_id, context)
         stats["dspy_version"] = self.dspy_version
         stats["litellm_imported"] = "litellm" in sys.modules
         stats["lm_cache"] = {
-            "enabled": self._cache_enabled,
-            "disk_dir": getattr(self._dspy.cache, "disk_cache_dir", None) if self._cache_enabled else None,
+            "scope": "session",
+            "disk_dir": None,  # never: see _hermetic
+            "sessions": sum(1 for session in self.sessions.values() if session.lm_cache is not None),
         }
         stats["allowed_hosts"] = _guard.allowed_hosts() if _guard.installed() else None
         return stats
+
+
+def _raise_script_miss(script: Any) -> None:
+    """A script's first problem in this run fails it (``invalid_request``): a field the signature lacks, or (when
+    strict) an unscripted call — even when the module caught the error."""
+    misses = script.take_misses() if script is not None else []
+    if misses:
+        raise HandlerFailure(
+            ErrorType.INVALID_REQUEST,
+            misses[0],
+            details={
+                "argument": "script",
+                "reason": "unscripted_call" if misses[0].startswith("unscripted LM call") else "script_mismatch",
+            },
+        )
 
 
 def _no_retry_when_blocked() -> None:
@@ -376,7 +401,12 @@ def _no_retry_when_blocked() -> None:
         return _guard.blocked_in(error) is None and bool(original(error))
 
     is_retryable_lm_error._bridge_guarded = True  # type: ignore[attr-defined]
+    is_retryable_lm_error._bridge_counted = getattr(original, "_bridge_counted", False)  # type: ignore[attr-defined]
     execution.is_retryable_lm_error = is_retryable_lm_error
+
+
+def _named(module: Any) -> list[tuple[str, Any]]:
+    return list(module.named_predictors()) if hasattr(module, "named_predictors") else []
 
 
 def _final_signature(module: Any) -> Any:
