@@ -126,3 +126,9 @@ def wheel(session: nox.Session) -> None:
         )
         session.run("dspy-bridge", "demo", env={"PYTHONPATH": ""})
     shutil.rmtree(elsewhere, ignore_errors=True)
+
+
+@nox.session
+def demo(session: nox.Session) -> None:
+    """The README's main job at full size: 8 tests, all 8 also the seed's way (a minute or two)."""
+    session.run("dspy-bridge", "demo", *session.posargs)

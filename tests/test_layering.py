@@ -52,7 +52,7 @@ TOP_MODULES = {
     f"{ROOT}._client",
     f"{ROOT}._typed",
 }
-TOP_PACKAGES = {f"{ROOT}._pytest"}
+TOP_PACKAGES = {f"{ROOT}._pytest", f"{ROOT}._demo"}
 
 
 def layer_of(module: str) -> str:

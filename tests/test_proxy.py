@@ -533,3 +533,33 @@ def test_one_streams_events_keep_one_stable_response_id() -> None:
     ids = {line.split(b'"responseId"')[1].split(b'"')[1] for line in stable.split(b"\r\n\r\n") if line}
     assert len(ids) == 1
     assert stable_response_ids("no id here") == "no id here"
+
+
+class _Lines:
+    """What the plugin's progress would print (enabled, as without -q)."""
+
+    enabled = True
+
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+
+    def line(self, text: str) -> None:
+        self.lines.append(text)
+
+
+def test_stats_count_calls_in_flight_and_the_recording_watch_reports_them(proxy: ProxyProcess, tmp_path: Path) -> None:
+    from dspy_bridge._pytest._progress import UpstreamWatch
+
+    proxy.use_cassette(tmp_path / "slow.yaml", record_mode="all")
+    proxy.inject_faults(Fault(delay=0.5))  # the upstream is slow: the call waits in the proxy
+    answered: list[int] = []
+    call = threading.Thread(target=lambda: answered.append(post(proxy.port, GENERATE, gemini_body())[0]))
+    progress = _Lines()
+    with UpstreamWatch(progress, proxy, "tests/test_qa.py::test_slow", first_after=0.1, every=0.2) as watch:
+        call.start()
+        call.join()
+    assert answered == [200] and proxy.stats().in_flight == 0
+    assert watch.lines >= 1 and len(progress.lines) == watch.lines  # none after the test ended
+    assert progress.lines[0].startswith(
+        "recording tests/test_qa.py::test_slow: waiting on upstream (1 call in flight, "
+    )

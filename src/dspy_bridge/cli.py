@@ -1,6 +1,6 @@
 """``dspy-bridge``: the command line. Every subcommand wraps library calls; nothing is reimplemented.
 
-dspy-bridge demo                 real worker → fake Gemini, recorded; mock worker replays it (offline)
+dspy-bridge demo [--quick]       a small suite run the seed's way, on mock and on real workers (offline)
 dspy-bridge verify PATH...       the same as: dspy-bridge cassettes verify PATH...
 dspy-bridge daemon start|stop|status   keep a warm zygote between test runs
                                  (status exits 0 running, 1 not running, 2 incompatible; --json)
@@ -17,8 +17,6 @@ import dataclasses
 import json
 import os
 import sys
-import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
@@ -26,49 +24,33 @@ __all__ = ["main"]
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
-DEMO_SIGNATURE = "question -> answer"
-DEMO_QUESTION = "What is the capital of France?"
-
-
-def _demo_round(pool: Any, context: dict[str, Any], recorder: Any, lm: dict[str, Any]) -> tuple[dict[str, Any], float]:
-    from dspy_bridge._client import Bridge
-
-    client = Bridge(pool, context=context, recorder=recorder, lm_defaults=lm)
-    started = time.perf_counter()
-    client.configure_lm("gemini/gemini-2.5-flash")
-    program_id = client.create_program(DEMO_SIGNATURE)
-    outputs = client.execute(program_id, question=DEMO_QUESTION)
-    return outputs, time.perf_counter() - started
-
 
 def demo(args: argparse.Namespace) -> int:
-    """Run one DSPy program through a real worker (recording) and a mock worker (replaying)."""
-    from dspy_bridge.cassettes import Recorder
-    from dspy_bridge.pool import PoolConfig, SyncPool
-    from dspy_bridge.testing.fake_gemini import FakeGemini
+    """Record a small suite once, run it the seed's way, on mock workers and on real ones; compare and time.
 
-    workdir = Path(args.dir or tempfile.mkdtemp(prefix="dspy-bridge-demo-"))
-    cassette = workdir / "demo.yaml"
-    print(f"dspy-bridge demo — cassette: {cassette}")
-    with FakeGemini() as fake:
-        lm = {"api_base": fake.base_url, "api_key": "demo-placeholder-key", "cache": False, "num_retries": 0}
-        started = time.perf_counter()
-        with SyncPool(PoolConfig(mode="real", size=1)) as real_pool:
-            real_ready = time.perf_counter() - started
-            recorder = Recorder(cassette, "all", meta={"recorded_against": "fake-gemini"})
-            real_out, real_s = _demo_round(real_pool, {"test_id": "demo"}, recorder, lm)
-            recorder.save()
-        print(f"real worker   ready in {real_ready:6.3f} s, answered in {real_s:6.3f} s: {real_out}")
-        print(f"              fake Gemini served {fake.request_count} request(s)")
-    started = time.perf_counter()
-    with SyncPool(PoolConfig(mode="mock", size=1)) as mock_pool:
-        mock_ready = time.perf_counter() - started
-        context = {"test_id": "demo", "cassette": {"path": str(cassette)}}
-        mock_out, mock_s = _demo_round(mock_pool, context, None, {})
-    print(f"mock worker   ready in {mock_ready:6.3f} s, answered in {mock_s:6.3f} s: {mock_out}")
-    same = mock_out == real_out
-    print("replay matches the real answer" if same else "MISMATCH between real and replayed answers")
-    return 0 if same else 1
+    Exit 0: every answer equals the recording's; 1: one differs, or a step failed (said why); 2: usage."""
+    from dspy_bridge._demo import SIZES, run_demo
+    from dspy_bridge._demo._display import DemoDisplay
+    from dspy_bridge._exceptions import BridgeError
+
+    parent = Path(args.dir) if args.dir else None
+    if parent is not None and parent.exists() and not parent.is_dir():
+        print(
+            f"dspy-bridge demo: --dir {parent} is not a directory; give a directory (created if missing)",
+            file=sys.stderr,
+        )
+        return 2
+    size = SIZES[args.size or ("quick" if args.quick else "full")]
+    try:
+        with DemoDisplay() as display:
+            report = run_demo(size, display, parent=parent, keep=args.keep)
+    except BridgeError as exc:
+        print(f"dspy-bridge demo: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("dspy-bridge demo: interrupted; every process it started was stopped", file=sys.stderr)
+        return 130
+    return report.exit_code
 
 
 def verify(args: argparse.Namespace) -> int:
@@ -139,8 +121,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=_version_line())
     commands = parser.add_subparsers(dest="command", required=True)
-    p = commands.add_parser("demo", help="record with a real worker against the fake Gemini, replay with a mock worker")
-    p.add_argument("--dir", help="where to write the demo cassette (default: a temp dir)")
+    p = commands.add_parser(
+        "demo",
+        help="run a small suite the seed's way, on mock workers and on real ones; time and compare (offline)",
+        description="Records 8 question-answering tests against the bundled fake Gemini, then runs them three "
+        "ways: the seed's (6 real workers started one at a time per test), mock workers answering from bridge "
+        "cassettes, and zygote-forked real workers whose LM calls the cassette proxy replays. Exit 1 if any "
+        "answer differs from the recording's.",
+    )
+    p.add_argument("--quick", action="store_true", help="run only 2 tests the seed's way (about half a minute)")
+    p.add_argument("--keep", action="store_true", help="keep the work dir with the cassettes (its path is printed)")
+    p.add_argument("--dir", metavar="DIR", help="create the work dir inside DIR (default: the system temp dir)")
+    p.add_argument("--size", choices=("tiny",), help=argparse.SUPPRESS)  # the test suite's end-to-end run
     p.set_defaults(func=demo)
     p = commands.add_parser("verify", help="the same as 'dspy-bridge cassettes verify' (older spelling)")
     p.add_argument("paths", nargs="+", metavar="PATH")

@@ -182,6 +182,14 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
             report.longrepr = (str(item.path), item.location[1] or 0, f"dspy-bridge: {reason}")
 
 
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """Before a test's set-up: say which pools became ready in the background since the last test."""
+    state = item.config.stash.get(STATE_KEY, None)
+    if state is not None:
+        state.announce_pools()
+
+
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_call(item: pytest.Item) -> Generator[None, Any, Any]:
     """After a passing test body: ``--bridge-prompts=check|update`` on the programs it created."""

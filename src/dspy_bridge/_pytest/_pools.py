@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -28,6 +29,7 @@ __all__ = ["BridgePools", "PoolRecord", "env_names", "parse_hosts"]
 log = logging.getLogger("dspy_bridge.pytest")
 
 _POOL_MODE = {"mock": "mock", "integration": "real"}
+WAIT_TICK = 0.2  # seconds between on_wait calls while a test waits for a warming pool
 RUN_DAEMON_IDLE_S = 120.0  # a run-wide zygote outlives a crashed controller by at most this long
 
 
@@ -183,13 +185,17 @@ class BridgePools:
             threading.Thread(target=self._start, args=(kind,), name=f"bridge-warm-{kind}", daemon=True).start()
         return True
 
-    def get(self, kind: str) -> SyncPool:
-        """The ``kind`` pool, starting it (or waiting for its warm-up) if needed."""
+    def get(self, kind: str, on_wait: Callable[[float], None] | None = None) -> SyncPool:
+        """The ``kind`` pool, starting it (or waiting for its warm-up) if needed; ``on_wait(seconds)`` is
+        called every ``WAIT_TICK`` s while this call waits for a pool warming in the background."""
         started_here = self._begin(kind, background=False)
         waited_from = time.perf_counter()
         if started_here:
             self._start(kind)
-        self._ready[kind].wait()
+        ready = self._ready[kind]
+        while not ready.wait(WAIT_TICK if on_wait is not None else None):
+            assert on_wait is not None
+            on_wait(time.perf_counter() - waited_from)
         self.records[kind].waited_s += time.perf_counter() - waited_from
         if kind in self._errors:
             raise self._errors[kind]

@@ -14,6 +14,7 @@ import pytest
 from dspy_bridge._exceptions import BridgeError, CassetteMiss, HandlerError
 from dspy_bridge._pytest._plan import TestPlan
 from dspy_bridge._pytest._pools import BridgePools, env_names, parse_hosts
+from dspy_bridge._pytest._progress import PluginProgress, UpstreamWatch
 from dspy_bridge._pytest._settings import run_level
 from dspy_bridge._pytest._spend import budget_problem, count_spend, parse_budget
 from dspy_bridge._pytest._summary import RunReport
@@ -47,6 +48,8 @@ class BridgeState:
         self.report = RunReport(self.worker_label)
         self.counts = self.report.counts
         self.drift_mode = str(run_level(config, "drift")[0])
+        self.progress = PluginProgress(config)
+        self._announced: set[str] = set()  # pools whose "ready" line was written
         self.record_failed = str(run_level(config, "record_failed")[0])
         self.prompts_mode = str(run_level(config, "prompts")[0])
         self.record_budget = parse_budget(run_level(config, "record_budget")[0])  # checked by validate_all
@@ -79,20 +82,50 @@ class BridgeState:
 
     def warm_real_pool(self) -> None:
         self.pools.warm("integration")
-        reporter = self.config.pluginmanager.get_plugin("terminalreporter")
-        if reporter is not None:
-            reporter.write_line(
-                f"dspy-bridge: warming {self.workers} real DSPy workers in the background "
-                f"(strategy {self.strategy}) while other tests run"
-            )
+        self.progress.line(
+            f"warming {self._workers('integration')} in the background (strategy {self.strategy}) while other tests run"
+        )
+
+    def _workers(self, kind: str) -> str:
+        return f"{self.workers} real DSPy workers" if kind == "integration" else f"{self.workers} mock workers"
 
     def pool_for(self, plan: TestPlan) -> SyncPool:
+        """The test's pool; progress lines say when a real pool starts, when a test waits for one, and when
+        each pool is ready."""
         kind = plan.pool_kind
+        redraw = None
         if self.pools.is_warming(kind):
-            reporter = self.config.pluginmanager.get_plugin("terminalreporter")
-            if reporter is not None:
-                reporter.write_line(f"dspy-bridge: waiting for the {kind} pool to finish warming…")
-        return self.pools.get(kind)
+            waiting = f"waiting for {self._workers(kind)} to finish warming…"
+            redraw = self.progress.waiting(waiting)
+            if redraw is None and kind == "integration":
+                self.progress.line(waiting)
+        elif kind == "integration" and kind not in self.pools.records:
+            self.progress.line(f"starting {self._workers(kind)} (strategy {self.strategy})…")
+        try:
+            return self.pools.get(kind, on_wait=redraw)
+        finally:
+            self.announce_pools(redrawn=redraw is not None)
+
+    def announce_pools(self, *, redrawn: bool = False) -> None:
+        """One line per pool once it is ready (or failed): how long it took, and how long tests waited."""
+        if self._pools is None:
+            return
+        for kind, record in list(self._pools.records.items()):
+            if kind in self._announced or (record.ready_s is None and record.error is None):
+                continue
+            self._announced.add(kind)
+            if record.error is not None:
+                text = f"{self._workers(kind)} did not start: {record.error}"
+            else:
+                text = f"{self._workers(kind)} ready in {record.ready_s:.2f} s"
+                if record.background:
+                    waited = f"; tests waited {record.waited_s:.1f} s" if record.waited_s >= 0.05 else ""
+                    text += f" (warmed in the background{waited})"
+            if redrawn:
+                self.progress.end_wait(text)
+                redrawn = False
+            else:
+                self.progress.line(text)
 
     # -- real workers reach the LM through the proxy -----------------------------------------
     def route(self) -> LMRoute:
@@ -189,12 +222,14 @@ class BridgeState:
             pinned_lm=pinned,
             pinned_reason=_pinned_reason(plan),
         )
+        watch = UpstreamWatch(self.progress, route.proxy, plan.nodeid) if route and plan.records else None
         if item is not None:
             item.stash[BRIDGE_CLIENT] = client  # the prompt lock check reads what it created
         if plan.kind == "scripted":
             client.script({})  # strict and empty: an LM call before the test's bridge.script(...) fails clearly
         try:
-            yield client
+            with watch or contextlib.nullcontext():
+                yield client
         finally:
             keep = self.run_record.lower() not in ("off", "none", "")
             played = _played(plan, pool, client) if keep and not plan.real else None

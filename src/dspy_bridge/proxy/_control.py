@@ -68,6 +68,7 @@ class ProxyStats:
     upstream_errors: int  # the upstream could not be reached
     cassette: str | None  # the cassette in use now
     pending_faults: int
+    in_flight: int = 0  # calls being answered now (when recording: waiting on the upstream)
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,6 +15,7 @@ host ejects it; a host that vanishes mid-test leaves the file as it was.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hmac
 import json
 import math
@@ -23,6 +24,7 @@ import signal
 import sys
 import threading
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, cast
 from urllib.parse import parse_qsl, urlencode, urlsplit
@@ -96,6 +98,7 @@ class ProxyState:
         self._lock = threading.Lock()
         self._session: CassetteSession | None = None
         self._stats: Counter[str] = Counter()
+        self._in_flight = 0  # calls from workers being answered now (when recording: mostly waiting on the upstream)
 
     @property
     def session(self) -> CassetteSession | None:
@@ -104,6 +107,17 @@ class ProxyState:
     def count(self, name: str) -> None:
         with self._lock:
             self._stats[name] += 1
+
+    @contextlib.contextmanager
+    def in_flight(self) -> Iterator[None]:
+        """Count a call as in flight while it is being answered (what the plugin's progress line shows)."""
+        with self._lock:
+            self._in_flight += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._in_flight -= 1
 
     def use_cassette(self, options: CassetteOptions) -> None:
         with self._lock:
@@ -132,6 +146,7 @@ class ProxyState:
         with self._lock:
             stats: dict[str, Any] = {name: self._stats[name] for name in _STAT_NAMES}
             stats["cassette"] = self._session.options.path if self._session else None
+            stats["in_flight"] = self._in_flight
         stats["pending_faults"] = len(self.faults)
         return stats
 
@@ -225,6 +240,10 @@ class _Handler(LoopbackHandler):
         return headers
 
     def _proxy(self, body: bytes) -> None:
+        with self.state.in_flight():
+            self._answer_call(body)
+
+    def _answer_call(self, body: bytes) -> None:
         state = self.state
         state.count("requests")
         fault = state.faults.pop()
