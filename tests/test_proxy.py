@@ -20,6 +20,7 @@ import yaml
 
 from dspy_bridge import CassetteCorrupt, SecretLeak, UsageError
 from dspy_bridge.proxy import ERROR_HEADER, PLACEHOLDER_KEY, Fault, ProxyProcess, verify_http_cassette
+from dspy_bridge.proxy._scrub import stable_response_ids
 from dspy_bridge.testing import FakeGemini
 
 KEY = "AIza" + "r" * 35  # built at run time: never a real-looking key in the tree
@@ -115,7 +116,11 @@ def test_record_then_replay_with_the_upstream_stopped(tmp_path: Path) -> None:
         proxy.use_cassette(cassette, record_mode="none")
         post(proxy.port, GENERATE, gemini_body("second"))
         assert proxy.eject().played == (1,)  # "first" (interaction 0) was never asked for
-    assert [body for _, _, body in replayed] == [recorded[1][2], recorded[0][2]]  # byte for byte, matched by body
+    # byte for byte (Gemini's per-call responseId is stored as a digest: see stable_response_ids), matched by body
+    assert [body for _, _, body in replayed] == [
+        stable_response_ids(recorded[1][2]),
+        stable_response_ids(recorded[0][2]),
+    ]
     assert (report.replayed, report.forwarded, report.misses, report.saved) == (2, 0, 0, False)
     assert report.played == (0, 1)  # the interactions answered, in file order (for cassettes unused)
     assert upstream.request_count == 2  # nothing reached the upstream during replay
@@ -258,13 +263,13 @@ def test_sse_is_relayed_and_replayed_one_event_per_chunk(proxy: ProxyProcess, tm
 
     stored = yaml.safe_load(cassette.read_text())["interactions"][0]["response"]["body"]
     assert stored["sse_separator"] == "\r\n\r\n"  # the event boundaries, beside vcrpy's own body.string
-    assert stored["string"].encode() == b"".join(recorded)
+    assert stored["string"].encode() == stable_response_ids(b"".join(recorded))
 
     proxy.use_cassette(cassette, record_mode="none")
     status, headers, replayed = post_chunks(proxy.port, STREAM, body)
     assert proxy.eject().replayed == 1
     assert status == 200 and headers["content-type"] == "text/event-stream"
-    assert replayed == recorded
+    assert replayed == stable_events(recorded)
 
 
 class _GatedStream(BaseHTTPRequestHandler):
@@ -563,3 +568,8 @@ def test_stats_count_calls_in_flight_and_the_recording_watch_reports_them(proxy:
     assert progress.lines[0].startswith(
         "recording tests/test_qa.py::test_slow: waiting on upstream (1 call in flight, "
     )
+
+
+def stable_events(chunks: list[bytes]) -> list[bytes]:
+    """The recorded stream's events as stored: one stable responseId for the whole stream (stable_response_ids)."""
+    return [event + b"\r\n\r\n" for event in stable_response_ids(b"".join(chunks)).split(b"\r\n\r\n")[:-1]]
