@@ -26,9 +26,10 @@ BENCHMARKS = [
     ("bench_plugin.py", []),
     ("bench_xdist.py", []),
     ("bench_issue14.py", []),
+    ("bench_parallel_recording.py", []),
 ]
 #: Scripts that also write their figures as JSON (``--json FILE``); run_all merges them into one file.
-WRITES_JSON = {"bench_issue14.py"}
+WRITES_JSON = {"bench_issue14.py", "bench_parallel_recording.py"}
 
 
 def main() -> None:

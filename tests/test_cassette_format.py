@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from dspy_bridge import CassetteCorrupt
 from dspy_bridge.cassettes import FORMAT_VERSION, Cassette
-from dspy_bridge.cassettes._format import SafeLoader
+from dspy_bridge.cassettes._yamlio import SafeLoader
 
 HYPOTHESIS = settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -87,18 +87,27 @@ def test_save_then_load_gives_the_same_interactions_and_meta(tmp_path: Path) -> 
     assert [item.as_dict() for item in loaded] == [EXECUTE, FAILED]
     assert loaded.meta["recorded_against"] == "fake-gemini"
     assert loaded.meta["created"] == "2026-01-01T00:00:00Z"  # a string, not a YAML timestamp
-    text = (tmp_path / "c.yaml").read_text()
-    assert text.startswith(f"version: {FORMAT_VERSION}\nmeta:\n")
-    assert text.index("command:") < text.index("session:") < text.index("program:") < text.index("args:")
+    lines = (tmp_path / "c.yaml").read_text().splitlines()
+    assert lines[0].startswith("# dspy-bridge cassette:") and lines[1:3] == [f"version: {FORMAT_VERSION}", lines[2]]
+    assert lines[2].startswith('meta: {"created": ') and lines[3] == "interactions:"
+    # One line per request and per response: re-recording one answer changes one line of the diff.
+    assert [line[:12] for line in lines[4:]] == ["- request: {", "  response: ", "- request: {", "  response: "]
+    request = lines[4]
+    assert (
+        request.index('"command"') < request.index('"session"') < request.index('"program"') < request.index('"args"')
+    )
 
 
-def test_multi_line_text_is_written_as_a_readable_block(tmp_path: Path) -> None:
-    answer = "line one\nline two\n  indented three"
-    interaction = {**EXECUTE, "response": {"ok": True, "result": {"outputs": {"answer": answer}}}}
+def test_multi_line_text_stays_on_its_line_and_any_yaml_tool_reads_the_same_data(tmp_path: Path) -> None:
+    answer = "line one\nline two\n  indented three \u00e9\u2028\x85\x7f\t"
+    interaction = {**EXECUTE, "response": {"ok": True, "result": {"outputs": {"answer": answer, "tiny": 1e-05}}}}
     Cassette(tmp_path / "c.yaml", [interaction]).save()
     text = (tmp_path / "c.yaml").read_text()
-    assert "answer: |" in text and "  line two\n" in text
-    assert Cassette.load(tmp_path / "c.yaml")[0].response["result"]["outputs"]["answer"] == answer
+    assert len(text.splitlines()) == 6 and "\u00e9" in text  # unicode stays readable
+    assert "\\u2028" in text and "\\u0085" in text and "\\u007f" in text  # what YAML reads as a line break or refuses
+    assert Cassette.load(tmp_path / "c.yaml")[0].response["result"]["outputs"] == {"answer": answer, "tiny": 1e-05}
+    assert yaml.load(text, Loader=SafeLoader)["interactions"] == [interaction]  # PyYAML: YAML 1.1
+    assert yaml.load(text, Loader=yaml.SafeLoader)["interactions"] == [interaction]  # the pure Python one
 
 
 def test_the_c_loader_is_used_when_libyaml_is_present() -> None:
@@ -133,6 +142,8 @@ def test_any_plain_value_survives_a_round_trip_exactly(outputs: dict[str, Any], 
         path = Path(directory) / "c.yaml"
         Cassette(path, [interaction]).save()
         assert Cassette.load(path)[0].as_dict() == interaction
+        # and any YAML tool reads the same data from the file (YAML 1.1 floats, line breaks, escapes)
+        assert yaml.load(path.read_text(encoding="utf-8"), Loader=SafeLoader)["interactions"] == [interaction]
 
 
 # --- bad files ----------------------------------------------------------------------------------
@@ -227,12 +238,16 @@ def test_big_cassettes_are_cached_by_content_and_reload_identically(
     again = Cassette.load(tmp_path / "big.yaml")
     assert [i.as_dict() for i in again] == [i.as_dict() for i in first] and again.meta == first.meta
     # An edit is a new key: the cache can never serve the old content.
-    (tmp_path / "big.yaml").write_text((tmp_path / "big.yaml").read_text().replace("answer: yyy", "answer: zzz", 1))
+    (tmp_path / "big.yaml").write_text(
+        (tmp_path / "big.yaml").read_text().replace('"answer": "yyy', '"answer": "zzz', 1)
+    )
     assert Cassette.load(tmp_path / "big.yaml")[0].response["result"]["outputs"]["answer"].startswith("zzz")
     assert len(list((tmp_path / "cache" / "cassettes").glob("*.msgpack"))) == 2
     # A damaged cache entry is ignored, not trusted.
     entry.write_bytes(b"\xc1garbage")
-    (tmp_path / "big.yaml").write_text((tmp_path / "big.yaml").read_text().replace("answer: zzz", "answer: yyy", 1))
+    (tmp_path / "big.yaml").write_text(
+        (tmp_path / "big.yaml").read_text().replace('"answer": "zzz', '"answer": "yyy', 1)
+    )
     assert Cassette.load(tmp_path / "big.yaml")[0].response["result"]["outputs"]["answer"].startswith("yyy")
 
 

@@ -7,6 +7,7 @@ cassette from a real DSPy worker talking to the fake Gemini and replays it on a 
 from __future__ import annotations
 
 import os
+import re
 import secrets
 import subprocess
 import sys
@@ -298,6 +299,7 @@ def test_hello_imports_no_pydantic_or_yaml_and_a_valid_cassette_never_imports_py
     later = _imports_seen(used)
     assert "dspy_bridge.cassettes" in later  # (lines of imports racing the warm-up thread may be missing)
     assert "pydantic" not in later  # only a cassette the hand check doubts asks the pydantic models
+    assert re.search(r"\byaml\b", later) is None  # a file in the canonical layout is read with json
 
 
 def test_replay_imports_warm_up_only_after_the_hello() -> None:
@@ -311,10 +313,10 @@ import threading
 for thread in threading.enumerate():
     if thread.name == "warm-imports":
         thread.join(60)
-print(before, "yaml" in sys.modules and "dspy_bridge.cassettes._library" in sys.modules)
+print(before, "dspy_bridge.cassettes._library" in sys.modules, "yaml" in sys.modules)
 """
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert done.stdout.split() == ["False", "True"]
+    assert done.stdout.split() == ["False", "True", "False"]  # canonical cassettes are read without PyYAML
 
 
 # --- a real recording, replayed -----------------------------------------------------------------

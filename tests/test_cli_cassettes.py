@@ -23,7 +23,8 @@ AGENT_HTTP = "test_agent/test_the_agent_searches_then_converts-mock.http.yaml"
 def tree(tmp_path: Path) -> Path:
     root = tmp_path / "cassettes"
     shutil.copytree(QA, root / "qa")
-    shutil.copytree(APP, root / "app")
+    for folder in ("test_agent", "test_extract", "test_optimized", "test_rag"):  # a fixed set: the sample grows
+        shutil.copytree(APP / folder, root / "app" / folder)
     (root / "qa" / "settings.yaml").write_text("not_a_cassette: true\n")  # a plain YAML file: skipped
     (root / "qa" / "test_x.yaml.lock").write_text("")  # lock files: skipped
     (root / "qa" / ".test_x.bridge.yaml").write_text("junk")  # hidden (temp) files: skipped
@@ -186,7 +187,9 @@ def test_stats_sums_over_a_directory(tree: Path, capsys: pytest.CaptureFixture[s
     summary = json.loads(out)
     assert summary["files"] == 25 and summary["files_by_level"] == {"bridge": 13, "http": 12}
     assert summary["corrupt"] == []
-    expected_bytes = sum(p.stat().st_size for d in (QA, APP) for p in d.rglob("*.yaml"))
+    expected_bytes = sum(
+        p.stat().st_size for p in tree.rglob("*.yaml") if p.name != "settings.yaml" and not p.name.startswith(".")
+    )
     assert summary["bytes"] == expected_bytes
     assert summary["interactions"] == sum(summary["interactions_by_level"].values())
     assert summary["interactions_by_level"]["http"] == 4 * 1 + 2 * 4 + 6 * 1

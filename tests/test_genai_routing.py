@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from dspy_bridge import Bridge
+from dspy_bridge._secrets import PLACEHOLDER_KEY
 from dspy_bridge.pool import PoolConfig, SyncPool
 from dspy_bridge.proxy import ProxyProcess, verify_http_cassette
 from dspy_bridge.testing import FakeGemini
@@ -49,9 +50,11 @@ def test_only_a_loopback_proxy_for_a_gemini_model_is_routed(monkeypatch: pytest.
     monkeypatch.delenv(BASE_URL_ENV, raising=False)
     monkeypatch.setenv("GEMINI_API_KEY", "unchanged")
     assert not route_google_genai("gemini/gemini-2.5-flash", "https://generativelanguage.googleapis.com/v1beta", KEY)
-    assert not route_google_genai("openai/gpt-4o", "http://127.0.0.1:9/v1beta", "placeholder")
+    assert not route_google_genai("openai/gpt-4o", "http://127.0.0.1:9/v1beta", PLACEHOLDER_KEY)
+    # A real key, even with a loopback base URL, never lands in the environment (a keyless session would use it).
+    assert not route_google_genai("gemini/gemini-2.5-flash", "http://127.0.0.1:9/v1beta", KEY)
     assert BASE_URL_ENV not in os.environ and os.environ["GEMINI_API_KEY"] == "unchanged"
     monkeypatch.setenv("GOOGLE_API_KEY", "would-win")
-    assert route_google_genai("gemini/gemini-2.5-flash", "http://127.0.0.1:9/v1beta", "placeholder")
+    assert route_google_genai("gemini/gemini-2.5-flash", "http://127.0.0.1:9/v1beta", PLACEHOLDER_KEY)
     assert os.environ[BASE_URL_ENV] == "http://127.0.0.1:9/"
-    assert os.environ["GEMINI_API_KEY"] == "placeholder" and "GOOGLE_API_KEY" not in os.environ
+    assert os.environ["GEMINI_API_KEY"] == PLACEHOLDER_KEY and "GOOGLE_API_KEY" not in os.environ

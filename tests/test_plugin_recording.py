@@ -35,9 +35,10 @@ def _files(pytester: pytest.Pytester) -> list[str]:
     return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file()) if root.exists() else []
 
 
-def test_an_integration_test_without_lm_calls_records_an_empty_http_cassette_and_replays(
+def test_an_integration_test_without_lm_calls_records_an_empty_http_cassette_and_a_failed_tests_is_discarded(
     pytester: pytest.Pytester,
 ) -> None:
+    """Failed and interrupted (Ctrl-C) tests write nothing new unless --bridge-record-failed=keep."""
     pytester.makepyfile(
         test_quiet="""
 import pytest
@@ -48,15 +49,51 @@ def test_stubbed(bridge):
     pid = bridge.create_program("question -> answer")
     bridge.stub(pid, {"answer": "x"})
     assert bridge.execute(pid, question="q") == {"answer": "x"}
+
+@pytest.mark.integration
+def test_broken(bridge):
+    bridge.configure_lm("gemini/gemini-2.5-flash", num_retries=0)
+    assert bridge.run("question -> answer", question="Capital of Italy?")["answer"] == "not what the LM says"
+
+@pytest.mark.integration
+def test_interrupted(bridge):
+    bridge.configure_lm("gemini/gemini-2.5-flash", num_retries=0)
+    bridge.run("question -> answer", question="Capital of Peru?")
+    raise KeyboardInterrupt  # as Ctrl-C does: the run stops here
 """
     )
-    _run(pytester, "--bridge-record=once", "--bridge-upstream=fake").assert_outcomes(passed=1)
+    result = _run(pytester, "--bridge-record=once", "--bridge-upstream=fake")
+    result.assert_outcomes(passed=1, failed=1)
     assert _files(pytester) == ["test_quiet/test_stubbed.bridge.yaml", "test_quiet/test_stubbed.http.yaml"]
     assert (
         yaml.safe_load((pytester.path / "cassettes/test_quiet/test_stubbed.http.yaml").read_text())["interactions"]
         == []
     )
-    _run(pytester).assert_outcomes(passed=1)  # offline: no upstream option, no key
+    assert result.ret == pytest.ExitCode.INTERRUPTED
+    result.stdout.fnmatch_lines(
+        [
+            "not recorded: 2",
+            "*test_broken: the test failed, so its new recordings (1 LM call(s) for test_broken.http.yaml, * "
+            "answer(s) for test_broken.bridge.yaml) were discarded; cassettes saved before are untouched. To keep "
+            "a failed test's recordings: pytest test_quiet.py::test_broken --bridge-record=once "
+            "--bridge-record-failed=keep",
+            "*test_interrupted: the test did not finish, so its new recordings (1 LM call(s) for "
+            "test_interrupted.http.yaml, * answer(s) for test_interrupted.bridge.yaml) were discarded*",
+        ]
+    )
+    # What the summary says to run (against the fake): the failed test's recordings are kept; test_stubbed, run
+    # too, replays its empty HTTP cassette (once: the files exist, nothing is recorded).
+    result = _run(pytester, "--bridge-record=once", "--bridge-record-failed=keep", "--bridge-upstream=fake")
+    result.assert_outcomes(passed=1, failed=1)
+    assert "not recorded" not in result.stdout.str()
+    assert _files(pytester) == [
+        "test_quiet/test_broken.bridge.yaml",
+        "test_quiet/test_broken.http.yaml",
+        "test_quiet/test_interrupted.bridge.yaml",
+        "test_quiet/test_interrupted.http.yaml",
+        "test_quiet/test_stubbed.bridge.yaml",
+        "test_quiet/test_stubbed.http.yaml",
+    ]
 
 
 def test_an_unreachable_upstream_fails_the_test_clearly_and_writes_nothing(

@@ -81,7 +81,11 @@ def test_a_failing_test_holding_the_key_shows_none_of_it(
             assert answer["answer"] == key, f"expected the key {key}"
         """
     )
-    result = _run(pytester, "-vv", "--tb=long", "-l", "-rA", "--bridge-record=once", "--bridge-upstream=fake")
+    # keep: a failed test's recordings are otherwise discarded, and the cassettes are what this checks
+    result = _run(
+        pytester, "-vv", "--tb=long", "-l", "-rA", "--bridge-record=once", "--bridge-upstream=fake",
+        "--bridge-record-failed=keep",
+    )  # fmt: skip
     result.assert_outcomes(failed=1)
     output = "\n".join(result.outlines + result.errlines)
     assert "<REDACTED:secret>" in output  # the report was there, and redacted

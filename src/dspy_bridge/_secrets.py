@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 __all__ = [
     "KEY_ENV_VARS",
     "MIN_SECRET_LENGTH",
+    "PLACEHOLDER_KEY",
     "PROVIDER_KEY_ENV_VARS",
     "SECRET_MARK",
     "api_key_from_env",
@@ -94,6 +95,9 @@ def key_env_hint() -> str:
 
 #: Shorter values are not treated as secrets: replacing them would mangle ordinary text.
 MIN_SECRET_LENGTH = 8
+#: The key workers are given for the cassette proxy. The proxy drops whatever key a worker sends and adds the
+#: real one only on the upstream call, so a worker never holds a secret; this value is never one.
+PLACEHOLDER_KEY = "dspy-bridge-placeholder-key"
 SECRET_MARK = "<REDACTED:secret>"
 
 

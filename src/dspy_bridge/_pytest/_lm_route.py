@@ -72,6 +72,8 @@ class LMRoute:
         api_key: str | None,
         secret_env: str | tuple[str, ...] | None = None,
         secrets: tuple[str, ...] = (),
+        *,
+        upstream_timeout: float | None = None,
     ) -> None:
         from dspy_bridge._pytest._pools import env_names
         from dspy_bridge.proxy import DEFAULT_UPSTREAM, ProxyProcess
@@ -86,8 +88,14 @@ class LMRoute:
             target, key = DEFAULT_UPSTREAM, api_key  # type: ignore[assignment]
         else:  # any http(s) base URL: a gateway, a regional endpoint, another fake
             target, key = upstream, api_key  # type: ignore[assignment]
+        from dspy_bridge.proxy import DEFAULT_UPSTREAM_TIMEOUT
+
         self.proxy: ProxyProcess = ProxyProcess(
-            upstream=target, api_key=key, secret_env=env_names(secret_env), extra_secrets=secrets
+            upstream=target,
+            api_key=key,
+            secret_env=env_names(secret_env),
+            extra_secrets=secrets,
+            upstream_timeout=DEFAULT_UPSTREAM_TIMEOUT if upstream_timeout is None else upstream_timeout,
         ).start()
         self.reports: list[Any] = []
 
@@ -120,10 +128,11 @@ class LMRoute:
         )
         return {**self.proxy.lm_kwargs(), "cache": False}
 
-    def deactivate(self) -> Any:
-        """Eject and save the test's HTTP cassette; returns the proxy's report of what happened."""
+    def deactivate(self, *, save: bool = True) -> Any:
+        """Eject the test's HTTP cassette, saving it unless told not to (the file then stays as it was);
+        returns the proxy's report of what happened."""
         self.proxy.clear_faults()  # faults a test queued but did not use must not hit the next test
-        report = self.proxy.eject(save=True)
+        report = self.proxy.eject(save=save)
         self.reports.append(report)
         return report
 

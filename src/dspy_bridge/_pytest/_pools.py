@@ -81,6 +81,7 @@ class BridgePools:
         allowed_hosts: list[str] | None = None,
         run_dir: Path | None = None,
         allowed_modules: str | tuple[str, ...] | list[str] | None = None,
+        request_timeout: float | None = None,
     ) -> None:
         self.workers = workers
         self.strategy = strategy
@@ -89,6 +90,7 @@ class BridgePools:
         self.allowed_modules = env_names(allowed_modules)  # ini bridge_allowed_modules: user modules workers import
         self.worker_id_prefix = worker_id_prefix  # "gw0-" under xdist: worker ids unique across processes
         self.run_dir = run_dir  # xdist: the run's private directory, where one zygote serves every process
+        self.request_timeout = request_timeout  # the real pool's, when set (a recording run); else the default
         self.allowed_hosts = list(allowed_hosts or [])  # real pools: the guard is on; these plus the proxy
         self._late_hosts: list[str] = []  # allowed after the real pool's config was built (the proxy)
         self.records: dict[str, PoolRecord] = {}
@@ -112,6 +114,8 @@ class BridgePools:
         if kind == "integration":
             options["start_strategy"] = self.strategy
             options["allowed_hosts"] = [*self.allowed_hosts, *self._late_hosts]
+            if self.request_timeout is not None:
+                options["request_timeout"] = self.request_timeout
         else:
             # A replayed retryable error must fail the test as recorded, not consume the next recording.
             options["retries"] = 0

@@ -32,6 +32,7 @@ __all__ = [
 MODES = ("auto", "mock", "integration")
 UPSTREAM_NAMES = ("gemini", "fake")
 DRIFT_MODES = ("report", "fail", "strict")
+RECORD_FAILED = ("discard", "keep")
 
 
 @dataclass(frozen=True)
@@ -88,6 +89,10 @@ def _upstream_problem(value: Any) -> str | None:
     return f"is neither {' nor '.join(UPSTREAM_NAMES)} nor an http(s) URL such as https://gateway.example/v1beta"
 
 
+def _seconds_problem(value: Any) -> str | None:
+    return None if value > 0 else "must be a positive number of seconds"
+
+
 def _budget_problem(value: Any) -> str | None:
     from dspy_bridge._pytest._spend import parse_budget
 
@@ -131,6 +136,29 @@ SETTINGS: dict[str, Setting] = {
             "or strict: fail on any difference",
             "report",
             DRIFT_MODES,
+        ),
+        Setting(
+            "record_failed",
+            "new recordings of a test that failed: discard them (default; existing recordings stay as they were) "
+            "or keep them",
+            "discard",
+            RECORD_FAILED,
+        ),
+        Setting(
+            "upstream_timeout",
+            "seconds the cassette proxy waits on the upstream per LM call while recording (DSPy's own client "
+            "waits 600)",
+            600.0,
+            kind=float,
+            check=_seconds_problem,
+        ),
+        Setting(
+            "record_request_timeout",
+            "seconds one bridge request on real workers may take in a run that records (replay runs keep the "
+            "pool's 60 s): a program's calls to real Gemini take longer",
+            900.0,
+            kind=float,
+            check=_seconds_problem,
         ),
         Setting(
             "prompts",

@@ -47,6 +47,7 @@ class BridgeState:
         self.report = RunReport(self.worker_label)
         self.counts = self.report.counts
         self.drift_mode = str(run_level(config, "drift")[0])
+        self.record_failed = str(run_level(config, "record_failed")[0])
         self.prompts_mode = str(run_level(config, "prompts")[0])
         self.record_budget = parse_budget(run_level(config, "record_budget")[0])  # checked by validate_all
         # Every secret of the host's environment, removed by exact match from test reports and cassettes.
@@ -65,8 +66,15 @@ class BridgeState:
                 allowed_hosts=parse_hosts(run_level(self.config, "allowed_hosts")[0]),
                 run_dir=Path(self.xdist.run_dir) if self.xdist.run_dir else None,
                 allowed_modules=run_level(self.config, "allowed_modules")[0],
+                request_timeout=self.record_request_timeout(),
             )
         return self._pools
+
+    def record_request_timeout(self) -> float | None:
+        """A run in which some test records gives real workers ``record_request_timeout`` per request."""
+        if any(plan.records for plan in self.plans.values()):
+            return float(run_level(self.config, "record_request_timeout")[0])
+        return None
 
     def warm_real_pool(self) -> None:
         self.pools.warm("integration")
@@ -90,7 +98,13 @@ class BridgeState:
         if self._route is None:
             from dspy_bridge._pytest._lm_route import LMRoute
 
-            self._route = LMRoute(self.upstream, self.api_key(), run_level(self.config, "secret_env")[0], self.secrets)
+            self._route = LMRoute(
+                self.upstream,
+                self.api_key(),
+                run_level(self.config, "secret_env")[0],
+                self.secrets,
+                upstream_timeout=float(run_level(self.config, "upstream_timeout")[0]),
+            )
             self.pools.allow_hosts([self._route.allowed_host])  # the connect guard lets workers reach the proxy
         return self._route
 
@@ -183,11 +197,15 @@ class BridgeState:
         finally:
             with contextlib.suppress(Exception):  # the session may already be gone with its worker
                 client.close()
-            report = route.deactivate() if route is not None else None
             call_failed = item is not None and item.stash.get(CALL_FAILED, False)
+            unfinished = item is not None and CALL_FAILED not in item.stash  # Ctrl-C, or a later fixture failed
+            discard = plan.records and (call_failed or unfinished) and self.record_failed == "discard"
+            report = route.deactivate(save=not discard) if route is not None else None
             unsaved = self._recording_policy(plan, report, call_failed)
-            if recorder is not None and unsaved:
+            if recorder is not None and unsaved:  # the more specific reason (e.g. an unreachable upstream)
                 self.report.notes.append({"nodeid": plan.nodeid, "kind": "not recorded", "message": unsaved})
+            elif discard:
+                self._note_discarded(plan, report, recorder, "failed" if call_failed else "did not finish")
             elif recorder is not None:
                 self.counts[plan.kind]["recorded"] += recorder.pending
                 recorder.save()
@@ -242,6 +260,24 @@ class BridgeState:
                 "error, which is recorded only with @pytest.mark.integration(record_errors=True)."
             )
         return ""
+
+    def _note_discarded(self, plan: TestPlan, report: Any, recorder: Any, why: str) -> None:
+        """A recording test failed or was interrupted: nothing new of it is written
+        (``--bridge-record-failed=discard``); say so."""
+        new = []
+        if report is not None and report.forwarded:
+            new.append(f"{report.forwarded} LM call(s) for {plan.http_cassette.name}")
+        if recorder is not None and recorder.pending:
+            new.append(f"{recorder.pending} answer(s) for {plan.bridge_cassette.name}")
+        what = f"its new recordings ({', '.join(new)}) were discarded" if new else "its cassettes were not written"
+        self.report.notes.append(
+            {
+                "nodeid": plan.nodeid,
+                "kind": "not recorded",
+                "message": f"the test {why}, so {what}; cassettes saved before are untouched. To keep a failed "
+                f"test's recordings: {plan.record_command(plan.record)} --bridge-record-failed=keep",
+            }
+        )
 
     def _recorder(self, plan: TestPlan) -> Any:
         from dspy_bridge.cassettes import Recorder

@@ -10,12 +10,11 @@ The format, matching rules and record modes are documented in ``docs/cassettes.m
 
 from __future__ import annotations
 
-from dspy_bridge._modes import RECORD_MODES, RecordMode  # a leaf: the plugin and the proxy share it
-
 TYPE_CHECKING = False  # typing itself stays off a mock worker's replay path
 if TYPE_CHECKING:
     from typing import Any
 
+    from dspy_bridge._modes import RECORD_MODES, RecordMode  # a leaf: the plugin and the proxy share it
     from dspy_bridge.cassettes._cassette import Cassette
     from dspy_bridge.cassettes._format import FORMAT_VERSION
     from dspy_bridge.cassettes._interaction import Interaction
@@ -46,6 +45,8 @@ __all__ = [
 # Loaded on first use: a mock worker replaying a cassette imports only the modules replay needs (never
 # pydantic, the recorder or the file lock), and the package stays cheap to import for everyone else.
 _WHERE = {
+    "RECORD_MODES": "dspy_bridge._modes",  # pathlib: not for a mock worker replaying a cassette
+    "RecordMode": "dspy_bridge._modes",
     "Cassette": "_cassette",
     "FORMAT_VERSION": "_format",
     "Interaction": "_interaction",
@@ -68,7 +69,7 @@ def __getattr__(name: str) -> Any:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
     import importlib
 
-    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    value = getattr(importlib.import_module(module if "." in module else f"{__name__}.{module}"), name)
     if isinstance(value, type) and value.__module__.startswith(f"{__name__}."):
         value.__module__ = __name__  # documented as dspy_bridge.cassettes.X
     globals()[name] = value

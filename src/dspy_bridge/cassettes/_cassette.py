@@ -7,19 +7,29 @@ reads from a cassette (``ReplaySource``), so it never imports this module.
 from __future__ import annotations
 
 import functools
-import hashlib
-from collections.abc import Iterable, Iterator
-from datetime import UTC, datetime
-from pathlib import Path
-from typing import Any
+import os
 
-import dspy_bridge.cassettes._cache as _cache
+TYPE_CHECKING = False  # typing stays off a mock worker's replay path
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Iterator
+    from pathlib import Path
+    from typing import Any
+
+    from dspy_bridge._modes import RecordMode
+
 from dspy_bridge._exceptions import CassetteError
-from dspy_bridge._modes import RecordMode
 from dspy_bridge._version import __version__
-from dspy_bridge.cassettes._format import CassetteDocument, corrupt, dump_document, parse_document
+from dspy_bridge.cassettes._cache import MIN_BYTES
+from dspy_bridge.cassettes._format import (
+    CassetteDocument,
+    corrupt,
+    dump_document,
+    dump_interactions,
+    max_bytes,
+    parse_document,
+    without_gc,
+)
 from dspy_bridge.cassettes._interaction import Interaction
-from dspy_bridge.cassettes._limits import max_bytes
 from dspy_bridge.cassettes._match import Matcher
 from dspy_bridge.cassettes._replay import Replay
 
@@ -27,6 +37,8 @@ __all__ = ["Cassette", "current_versions", "default_meta"]
 
 
 def _now() -> str:
+    from datetime import UTC, datetime
+
     return datetime.now(UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
 
 
@@ -69,46 +81,70 @@ class Cassette:
         interactions: Iterable[dict[str, Any]] = (),
         meta: dict[str, Any] | None = None,
         *,
-        digest: str | None = None,
+        source: bytes | None = None,
+        canonical: bool = False,
     ) -> None:
-        self.path = Path(path)
+        self._file = os.fspath(path)  # a str: a mock worker replaying never imports pathlib
+        self._path: Path | None = None  # made on first use of ``path``
         self.meta: dict[str, Any] = meta if meta is not None else default_meta()
         self.interactions = [
             Interaction(index, item["request"], item["response"]) for index, item in enumerate(interactions)
         ]
-        self._digest = digest  # sha256 of the text it was loaded from (None: never on disk)
+        self._source = source  # the bytes it was loaded from or saved as (None: never on disk)
+        self._canonical = canonical  # ``_source`` is in the canonical layout (so it can be appended to)
         self._indexes: dict[tuple[tuple[str, ...], tuple[str, ...]], dict[str, list[int]]] = {}
+
+    @property
+    def path(self) -> Path:
+        """The cassette file."""
+        if self._path is None:
+            from pathlib import Path
+
+            self._path = Path(self._file)
+        return self._path
 
     # -- files ---------------------------------------------------------------------------------
     @classmethod
     def load(cls, path: str | Path) -> Cassette:
         """Read and validate a cassette (``CassetteCorrupt`` on any problem, ``FileNotFoundError`` if absent)."""
-        file = Path(path)
+        file = os.fspath(path)
         limit = max_bytes()
-        if file.stat().st_size > limit:
+        if os.stat(file).st_size > limit:
             raise corrupt(file, None, None, f"larger than {limit} bytes ($DSPY_BRIDGE_CASSETTE_MAX_BYTES)")
-        raw = file.read_bytes()
-        digest = hashlib.sha256(raw).hexdigest()
-        big = len(raw) >= _cache.MIN_BYTES
-        cached = _cache.read(digest) if big else None
-        if cached is not None:
-            return cls(file, cached[1], cached[0], digest=digest)
+        with open(file, "rb") as handle:
+            raw = handle.read()
+        return without_gc(cls._from_bytes, file, raw)
+
+    @classmethod
+    def _from_bytes(cls, file: str, raw: bytes) -> Cassette:
+        big = len(raw) >= MIN_BYTES
+        if big:
+            import hashlib
+
+            from dspy_bridge.cassettes import _cache
+
+            digest = hashlib.sha256(raw).hexdigest()
+            cached = _cache.read(digest)
+            if cached is not None:
+                return cls(file, cached[1], cached[0], source=raw, canonical=cached[2])
         try:
             text = raw.decode("utf-8")
         except UnicodeDecodeError as exc:
             raise corrupt(file, None, None, f"not UTF-8 text ({exc.reason} at byte {exc.start})") from exc
         document = parse_document(text, file)
         if big:
-            _cache.write(digest, document.meta, document.interactions)
-        return cls(file, document.interactions, document.meta, digest=digest)
+            _cache.write(digest, document.meta, document.interactions, canonical=document.canonical)
+        return cls(file, document.interactions, document.meta, source=raw, canonical=document.canonical)
 
     @staticmethod
     def should_record(path: str | Path, mode: str | RecordMode) -> bool:
         """Does a test with this cassette and record mode run on real workers (and record)?"""
+        from dspy_bridge._modes import RecordMode
+
         return RecordMode.parse(mode).records(path)
 
     def dumps(self) -> str:
-        return dump_document(CassetteDocument(self.meta, [item.as_dict() for item in self.interactions]))
+        return without_gc(dump_document, CassetteDocument(self.meta, [item.as_dict() for item in self.interactions]))
 
     def save(self) -> None:
         """Write the whole cassette atomically, under the file lock (no merge: see ``Recorder``)."""
@@ -118,7 +154,28 @@ class Cassette:
         with cassette_lock(self.path):
             remove_stale_temps(self.path)
             write_atomic(self.path, text)
-        self._digest = hashlib.sha256(text.encode("utf-8")).hexdigest()
+        self._source = text.encode("utf-8")
+        self._canonical = True
+
+    def unchanged_on_disk(self) -> bool:
+        """Does the file still hold exactly the bytes this cassette was loaded from (or saved as)?"""
+        try:
+            with open(self._file, "rb") as handle:
+                return self._source is not None and handle.read() == self._source
+        except FileNotFoundError:
+            return False
+
+    def appended(self, interactions: list[dict[str, Any]]) -> bytes | None:
+        """The file's bytes, as loaded, with ``interactions`` added at the end: the old text is kept byte for
+        byte, not encoded again. ``None`` unless the file is in the canonical layout and ends with an
+        interaction (then the caller writes the whole document)."""
+        source = self._source
+        if source is None or not self._canonical or not source.endswith(b"\n"):
+            return None
+        last = source[source.rfind(b"\n", 0, len(source) - 1) + 1 :]
+        if not last.startswith(b"  response: "):
+            return None  # e.g. "interactions: []", or a trailing comment
+        return source + dump_interactions(interactions).encode("utf-8")
 
     # -- lookup --------------------------------------------------------------------------------
     def index(self, matcher: Matcher) -> dict[str, list[int]]:
@@ -162,8 +219,7 @@ class Cassette:
         from dspy_bridge.cassettes._storage import cassette_lock, remove_stale_temps, write_atomic  # filelock
 
         with cassette_lock(self.path):
-            current = self.path.read_bytes() if self.path.exists() else b""
-            if self._digest is not None and hashlib.sha256(current).hexdigest() != self._digest:
+            if self._source is not None and not self.unchanged_on_disk():
                 raise CassetteError(
                     f"cassette {self.path} changed on disk since it was loaded; load it again, replay, then prune",
                     file=str(self.path),
@@ -174,7 +230,7 @@ class Cassette:
             text = self.dumps()
             remove_stale_temps(self.path)
             write_atomic(self.path, text)
-            self._digest = hashlib.sha256(text.encode("utf-8")).hexdigest()
+            self._source = text.encode("utf-8")
         return len(drop)
 
     # -- container protocol --------------------------------------------------------------------
@@ -188,4 +244,4 @@ class Cassette:
         return self.interactions[index]
 
     def __repr__(self) -> str:
-        return f"<Cassette {str(self.path)!r} interactions={len(self.interactions)}>"
+        return f"<Cassette {self._file!r} interactions={len(self.interactions)}>"

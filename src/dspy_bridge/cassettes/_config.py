@@ -10,8 +10,11 @@ because a relative one is resolved against the worker's working directory.
 from __future__ import annotations
 
 import os
-from pathlib import Path
-from typing import Any
+
+TYPE_CHECKING = False  # typing stays off a mock worker's replay path
+if TYPE_CHECKING:
+    from pathlib import Path
+    from typing import Any
 
 from dspy_bridge._exceptions import UsageError
 from dspy_bridge.cassettes._match import Matcher
@@ -56,7 +59,7 @@ class CassetteConfig:
         record_hint: str | None = None,
         stream_chunks: int | None = None,
     ) -> None:
-        self.path = Path(os.path.abspath(path)) if path else None
+        self.path: str | None = os.path.abspath(path) if path else None  # a str: pathlib stays off replay
         self.stream_chunks = stream_chunk_size(stream_chunks)
         self.matcher = Matcher(match_on, ignore)
         self.allow_repeats = allow_repeats
@@ -97,7 +100,7 @@ class CassetteConfig:
     def to_context(self) -> dict[str, Any]:
         out: dict[str, Any] = {"allow_repeats": self.allow_repeats, "synthetic": self.synthetic}
         if self.path is not None:
-            out["path"] = str(self.path)
+            out["path"] = self.path
         out["match_on"] = list(self.matcher.match_on)
         if self.matcher.ignore:
             out["ignore"] = list(self.matcher.ignore)

@@ -1,4 +1,4 @@
-"""The bridge cassette file format (version 1): YAML text ⇄ validated plain data.
+"""The bridge cassette file format (version 1): text ⇄ validated plain data.
 
     version: 1
     meta: {created, dspy_bridge_version, dspy_version, model, recorded_against, ...}
@@ -6,40 +6,54 @@
     - request:  {command, session, program?, model?, args}
       response: {ok, result, chunks?: [{field, text}]} | {ok: false, error: {type, message, retryable, details}}
 
-YAML is read with the safe loader only (the C one when libyaml is present: ~10x faster for big
-files) and checked with pydantic; the checked data stays plain dicts. Anything wrong becomes a
-``CassetteCorrupt`` naming the file, the line and column, and what to do.
+Files are written in the canonical layout (``_layout``: plain YAML whose values are one-line JSON) and read
+with ``json`` when they are in it; anything else (hand-edited block style, files from older versions) is read
+with PyYAML's safe loader (``_yamlio``), imported only then. The data is checked by hand (``_shape``) and, if
+that doubts it, by the pydantic models, which explain the problem; the checked data stays plain dicts.
+Anything wrong becomes a ``CassetteCorrupt`` naming the file, the line and column, and what to do.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+TYPE_CHECKING = False  # typing stays off a mock worker's replay path
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from pathlib import Path
+    from typing import Any, TypeVar
 
-import yaml
+    T = TypeVar("T")
+
+    from pydantic import ValidationError
 
 from dspy_bridge._exceptions import CassetteCorrupt
 from dspy_bridge._version import __version__
-from dspy_bridge.cassettes._limits import LimitError, check_nodes, compose
+from dspy_bridge.cassettes import _layout
 from dspy_bridge.cassettes._shape import well_formed
-
-if TYPE_CHECKING:
-    from pydantic import ValidationError
 
 __all__ = [
     "FORMAT_VERSION",
     "CassetteDocument",
-    "SafeDumper",
-    "SafeLoader",
     "corrupt",
     "dump_document",
+    "dump_interactions",
+    "max_bytes",
     "parse_document",
+    "without_gc",
 ]
 
 FORMAT_VERSION = 1
+_DEFAULT_MAX_BYTES = 512 * 1024 * 1024
 
-SafeLoader: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-_BaseDumper: type[yaml.SafeDumper] = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
+
+def max_bytes() -> int:
+    """Largest cassette file accepted (``$DSPY_BRIDGE_CASSETTE_MAX_BYTES``, default 512 MiB)."""
+    import os
+
+    try:
+        return int(os.environ.get("DSPY_BRIDGE_CASSETTE_MAX_BYTES", _DEFAULT_MAX_BYTES))
+    except ValueError:
+        return _DEFAULT_MAX_BYTES
+
 
 _FIX = (
     "Fix it by hand (it is plain YAML), or delete it and record again with --bridge-record=rewrite "
@@ -47,141 +61,61 @@ _FIX = (
 )
 
 
-class SafeDumper(_BaseDumper):  # type: ignore[valid-type,misc]
-    """The safe (C when available) dumper; ``dump_document`` hands it ready-made nodes."""
-
-
-# -- plain data <-> YAML nodes, without PyYAML's general-purpose (and slow) Python layer ---------
-# PyYAML's C parser/emitter only does the text; building Python objects from nodes (and nodes
-# from objects) runs in its Python constructor/representer, which handles anchors, merge keys,
-# recursive objects and arbitrary classes through generators and per-node bookkeeping. Cassettes
-# are plain trees, so a direct walk is 2-3x faster; anything unusual falls back to the standard way.
-_STR, _NULL, _BOOL, _INT = (f"tag:yaml.org,2002:{name}" for name in ("str", "null", "bool", "int"))
-_MAP, _SEQ, _MERGE = "tag:yaml.org,2002:map", "tag:yaml.org,2002:seq", "tag:yaml.org,2002:merge"
-_CONSTRUCTOR = yaml.constructor.SafeConstructor()
-_REPRESENTER = yaml.representer.SafeRepresenter(default_flow_style=False)
-
-
-class _Fallback(Exception):
-    """The document uses a YAML feature the fast path does not handle (e.g. merge keys)."""
-
-
-def _construct(node: yaml.Node, memo: dict[int, Any]) -> Any:
-    if isinstance(node, yaml.ScalarNode):
-        if node.tag == _STR:
-            return node.value
-        constructor = _CONSTRUCTOR.yaml_constructors.get(node.tag)
-        if constructor is None or node.tag in (_MAP, _SEQ):
-            raise yaml.constructor.ConstructorError(
-                None, None, f"could not determine a constructor for the tag {node.tag!r}", node.start_mark
-            )
-        return constructor(_CONSTRUCTOR, node)
-    found = memo.get(id(node))
-    if found is not None:  # an alias: share the object, as PyYAML does (no exponential copies)
-        return found
-    if isinstance(node, yaml.SequenceNode) and node.tag == _SEQ:
-        items: list[Any] = []
-        memo[id(node)] = items
-        items.extend(_construct(child, memo) for child in node.value)
-        return items
-    if isinstance(node, yaml.MappingNode) and node.tag == _MAP:
-        mapping: dict[Any, Any] = {}
-        memo[id(node)] = mapping
-        for key_node, value_node in node.value:
-            if key_node.tag == _MERGE:
-                raise _Fallback
-            key = _construct(key_node, memo)
-            try:
-                mapping[key] = _construct(value_node, memo)
-            except TypeError as exc:
-                raise yaml.constructor.ConstructorError(
-                    "while constructing a mapping", node.start_mark, "found unhashable key", key_node.start_mark
-                ) from exc
-        return mapping
-    raise yaml.constructor.ConstructorError(
-        None, None, f"could not determine a constructor for the tag {node.tag!r}", node.start_mark
-    )
-
-
-def _load_yaml(text: str) -> Any:
-    root = compose(text, SafeLoader)
-    if root is None:
-        return None
-    check_nodes(root)  # plain, bounded, JSON-representable data only (``_limits``)
-    try:
-        return _construct(root, {})
-    except _Fallback:
-        return yaml.load(text, Loader=SafeLoader)
-
-
-def _node(value: Any) -> yaml.Node:
-    if isinstance(value, str):
-        style = "|" if "\n" in value and len(value) < 100_000 else None
-        return yaml.ScalarNode(_STR, value, style=style)
-    if isinstance(value, dict):
-        return yaml.MappingNode(_MAP, [(_node(k), _node(v)) for k, v in value.items()], flow_style=False)
-    if isinstance(value, list | tuple):
-        return yaml.SequenceNode(_SEQ, [_node(item) for item in value], flow_style=False)
-    if value is None:
-        return yaml.ScalarNode(_NULL, "null")
-    if value is True or value is False:
-        return yaml.ScalarNode(_BOOL, "true" if value else "false")
-    if type(value) is int:
-        return yaml.ScalarNode(_INT, str(value))
-    node: yaml.Node = _REPRESENTER.represent_data(value)  # floats, bytes, dates: PyYAML's own rules
-    return node
-
-
 class CassetteDocument:
     """A parsed, validated cassette: ``meta`` and ``interactions`` as plain data."""
 
-    __slots__ = ("interactions", "meta")
+    __slots__ = ("canonical", "interactions", "meta")
 
-    def __init__(self, meta: dict[str, Any], interactions: list[dict[str, Any]]) -> None:
+    def __init__(self, meta: dict[str, Any], interactions: list[dict[str, Any]], *, canonical: bool = False) -> None:
         self.meta = meta
         self.interactions = interactions
+        self.canonical = canonical  # read from the canonical layout (so new interactions may be appended)
+
+
+def without_gc(function: Callable[..., T], *args: Any) -> T:
+    """``function(*args)`` with the cyclic garbage collector paused. Parsing or writing a big cassette builds
+    tens of thousands of dicts and lists, and each collection then walks every object the process holds:
+    with a few big cassettes in memory, loading one more took 2-4 times as long. The data is trees (no
+    cycles), so nothing is left for the collector to find."""
+    import gc
+
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        return function(*args)
+    finally:
+        if enabled:
+            gc.enable()
 
 
 # -- reading -----------------------------------------------------------------------------------
-def corrupt(path: Path, line: int | None, column: int | None, problem: str, fix: str = _FIX) -> CassetteCorrupt:
+def corrupt(path: str | Path, line: int | None, column: int | None, problem: str, fix: str = _FIX) -> CassetteCorrupt:
     where = f"{path}:{line}:{column}" if line is not None else str(path)
     return CassetteCorrupt(
         f"cassette {where}: {problem}. {fix}", file=str(path), line=line, column=column, problem=problem
     )
 
 
-def _node_at(root: yaml.Node | None, loc: tuple[int | str, ...]) -> yaml.Node | None:
-    """The deepest YAML node along a pydantic error location (for its line and column)."""
-    node = root
-    for part in loc:
-        if isinstance(node, yaml.MappingNode):
-            found = next((value for key, value in node.value if key.value == str(part)), None)
-        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value):
-            found = node.value[part]
-        else:
-            found = None
-        if found is None:
-            break
-        node = found
-    return node
+def _position(text: str, loc: tuple[int | str, ...]) -> tuple[int | None, int | None]:
+    from dspy_bridge.cassettes._yamlio import YAMLError, node_mark
+
+    try:
+        mark = node_mark(text, loc)
+    except YAMLError:
+        return None, None
+    return mark if mark is not None else (None, None)
 
 
-def _validation_error(path: Path, text: str, exc: ValidationError) -> CassetteCorrupt:
+def _validation_error(path: str | Path, text: str, exc: ValidationError) -> CassetteCorrupt:
     first = exc.errors()[0]
     loc = tuple(part for part in first["loc"] if isinstance(part, int | str))
-    node = _node_at(yaml.compose(text, Loader=SafeLoader), loc)
-    mark = node.start_mark if node is not None else None
+    line, column = _position(text, loc)
     where = ".".join(str(part) for part in loc) or "<top>"
     more = f" (and {exc.error_count() - 1} more problem(s))" if exc.error_count() > 1 else ""
-    return corrupt(
-        path,
-        mark.line + 1 if mark else None,
-        mark.column + 1 if mark else None,
-        f"{where}: {first['msg']}{more}",
-    )
+    return corrupt(path, line, column, f"{where}: {first['msg']}{more}")
 
 
-def _explain(data: Any, text: str, path: Path) -> None:
+def _explain(data: Any, text: str, path: str | Path) -> None:
     """The pydantic models are the reference: raise their first problem as a ``CassetteCorrupt`` with a
     position (``well_formed`` is conservative, so data it doubts may still be valid: then nothing is raised)."""
     from pydantic import ValidationError
@@ -194,34 +128,38 @@ def _explain(data: Any, text: str, path: Path) -> None:
         raise _validation_error(path, text, exc) from exc
 
 
-def parse_document(text: str, path: Path) -> CassetteDocument:
-    """Parse and validate cassette text; every failure is a ``CassetteCorrupt`` with a position."""
+def _read_yaml(text: str, path: str | Path) -> Any:
+    """Any YAML (not the canonical layout, or something in it JSON and YAML might read differently)."""
+    from dspy_bridge.cassettes._limits import LimitError
+    from dspy_bridge.cassettes._yamlio import YAMLError, load_yaml, marked
+
     try:
-        data = _load_yaml(text)
+        return load_yaml(text)
     except LimitError as exc:
         raise corrupt(path, exc.line, exc.column, exc.problem) from None
     except RecursionError as exc:
         raise corrupt(path, None, None, "nested too deeply (or a recursive alias)") from exc
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        problem = " ".join(str(part) for part in (exc.context, exc.problem) if part)
-        if isinstance(exc, yaml.constructor.ConstructorError) and "tag" in (exc.problem or ""):
-            problem = (
-                f"unsafe or unknown YAML tag ({exc.problem}); bridge cassettes hold plain data only "
-                "(maps, lists, strings, numbers, booleans, null) and are never loaded with an unsafe loader"
-            )
-        raise corrupt(path, mark.line + 1 if mark else None, mark.column + 1 if mark else None, problem) from exc
-    except yaml.YAMLError as exc:  # e.g. a reader error on a control character (it has no marks)
-        raise corrupt(path, None, None, f"not readable as YAML: {exc}") from exc
+    except YAMLError as exc:
+        line, column, problem = marked(exc)
+        if text.startswith(_layout.HEADER) and not text.endswith("\n"):  # the writer ends every line
+            line, column = text.count("\n") + 1, 1
+            problem = f"the file ends in the middle of this line (an interrupted write?): {problem}; delete the line"
+        raise corrupt(path, line, column, problem) from exc
+
+
+def parse_document(text: str, path: str | Path) -> CassetteDocument:
+    """Parse and validate cassette text; every failure is a ``CassetteCorrupt`` with a position."""
+    data = _layout.read(text)
+    canonical = data is not None
+    if data is None:
+        data = _read_yaml(text, path)
     if data is None:
         raise corrupt(path, 1, 1, "the file is empty (an interrupted write by another tool?)")
     if not isinstance(data, dict):
         raise corrupt(path, 1, 1, f"the top level must be a map with 'version', got a {type(data).__name__}")
     version = data.get("version")
     if isinstance(version, int) and not isinstance(version, bool) and version > FORMAT_VERSION:
-        node = _node_at(yaml.compose(text, Loader=SafeLoader), ("version",))
-        line = node.start_mark.line + 1 if node else None
-        column = node.start_mark.column + 1 if node else None
+        line, column = _position(text, ("version",))
         raise corrupt(
             path,
             line,
@@ -240,7 +178,7 @@ def parse_document(text: str, path: Path) -> CassetteDocument:
         request = interaction["request"]
         request.setdefault("session", None)
         request.setdefault("args", {})
-    return CassetteDocument(dict(data["meta"]), interactions)
+    return CassetteDocument(dict(data["meta"]), interactions, canonical=canonical)
 
 
 # -- writing -----------------------------------------------------------------------------------
@@ -262,20 +200,18 @@ def _ordered_response(response: dict[str, Any]) -> dict[str, Any]:
     return {"ok": False, "error": response.get("error")}
 
 
+def _ordered(interactions: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [
+        {"request": _ordered_request(item["request"]), "response": _ordered_response(item["response"])}
+        for item in interactions
+    ]
+
+
 def dump_document(document: CassetteDocument) -> str:
-    """YAML text for a cassette, in a stable, review-friendly layout."""
-    data = {
-        "version": FORMAT_VERSION,
-        "meta": document.meta,
-        "interactions": [
-            {"request": _ordered_request(item["request"]), "response": _ordered_response(item["response"])}
-            for item in document.interactions
-        ],
-    }
-    text: str = yaml.serialize(
-        _node(data),
-        Dumper=SafeDumper,
-        allow_unicode=True,
-        width=2**30,  # never fold a line: a folded key would hide from a line-by-line scan
-    )
-    return text
+    """The text of a cassette in the canonical layout: stable key order, one line per request and response."""
+    return _layout.dump(FORMAT_VERSION, document.meta, _ordered(document.interactions))
+
+
+def dump_interactions(interactions: list[dict[str, Any]]) -> str:
+    """The lines that append these interactions to a canonical file whose last line is an interaction."""
+    return _layout.dump_interactions(_ordered(interactions))

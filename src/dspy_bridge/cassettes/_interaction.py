@@ -6,7 +6,9 @@ need it, and ``Replay`` must not import ``Cassette``.
 
 from __future__ import annotations
 
-from typing import Any
+TYPE_CHECKING = False  # typing stays off a mock worker's replay path
+if TYPE_CHECKING:
+    from typing import Any
 
 from dspy_bridge.cassettes._match import REPLAYED_COMMANDS
 

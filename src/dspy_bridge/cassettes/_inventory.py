@@ -134,7 +134,7 @@ def _load_http(path: Path) -> list[dict[str, Any]]:
     """The interactions of a vcrpy cassette; ``CassetteCorrupt`` (naming file and fix) on anything else."""
     import yaml
 
-    from dspy_bridge.cassettes._format import SafeLoader
+    from dspy_bridge.cassettes._yamlio import SafeLoader
 
     fix = "Delete it and record again through the proxy (--bridge-record=rewrite), or fix it by hand."
     try:

@@ -9,8 +9,12 @@ from __future__ import annotations
 
 import os
 import threading
-from pathlib import Path
-from typing import Any
+
+TYPE_CHECKING = False  # typing stays off a mock worker's replay path
+if TYPE_CHECKING:
+    from typing import Any
+
+    _ReplayKey = tuple[str | None, str, tuple[tuple[str, ...], tuple[str, ...]], bool]
 
 from dspy_bridge._exceptions import UsageError
 from dspy_bridge.cassettes._cassette import Cassette
@@ -19,19 +23,17 @@ from dspy_bridge.cassettes._replay import Replay, default_record_hint, missing_f
 
 __all__ = ["CassetteLibrary"]
 
-_ReplayKey = tuple[str | None, Path, tuple[tuple[str, ...], tuple[str, ...]], bool]
-
 
 class CassetteLibrary:
     """Loaded cassettes and the replay states of the sessions using them."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._cassettes: dict[Path, tuple[tuple[int, int, int], Cassette]] = {}
+        self._cassettes: dict[str, tuple[tuple[int, int, int], Cassette]] = {}  # by absolute path
         self._replays: dict[_ReplayKey, Replay] = {}
-        self._schemas: dict[tuple[Path, str], tuple[Cassette, dict[str, Any] | None]] = {}
+        self._schemas: dict[tuple[str, str], tuple[Cassette, dict[str, Any] | None]] = {}
 
-    def _cassette(self, path: Path) -> Cassette | None:
+    def _cassette(self, path: str) -> Cassette | None:
         try:
             stat = os.stat(path)
         except FileNotFoundError:
@@ -69,7 +71,7 @@ class CassetteLibrary:
             retry = isinstance(attempt, int) and not isinstance(attempt, bool) and attempt > 0
             return replay.play(request, record_hint=hint, retry=retry).response
 
-    def program_schema(self, path: Path, program_id: str) -> dict[str, Any] | None:
+    def program_schema(self, path: str, program_id: str) -> dict[str, Any] | None:
         """What the recorded ``create_program`` result said about ``program_id``: ``{"schema":
         {"inputs": {...}, "outputs": {...}}, "signature": {...}, "predictors": [...], "kind": ...}`` (the last
         recording wins), or ``None``."""
@@ -95,7 +97,7 @@ class CassetteLibrary:
 
     def report(self, session_id: str | None, path: str) -> dict[str, Any]:
         """What this session played from ``path`` (over every matcher it used)."""
-        target = Path(os.path.abspath(path))
+        target = os.path.abspath(path)
         with self._lock:
             cassette = self._cassette(target)
             replays = [replay for key, replay in self._replays.items() if key[0] == session_id and key[1] == target]

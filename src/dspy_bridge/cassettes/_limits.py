@@ -7,7 +7,7 @@ walks the composed node graph once, iteratively (no recursion, so no ``Recursion
 Python object is built, and refuses:
 
 - aliases and merge keys (``&anchor``/``*ref``/``<<``): a billion-laughs file is 1 KB of text;
-- nesting deeper than ``MAX_DEPTH``, more than ``MAX_NODES`` nodes, text above ``max_bytes()``;
+- nesting deeper than ``MAX_DEPTH``, more than ``MAX_NODES`` nodes, text above ``_format.max_bytes()``;
 - any tag but str, null, bool, int, float, map and seq (dates, ``!!binary``, ``!!python/...``, unknown);
 - ints outside int64/uint64, non-finite floats, map keys that are not strings.
 
@@ -17,30 +17,20 @@ Each refusal names the line and column. ``Cassette.load`` and ``dspy-bridge veri
 from __future__ import annotations
 
 import math
-import os
 from typing import Any
 
 import yaml
 
-__all__ = ["MAX_DEPTH", "MAX_NODES", "LimitError", "check_nodes", "max_bytes"]
+__all__ = ["MAX_DEPTH", "MAX_NODES", "LimitError", "check_nodes"]
 
 MAX_DEPTH = 100
 MAX_NODES = 20_000_000
-_DEFAULT_MAX_BYTES = 512 * 1024 * 1024
 _INT64_MIN, _UINT64_MAX = -(2**63), 2**64 - 1
 
 _Y = "tag:yaml.org,2002:"
 _STR, _NULL, _BOOL, _INT, _FLOAT = (_Y + name for name in ("str", "null", "bool", "int", "float"))
 _MAP, _SEQ = _Y + "map", _Y + "seq"
 _CONSTRUCTOR = yaml.constructor.SafeConstructor()
-
-
-def max_bytes() -> int:
-    """Largest cassette file accepted (``$DSPY_BRIDGE_CASSETTE_MAX_BYTES``, default 512 MiB)."""
-    try:
-        return int(os.environ.get("DSPY_BRIDGE_CASSETTE_MAX_BYTES", _DEFAULT_MAX_BYTES))
-    except ValueError:
-        return _DEFAULT_MAX_BYTES
 
 
 class LimitError(Exception):

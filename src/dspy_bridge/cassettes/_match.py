@@ -13,8 +13,10 @@ miss pays for a scan, to find the closest recording and explain the difference f
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
-from typing import Any
+TYPE_CHECKING = False  # typing stays off a mock worker's replay path
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Sequence
+    from typing import Any
 
 from dspy_bridge._exceptions import UsageError
 from dspy_bridge.protocol._programs import canonical_json

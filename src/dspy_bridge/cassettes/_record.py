@@ -28,7 +28,7 @@ from dspy_bridge._exceptions import CassetteCorrupt, HandlerError, UsageError
 from dspy_bridge._modes import RecordMode
 from dspy_bridge._secrets import secret_values
 from dspy_bridge.cassettes._cassette import Cassette, current_versions, default_meta
-from dspy_bridge.cassettes._format import CassetteDocument, dump_document
+from dspy_bridge.cassettes._format import CassetteDocument, dump_document, without_gc
 from dspy_bridge.cassettes._match import REPLAYED_COMMANDS, Matcher, canonical_response, plain_keep_order
 from dspy_bridge.cassettes._replay import Replay, make_request
 from dspy_bridge.cassettes._scrub import scrub_interaction
@@ -226,6 +226,8 @@ class Recorder:
     def _read_current(self) -> Cassette | None:
         if not self.path.exists():
             return None
+        if self._existing is not None and self._existing.unchanged_on_disk():
+            return self._existing  # nobody wrote since this recorder loaded it: no need to parse it again
         try:
             return Cassette.load(self.path)
         except CassetteCorrupt:
@@ -275,6 +277,19 @@ class Recorder:
             merged.append(interaction)
         return meta, merged
 
+    @staticmethod
+    def _encoded(current: Cassette | None, meta: dict[str, Any], interactions: list[dict[str, Any]]) -> str | bytes:
+        """The new file: the old bytes plus the new interactions when the merge only added some at the end
+        (no need to encode thousands of old ones again), else the whole document. Either way it is written
+        to a temporary file and renamed over the old one: a crash never leaves a torn cassette."""
+        if current is not None and meta == current.meta and len(interactions) >= len(current):
+            kept = zip(interactions, current.interactions, strict=False)
+            if all(new["request"] is old.request and new["response"] is old.response for new, old in kept):
+                appended = current.appended(interactions[len(current) :])
+                if appended is not None:
+                    return appended
+        return without_gc(dump_document, CassetteDocument(meta, interactions))
+
     def save(self) -> bool:
         """Merge what was recorded into the file (locked, atomic). Returns whether it wrote."""
         if not self.recording:
@@ -285,8 +300,9 @@ class Recorder:
                 return False
             with cassette_lock(self.path):
                 remove_stale_temps(self.path)
-                meta, interactions = self._merge(self._read_current())
-                write_atomic(self.path, dump_document(CassetteDocument(meta, interactions)))
+                current = self._read_current()
+                meta, interactions = self._merge(current)
+                write_atomic(self.path, self._encoded(current, meta, interactions))
             self._written.update((canonical_json(item), item) for item in self._pending)
             self._pending.clear()
             self._saved = True

@@ -8,36 +8,39 @@ the mock worker keeps one per (session id, cassette), and the pool pins a sessio
 from __future__ import annotations
 
 import shlex
-from pathlib import Path
-from typing import Any, Protocol
 
 from dspy_bridge._exceptions import CassetteMiss
-from dspy_bridge.cassettes._interaction import Interaction
 from dspy_bridge.cassettes._match import VOLATILE_ARGS, Matcher, canonical_args, closest, short
 from dspy_bridge.cassettes._scrub import scrub
 from dspy_bridge.protocol._programs import canonical_program
 
+TYPE_CHECKING = False  # typing stays off a mock worker's replay path
+if TYPE_CHECKING:
+    from pathlib import Path
+    from typing import Any, Protocol
+
+    from dspy_bridge.cassettes._interaction import Interaction
+
+    class ReplaySource(Protocol):
+        """What a replay reads from a cassette (``Cassette`` is one; ``Replay`` never imports it)."""
+
+        @property
+        def path(self) -> Path: ...
+
+        @property
+        def interactions(self) -> list[Interaction]: ...
+
+        def index(self, matcher: Matcher) -> dict[str, list[int]]: ...
+
+
 __all__ = [
     "MODE_SLOT",
     "Replay",
-    "ReplaySource",
     "default_record_hint",
     "fill_hint",
     "make_request",
     "missing_file_miss",
 ]
-
-
-class ReplaySource(Protocol):
-    """What a replay reads from a cassette (``Cassette`` is one; ``Replay`` never imports it)."""
-
-    @property
-    def path(self) -> Path: ...
-
-    @property
-    def interactions(self) -> list[Interaction]: ...
-
-    def index(self, matcher: Matcher) -> dict[str, list[int]]: ...
 
 
 def make_request(
@@ -66,7 +69,7 @@ def make_request(
 MODE_SLOT = "{mode}"  # a record hint may leave the mode open: the miss fills in the one that will work
 
 
-def default_record_hint(path: Path, context: dict[str, Any] | None = None) -> str:
+def default_record_hint(path: str | Path, context: dict[str, Any] | None = None) -> str:
     """The command that records what is missing (from the test id when the context has one)."""
     test_id = (context or {}).get("test_id")
     if isinstance(test_id, str) and test_id:
@@ -107,7 +110,7 @@ def _ignored_note(matcher: Matcher) -> str:
     )
 
 
-def missing_file_miss(path: Path, request: dict[str, Any], hint: str) -> CassetteMiss:
+def missing_file_miss(path: str | Path, request: dict[str, Any], hint: str) -> CassetteMiss:
     """The miss for a cassette that does not exist yet."""
     hint = fill_hint(hint, "once")
     return CassetteMiss(

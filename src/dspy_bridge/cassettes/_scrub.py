@@ -16,9 +16,12 @@ but never the secret itself.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Iterator
-from pathlib import Path
-from typing import Any
+
+TYPE_CHECKING = False  # typing stays off a mock worker's replay path
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Iterator
+    from pathlib import Path
+    from typing import Any
 
 from dspy_bridge._exceptions import CassetteCorrupt, SecretLeak, UsageError
 from dspy_bridge._secrets import redact_values
@@ -162,7 +165,7 @@ def _scan_nodes(path: Path, text: str) -> list[Finding]:
     """Parsed scalars catch what raw text hides: escapes (``\\x41Iza``) and folded lines."""
     import yaml
 
-    from dspy_bridge.cassettes._format import SafeLoader
+    from dspy_bridge.cassettes._yamlio import SafeLoader
 
     try:
         root = yaml.compose(text, Loader=SafeLoader)
@@ -203,6 +206,8 @@ def _scan_nodes(path: Path, text: str) -> list[Finding]:
 
 def find_secrets(path: str | Path) -> list[Finding]:
     """Every key-shaped string in one file (raw text and parsed YAML scalars)."""
+    from pathlib import Path
+
     file = Path(path)
     text = file.read_text(encoding="utf-8", errors="replace")
     findings = _scan_text(file, text)
@@ -212,6 +217,8 @@ def find_secrets(path: str | Path) -> list[Finding]:
 
 
 def _expand(paths: str | Path | Iterable[str | Path]) -> Iterator[Path]:
+    from pathlib import Path
+
     items = [paths] if isinstance(paths, str | Path) else list(paths)
     for item in items:
         path = Path(item)
@@ -234,8 +241,9 @@ def format_problem(path: Path) -> str | None:
     """
     import yaml
 
-    from dspy_bridge.cassettes._format import SafeLoader
-    from dspy_bridge.cassettes._limits import LimitError, check_nodes, compose, max_bytes
+    from dspy_bridge.cassettes._format import max_bytes
+    from dspy_bridge.cassettes._limits import LimitError, check_nodes, compose
+    from dspy_bridge.cassettes._yamlio import SafeLoader
 
     try:
         if path.stat().st_size > max_bytes():

@@ -11,8 +11,11 @@ import this without paying for pydantic or YAML.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Iterator
-from typing import Any
+
+TYPE_CHECKING = False  # typing stays off a mock worker's replay path
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Iterator
+    from typing import Any
 
 from dspy_bridge.protocol._programs import canonical_json
 from dspy_bridge.protocol._schema import generate, schema_for_type

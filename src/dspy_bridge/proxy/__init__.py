@@ -10,7 +10,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from dspy_bridge.proxy._constants import DEFAULT_MATCH_ON, DEFAULT_UPSTREAM, ERROR_HEADER, PLACEHOLDER_KEY
+from dspy_bridge.proxy._constants import (
+    DEFAULT_MATCH_ON,
+    DEFAULT_UPSTREAM,
+    DEFAULT_UPSTREAM_TIMEOUT,
+    ERROR_HEADER,
+    PLACEHOLDER_KEY,
+)
 from dspy_bridge.proxy._control import CassetteReport, ProxyProcess, ProxyStats
 from dspy_bridge.proxy._faults import Fault
 
@@ -33,6 +39,7 @@ def __getattr__(name: str) -> Any:
 __all__ = [
     "DEFAULT_MATCH_ON",
     "DEFAULT_UPSTREAM",
+    "DEFAULT_UPSTREAM_TIMEOUT",
     "ERROR_HEADER",
     "PLACEHOLDER_KEY",
     "CassetteReport",

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from dspy_bridge._secrets import PLACEHOLDER_KEY  # the key workers are given: one value, shared with them
+
 __all__ = [
     "CONTROL_PREFIX",
     "DEFAULT_MATCH_ON",
     "DEFAULT_UPSTREAM",
+    "DEFAULT_UPSTREAM_TIMEOUT",
     "ERROR_HEADER",
     "PLACEHOLDER_KEY",
     "TOKEN_HEADER",
@@ -14,9 +17,10 @@ __all__ = [
 #: Where real Gemini lives; tests point the proxy at the bundled fake instead.
 DEFAULT_UPSTREAM = "https://generativelanguage.googleapis.com"
 
-#: The key workers are given. The proxy drops whatever key a worker sends and adds the real one
-#: only on the upstream call, so a worker never holds a secret.
-PLACEHOLDER_KEY = "dspy-bridge-placeholder-key"
+#: Seconds the proxy waits on the upstream per call (connect, and between bytes of the answer): DSPy's own
+#: client (lm15) and LiteLLM wait 600 s, and a thinking model's long answer may need it.
+DEFAULT_UPSTREAM_TIMEOUT = 600.0
+
 
 #: Control endpoints live on the same server under this reserved prefix.
 CONTROL_PREFIX = "/__bridge__/"
@@ -25,7 +29,7 @@ CONTROL_PREFIX = "/__bridge__/"
 TOKEN_HEADER = "x-dspy-bridge-token"
 
 #: Set on every answer the proxy makes up itself (miss, fault, refusal): ``cassette-miss``, ``quota-spent``,
-#: ``fault``, ``no-cassette``, ``no-key``, ``upstream-unreachable``.
+#: ``fault``, ``no-cassette``, ``no-key``, ``upstream-unreachable``, ``upstream-tls``.
 ERROR_HEADER = "x-dspy-bridge-error"
 
 #: vcrpy matcher names: the API key is scrubbed before matching, so ``query`` ignores it.

@@ -38,6 +38,7 @@ from dspy_bridge.proxy._constants import (
     CONTROL_PREFIX,
     DEFAULT_MATCH_ON,
     DEFAULT_UPSTREAM,
+    DEFAULT_UPSTREAM_TIMEOUT,
     PLACEHOLDER_KEY,
     TOKEN_HEADER,
 )
@@ -114,6 +115,10 @@ class ProxyProcess:
     ``secret_env``: more variable names the proxy must not inherit (key variables never are).
     ``rate_limit_max_wait``/``rate_limit_retries``: how an upstream 429's RetryInfo is honoured while
     recording (``proxy/_ratelimit.py``; docs/recording.md, "Quotas and rate limits").
+    ``upstream_timeout``: seconds the proxy waits on the upstream per call (default 600, as DSPy's own
+    client); ``control_timeout`` (default: that plus 30 s) bounds ``eject``, which waits for calls in flight.
+    The proxy reads ``HTTPS_PROXY``/``HTTP_PROXY``/``NO_PROXY`` and ``SSL_CERT_FILE``/``REQUESTS_CA_BUNDLE``
+    from this environment (docs/recording.md, "Recording against real Gemini").
     """
 
     def __init__(
@@ -121,9 +126,9 @@ class ProxyProcess:
         *,
         upstream: str = DEFAULT_UPSTREAM,
         api_key: str | _Unset | None = UNSET,
-        upstream_timeout: float = 120.0,
+        upstream_timeout: float = DEFAULT_UPSTREAM_TIMEOUT,
         start_timeout: float = 30.0,
-        control_timeout: float = 130.0,
+        control_timeout: float | None = None,
         verbose: bool = False,
         secret_env: tuple[str, ...] | list[str] = (),
         extra_secrets: Iterable[str] | None = None,
@@ -139,7 +144,9 @@ class ProxyProcess:
         self._secrets = list(secret_values(os.environ, self._secret_env) if extra_secrets is None else extra_secrets)
         self._upstream_timeout = upstream_timeout
         self._start_timeout = start_timeout
-        self._control_timeout = control_timeout
+        if upstream_timeout <= 0:
+            raise UsageError(f"upstream_timeout must be a positive number of seconds, not {upstream_timeout!r}")
+        self._control_timeout = upstream_timeout + 30.0 if control_timeout is None else control_timeout
         self._verbose = verbose
         self._token = secrets.token_urlsafe(32)
         self._lock = threading.Lock()
@@ -165,7 +172,14 @@ class ProxyProcess:
             with contextlib.ExitStack() as cleanup_on_fail:
                 self._stderr = cleanup_on_fail.enter_context(tempfile.TemporaryFile())
                 process = subprocess.Popen(
-                    command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._stderr, env=env
+                    command,
+                    stdin=subprocess.PIPE,
+                    stdout=subprocess.PIPE,
+                    stderr=self._stderr,
+                    env=env,
+                    # Its own session: a terminal's Ctrl-C interrupts the host, which then ejects the test's
+                    # cassette without saving; the proxy still dies with the host (stdin EOF, PDEATHSIG).
+                    start_new_session=True,
                 )
                 cleanup_on_fail.callback(self._reap, process)
                 assert process.stdin is not None and process.stdout is not None

@@ -33,14 +33,16 @@ from dspy_bridge._http import LoopbackHandler, LoopbackServer, stop_on_signals, 
 from dspy_bridge.proxy._constants import (
     CONTROL_PREFIX,
     DEFAULT_UPSTREAM,
+    DEFAULT_UPSTREAM_TIMEOUT,
     ERROR_HEADER,
     TOKEN_HEADER,
 )
 from dspy_bridge.proxy._faults import Fault, FaultQueue
 from dspy_bridge.proxy._ratelimit import QUOTA_SPENT, RateLimiter, RateLimitPolicy
 from dspy_bridge.proxy._scrub import CREDENTIAL_HEADERS, CREDENTIAL_QUERY_PARAMS
-from dspy_bridge.proxy._session import CassetteOptions, CassetteSession, Exchange, Upstream
+from dspy_bridge.proxy._session import CassetteOptions, CassetteSession, Exchange
 from dspy_bridge.proxy._sse import is_event_stream, rechunk_gemini_events, split_events
+from dspy_bridge.proxy._upstream import Upstream
 
 __all__ = ["ProxyConfig", "ProxyState", "main"]
 
@@ -60,7 +62,7 @@ class ProxyConfig:
     upstream: str = DEFAULT_UPSTREAM
     api_key: str | None = None
     secrets: tuple[str, ...] = ()  # exact values scrubbed besides the key (the host's other secrets)
-    upstream_timeout: float = 120.0
+    upstream_timeout: float = DEFAULT_UPSTREAM_TIMEOUT
     parent_pid: int | None = None
     rate_limit: RateLimitPolicy = field(default_factory=RateLimitPolicy)
 
@@ -74,7 +76,7 @@ class ProxyConfig:
             upstream=str(data.get("upstream") or DEFAULT_UPSTREAM),
             api_key=data.get("api_key") or None,
             secrets=tuple(str(secret) for secret in data.get("secrets") or ()),
-            upstream_timeout=float(data.get("upstream_timeout", 120.0)),
+            upstream_timeout=float(data.get("upstream_timeout", DEFAULT_UPSTREAM_TIMEOUT)),
             parent_pid=data.get("parent_pid"),
             rate_limit=RateLimitPolicy(
                 float(data.get("rate_limit_max_wait", 60.0)), int(data.get("rate_limit_retries", 3))
@@ -292,6 +294,9 @@ class _Handler(LoopbackHandler):
         elif exchange.kind == "no-key":
             state.count("refused")
             self._send_made_up_error(409, "NO_API_KEY", exchange.message, "no-key")
+        elif exchange.kind == "tls-error":  # 400: neither DSPy nor LiteLLM retries it; waiting cannot fix it
+            state.count("upstream_errors")
+            self._send_made_up_error(400, "UPSTREAM_CERTIFICATE_INVALID", exchange.message, "upstream-tls")
         else:
             state.count("upstream_errors")
             if exchange.streamed:  # the head is out: all we can do is cut the stream

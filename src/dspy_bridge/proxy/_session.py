@@ -1,20 +1,27 @@
-"""One open HTTP cassette: every proxied call goes through ``http.client`` inside vcrpy.
+"""One open HTTP cassette: vcrpy's ``Cassette`` decides and stores, our own connection does the I/O.
 
-    handler ──exchange()──► [session lock] ──► http.client.HTTP(S)Connection  (patched by vcrpy
-                                                   │                              while open)
-                       replay: vcrpy answers from the cassette, nothing leaves the machine
-                       record: vcrpy sends upstream, records; _TeeResponse relays SSE events
-                               to the worker as they arrive
+    handler ──exchange()──► [lock] match: vcrpy's can_play_response_for / play_response ──► replayed
+                                   (or miss, near match, no key)
+                            ──► no lock: http.client.HTTP(S)Connection to the upstream (_upstream.py),
+                                _TeeResponse relays SSE events to the worker as they arrive
+                            ──► [lock] append: vcrpy's Cassette.append (hooks, scrubbing) ──► forwarded
 
-vcrpy patches ``http.client`` process-wide while a cassette is open, which is why this runs in the
-proxy process and nowhere else, and why exchanges are serialised: vcrpy's ``Cassette`` is not
-thread-safe. Record modes, matchers and the cassette format are vcrpy's; this module adds the
-``rewrite`` mode (vcrpy ``all`` + ``drop_unused_requests``), a ``body`` matcher that can ignore
-volatile JSON fields, SSE separators beside vcrpy's ``body.string``, scrubbing hooks, loopback
-upstream URIs without their (random) port, the atomic persister, and the recording policy:
+Only matching and appending hold the session lock (vcrpy's ``Cassette`` is not thread-safe), so N calls
+recording at once take about as long as the slowest, not the sum. vcrpy patches nothing here (every
+patcher is skipped): the upstream call is made with plain ``http.client`` and handed to the cassette as
+vcrpy's own ``VCRConnection`` would. Identical requests in flight at once are each sent upstream and each
+recorded, in the order their answers completed, as they would be one after the other; a replay answers
+identical requests from those recordings in the same order. Closing with ``save`` waits for calls in
+flight (up to the upstream timeout) so their recordings are kept.
+
+Record modes, matchers and the cassette format are vcrpy's; this module adds the ``rewrite`` mode (vcrpy
+``all`` + ``drop_unused_requests``), a ``body`` matcher that can ignore volatile JSON fields, SSE
+separators beside vcrpy's ``body.string``, scrubbing hooks, loopback upstream URIs without their (random)
+port, the atomic persister, and the recording policy:
 
 * a failure the proxy itself saw (DNS, refused, timeout, TLS, a cut connection) is never recorded:
-  it is reported as ``upstream unreachable: <reason>`` (``not_recorded``);
+  it is reported as ``upstream unreachable: <reason>`` (``not_recorded``); a certificate failure is
+  its own kind (``tls-error``), as retrying cannot fix it;
 * an error status the upstream answered (429, 5xx, 4xx) is recorded only with ``record_errors``;
   otherwise it reaches the worker but not the file, and the report says so;
 * ``record_empty`` writes a cassette with no interactions when a recording run made no call, so the
@@ -27,6 +34,7 @@ import copy
 import http.client
 import json
 import os
+import ssl
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -42,6 +50,7 @@ from dspy_bridge.proxy._persister import AtomicPersister
 from dspy_bridge.proxy._scrub import Scrubber, vcr_filter_options
 from dspy_bridge.proxy._serializer import ReadableYaml
 from dspy_bridge.proxy._sse import EventFramer, is_event_stream, restore_sse_events, store_sse_events
+from dspy_bridge.proxy._upstream import ForwardProxy, Upstream, tls_advice
 
 __all__ = ["CassetteOptions", "CassetteSession", "Exchange", "Relay", "Upstream"]
 
@@ -129,42 +138,6 @@ class CassetteOptions:
         )
 
 
-@dataclass(frozen=True, slots=True)
-class Upstream:
-    """Where recordings come from: scheme, host, port and an optional path prefix."""
-
-    scheme: str
-    host: str
-    port: int
-    prefix: str = ""
-
-    @classmethod
-    def parse(cls, url: str) -> Upstream:
-        """``https://generativelanguage.googleapis.com``; a trailing ``/v1beta`` is tolerated."""
-        parts = urlsplit(url)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise UsageError(
-                f"upstream must be an http(s) URL such as https://generativelanguage.googleapis.com, not {url!r}"
-            )
-        prefix = parts.path.rstrip("/").removesuffix("/v1beta")
-        port = parts.port or (443 if parts.scheme == "https" else 80)
-        return cls(parts.scheme, parts.hostname, port, prefix)
-
-    def target(self, path_and_query: str) -> str:
-        return self.prefix + path_and_query
-
-    def uri(self, path_and_query: str) -> str:
-        """The absolute URI as vcrpy records it (default ports left out)."""
-        default = 443 if self.scheme == "https" else 80
-        port = "" if self.port == default else f":{self.port}"
-        return f"{self.scheme}://{self.host}{port}{self.target(path_and_query)}"
-
-    def connect(self, timeout: float) -> http.client.HTTPConnection:
-        """A new connection, looked up on ``http.client`` now, so vcrpy's patched class is used."""
-        cls = http.client.HTTPSConnection if self.scheme == "https" else http.client.HTTPConnection
-        return cls(self.host, self.port, timeout=timeout)
-
-
 class Relay(Protocol):
     """Where a recorded SSE answer is relayed to as it arrives (the worker's connection)."""
 
@@ -179,7 +152,7 @@ class Relay(Protocol):
 class Exchange:
     """What one proxied call came to. ``streamed``: head and body were already relayed."""
 
-    kind: str  # "replayed" | "forwarded" | "miss" | "no-key" | "upstream-error"
+    kind: str  # "replayed" | "forwarded" | "miss" | "no-key" | "upstream-error" | "tls-error"
     status: int = 0
     reason: str = ""
     headers: list[tuple[str, str]] = field(default_factory=list)
@@ -259,7 +232,7 @@ def body_matcher(ignore_fields: Sequence[str]) -> Callable[[Any, Any], None]:
 
 
 class CassetteSession:
-    """An open vcrpy cassette plus the lock that serialises calls through it."""
+    """An open vcrpy cassette, the lock around its state, and the calls in flight through it."""
 
     def __init__(
         self,
@@ -274,13 +247,16 @@ class CassetteSession:
         self._upstream = upstream
         self._api_key = api_key
         self._timeout = timeout
+        self._via: ForwardProxy | None = upstream.forward_proxy()
         self._scrubber = Scrubber([api_key, *secrets])
         self._lock = threading.Lock()
+        self._idle = threading.Condition(self._lock)  # notified when a call in flight is done
+        self._in_flight = 0
         self._context: Any = None
         self._cassette: Any = None
         self._loaded = 0
-        self._current = ""  # "METHOD target" of the exchange in progress (exchanges are serialised)
-        self._live = False  # inside an exchange: vcrpy's hooks also run for interactions loaded from the file
+        self._current = ""  # "METHOD target" of the interaction being appended (under the lock)
+        self._live = False  # appending a live answer: vcrpy's hooks also run for interactions loaded from the file
         self.counts = {"requests": 0, "replayed": 0, "forwarded": 0, "misses": 0, "errors": 0, "unreachable": 0}
         self.misses: list[str] = []
         self.not_recorded: list[str] = []  # what was not written, and why
@@ -305,7 +281,7 @@ class CassetteSession:
         return self._scrubber.response(response)
 
     def open(self) -> None:
-        """Load the cassette (``CassetteCorrupt`` on a bad file) and patch ``http.client``."""
+        """Load the cassette (``CassetteCorrupt`` on a bad file); nothing is patched."""
         import vcr
         from vcr.patch import PATCHER_NAMES
 
@@ -323,7 +299,7 @@ class CassetteSession:
             after_load_interaction=restore_sse_events,
             decode_compressed_response=True,
             drop_unused_requests=drop_unused,
-            skip_patchers=[name for name in PATCHER_NAMES if name != "httplib"],
+            skip_patchers=list(PATCHER_NAMES),  # we hand vcrpy each call ourselves (``exchange``)
             filter_post_data_parameters=[(name, None) for name in options.filter_post_data_parameters],
             **filters,
         )
@@ -341,8 +317,14 @@ class CassetteSession:
             self._loaded = len(self._cassette.data)
 
     def close(self, *, save: bool = True) -> dict[str, Any]:
-        """Unpatch and (unless ``save`` is false) write the cassette; returns the test's report."""
+        """Write the cassette (unless ``save`` is false) and return the test's report.
+
+        With ``save``, calls still in flight are waited for (up to the upstream timeout), so what they record
+        is kept; without, they finish for their worker but are not recorded.
+        """
         with self._lock:
+            if save:
+                self._idle.wait_for(lambda: self._in_flight == 0, timeout=self._timeout + 5.0)
             cassette, context = self._cassette, self._context
             self._cassette = self._context = None
         if cassette is None:
@@ -381,57 +363,30 @@ class CassetteSession:
 
     def exchange(self, method: str, target: str, headers: dict[str, str], body: bytes, relay: Relay) -> Exchange:
         """Answer one call from the cassette, or send it upstream and record it (per record mode)."""
-        from vcr.errors import CannotOverwriteExistingCassetteException
         from vcr.request import Request
 
         sent_headers = dict(headers)
         if self._api_key:
             sent_headers["x-goog-api-key"] = self._api_key
+        request = Request(method, self._upstream.uri(target), body, sent_headers)
         with self._lock:
-            cassette = self._cassette
-            if cassette is None:
-                raise RuntimeError("cassette session is not open")
-            self.counts["requests"] += 1
-            self._current = f"{method} {target}"
-            probe = Request(method, self._upstream.uri(target), body, sent_headers)
-            if not self._api_key and not cassette.write_protected and not cassette.can_play_response_for(probe):
-                self.counts["errors"] += 1
-                return Exchange(
-                    "no-key",
-                    message=f"{method} {target} is not in {self.options.path} and would be recorded, but the proxy "
-                    f"has no API key. Export {key_env_hint()} in the host to record.",
-                )
-            played_before = cassette.play_count
-            connection = self._upstream.connect(self._timeout)
-            connection.response_class = _tee_response_class(relay)
-            self._live = True
+            answer = self._from_cassette(request, f"{method} {target}")
+            if answer is not None:
+                return answer
+            self._in_flight += 1
+        try:
             try:
-                connection.request(method, self._upstream.target(target), body=body, headers=sent_headers)
-                response = connection.getresponse()
-                data = response.read()
-            except CannotOverwriteExistingCassetteException as exc:
-                near = self._near_match(cassette, probe)
-                if near is not None:
-                    return near
-                message = self._scrubber.text(str(exc))
-                self.counts["misses"] += 1
-                self.misses.append(message)
-                return Exchange("miss", message=message)
+                response, data = self._send(method, target, body, sent_headers, relay)
             except (OSError, http.client.HTTPException) as exc:
-                self.counts["errors"] += 1
-                self.counts["unreachable"] += 1
-                where = f"{self._upstream.scheme}://{self._upstream.host}:{self._upstream.port}"
-                reason = f"{type(exc).__name__}: {self._scrubber.text(str(exc))}".rstrip(": ")
-                message = f"upstream unreachable: {reason} ({where}, {method} {target}) — nothing recorded"
-                self.not_recorded.append(message)
-                return Exchange("upstream-error", streamed=relay.started, message=message)
-            finally:
-                self._live = False
-                connection.close()
-            kind = "replayed" if cassette.play_count > played_before else "forwarded"
-            self.counts[kind] += 1
+                return self._failed(method, target, exc, relay)
+            with self._lock:
+                self._record(request, response, data, f"{method} {target}")
+        finally:
+            with self._lock:
+                self._in_flight -= 1
+                self._idle.notify_all()
         return Exchange(
-            kind, response.status, response.reason, list(response.getheaders()), data, streamed=relay.started
+            "forwarded", response.status, response.reason, list(response.getheaders()), data, streamed=relay.started
         )
 
     def records(self, method: str, target: str, headers: dict[str, str], body: bytes) -> bool:
@@ -444,6 +399,88 @@ class CassetteSession:
             if cassette is None or cassette.write_protected:
                 return False
             return not cassette.can_play_response_for(Request(method, self._upstream.uri(target), body, sent_headers))
+
+    def _from_cassette(self, request: Any, current: str) -> Exchange | None:
+        """Under the lock: the answer the cassette gives (replay, miss, near match, no key), or None to record."""
+        from vcr.errors import CannotOverwriteExistingCassetteException
+
+        cassette = self._cassette
+        if cassette is None:
+            raise RuntimeError("cassette session is not open")
+        self.counts["requests"] += 1
+        self._current = current
+        if cassette.can_play_response_for(request):
+            self.counts["replayed"] += 1
+            return _exchange_from_recording("replayed", cassette.play_response(request))
+        if cassette.write_protected and cassette.filter_request(request):
+            near = self._near_match(cassette, request)
+            if near is not None:
+                return near
+            exc = CannotOverwriteExistingCassetteException(cassette=cassette, failed_request=request)
+            message = self._scrubber.text(str(exc))
+            self.counts["misses"] += 1
+            self.misses.append(message)
+            return Exchange("miss", message=message)
+        if not self._api_key:
+            self.counts["errors"] += 1
+            return Exchange(
+                "no-key",
+                message=f"{current} is not in {self.options.path} and would be recorded, but the proxy "
+                f"has no API key. Export {key_env_hint()} in the host to record.",
+            )
+        return None
+
+    def _send(
+        self, method: str, target: str, body: bytes, headers: dict[str, str], relay: Relay
+    ) -> tuple[http.client.HTTPResponse, bytes]:
+        """The upstream call itself, outside the lock; SSE events reach ``relay`` as they arrive."""
+        connection = self._upstream.connect(self._timeout, self._via)
+        connection.response_class = _tee_response_class(relay)
+        try:
+            target = self._upstream.request_target(target, self._via)
+            if self._via is not None and self._via.authorization and self._upstream.scheme == "http":
+                headers = {**headers, "Proxy-Authorization": self._via.authorization}  # the hop only: not recorded
+            connection.request(method, target, body=body, headers=headers)
+            response = connection.getresponse()
+            return response, response.read()
+        finally:
+            connection.close()
+
+    def _record(self, request: Any, response: http.client.HTTPResponse, data: bytes, current: str) -> None:
+        """Under the lock: hand the answer to vcrpy as its ``VCRConnection`` does (hooks, scrubbing, append)."""
+        from vcr.stubs import serialize_headers
+
+        cassette = self._cassette
+        if cassette is None:  # ejected without saving while the call was in flight
+            return
+        recorded = {
+            "status": {"code": response.status, "message": response.reason},
+            "headers": serialize_headers(response),
+            "body": {"string": data},
+        }
+        self._live, self._current = True, current
+        try:
+            cassette.append(request, recorded)
+        finally:
+            self._live = False
+        self.counts["forwarded"] += 1
+
+    def _failed(self, method: str, target: str, exc: Exception, relay: Relay) -> Exchange:
+        """A failure the proxy itself saw: never recorded, always reported."""
+        with self._lock:
+            self.counts["errors"] += 1
+            self.counts["unreachable"] += 1
+            if isinstance(exc, ssl.SSLCertVerificationError):
+                message = tls_advice(self._upstream, self._via, exc)
+                self.not_recorded.append(f"upstream unreachable: {message} ({method} {target})")
+                return Exchange("tls-error", message=message)
+            via = f" through the forward proxy {self._via}" if self._via is not None else ""
+            reason = f"{type(exc).__name__}: {self._scrubber.text(str(exc))}".rstrip(": ")
+            message = (
+                f"upstream unreachable: {reason} ({self._upstream.origin}{via}, {method} {target}) — nothing recorded"
+            )
+            self.not_recorded.append(message)
+            return Exchange("upstream-error", streamed=relay.started, message=message)
 
     def _near_match(self, cassette: Any, probe: Any) -> Exchange | None:
         """With ``near_match`` set: answer a miss from the most similar recording, and say so."""
@@ -460,12 +497,16 @@ class CassetteSession:
             f"{self._current}: answered by recording #{found.index + 1} of {len(cassette.data)} "
             f"(prompt similarity {found.similarity:.3f}, threshold {threshold:g}) — re-record to make it exact"
         )
-        response = cassette.data[found.index][1]
-        status = response.get("status") or {}
-        headers = [(name, str(value)) for name, value in _header_items(response.get("headers") or {})]
-        content = (response.get("body") or {}).get("string") or b""
-        content = content if isinstance(content, bytes) else str(content).encode("utf-8")
-        return Exchange("replayed", int(status.get("code") or 200), str(status.get("message") or ""), headers, content)
+        return _exchange_from_recording("replayed", cassette.data[found.index][1])
+
+
+def _exchange_from_recording(kind: str, response: dict[str, Any]) -> Exchange:
+    """A recorded vcrpy response as the worker gets it (what ``VCRHTTPResponse`` would give)."""
+    status = response.get("status") or {}
+    headers = [(name, str(value)) for name, value in _header_items(response.get("headers") or {})]
+    content = (response.get("body") or {}).get("string") or b""
+    content = content if isinstance(content, bytes) else str(content).encode("utf-8")
+    return Exchange(kind, int(status.get("code") or 200), str(status.get("message") or ""), headers, content)
 
 
 def _header_items(headers: dict[str, Any]) -> list[tuple[str, Any]]:

@@ -5,7 +5,8 @@ from ``GOOGLE_GEMINI_BASE_URL`` and its key from ``GOOGLE_API_KEY``/``GEMINI_API
 made (google-genai ``_base_url.get_base_url`` and ``_api_client.get_env_api_key``). When a session's LM goes
 through a loopback proxy (the plugin's cassette proxy, whose key is a placeholder the proxy replaces), the
 worker points those variables at it, so such calls are recorded, replayed offline and scrubbed like DSPy's.
-A real key is never written here: only a loopback base URL with the placeholder it came with is routed.
+Only the proxy's placeholder key is ever written to the environment (``_secrets.PLACEHOLDER_KEY``): a real key
+given in ``configure_lm`` stays in the session's LM, and a session without a key never inherits one from here.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ from __future__ import annotations
 import os
 import threading
 from urllib.parse import urlsplit
+
+from dspy_bridge._secrets import PLACEHOLDER_KEY
 
 __all__ = ["BASE_URL_ENV", "route_google_genai"]
 
@@ -25,12 +28,13 @@ _lock = threading.Lock()
 
 
 def route_google_genai(model: str, api_base: object, api_key: object) -> bool:
-    """Point google-genai at ``api_base`` if it is a loopback proxy for a ``gemini/`` model; True if it did.
+    """Point google-genai at ``api_base`` if it is the loopback cassette proxy (its placeholder key) for a
+    ``gemini/`` model; True if it did.
 
     Clients made after this call use it; the variables are process-wide, so the latest session's proxy
     wins (every session of a test run shares the one proxy).
     """
-    if not model.startswith("gemini/") or not isinstance(api_base, str) or not isinstance(api_key, str):
+    if not model.startswith("gemini/") or not isinstance(api_base, str) or api_key != PLACEHOLDER_KEY:
         return False
     parts = urlsplit(api_base)
     if parts.scheme != "http" or parts.hostname not in _LOOPBACK:

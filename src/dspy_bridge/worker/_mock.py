@@ -47,7 +47,7 @@ class CassetteHandlers(BaseHandlers):
         self._cassettes: CassetteLibrary | None = None  # loaded on the first request naming a cassette
 
     def after_hello(self) -> None:
-        """Import what replay needs (cassette library, YAML, schemas; ~25 ms) on a daemon thread while the
+        """Import what replay needs (cassette library, json, schemas; ~15 ms) on a daemon thread while the
         host is busy elsewhere, so the first request naming a cassette does not pay for it. A request that
         arrives first just waits on the same import locks: never slower than importing on demand."""
         import sys
@@ -144,19 +144,18 @@ class CassetteHandlers(BaseHandlers):
         inputs: dict[str, Any],
         context: dict[str, Any],
     ) -> dict[str, Any]:
-        import copy
-
         library = self._library()
         from dspy_bridge._exceptions import CassetteCorrupt, CassetteMiss, UsageError
         from dspy_bridge.cassettes._config import CassetteConfig
         from dspy_bridge.cassettes._replay import make_request
-        from dspy_bridge.cassettes._synthetic import synthetic_answer
 
         try:
             config = CassetteConfig.from_context(context["cassette"])
         except UsageError as exc:
             raise HandlerFailure(ErrorType.INVALID_REQUEST, str(exc), details={"argument": "context.cassette"}) from exc
         if config.path is None:
+            from dspy_bridge.cassettes._synthetic import synthetic_answer
+
             return synthetic_answer(program.definition, _synthetic_fields(program, context, self), inputs)
         args = dict(context.get(_ARGS_KEY) or {"program_id": program.program_id, "inputs": inputs})
         model = (lm_session.lm_settings or {}).get("model")
@@ -169,6 +168,8 @@ class CassetteHandlers(BaseHandlers):
             ) from None
         except CassetteMiss as miss:
             if config.synthetic:
+                from dspy_bridge.cassettes._synthetic import synthetic_answer
+
                 return synthetic_answer(program.definition, _synthetic_fields(program, context, self), inputs)
             raise HandlerFailure(ErrorType.CASSETTE_MISS, miss.message, details=miss.details) from miss
         except CassetteCorrupt as exc:
@@ -181,9 +182,9 @@ class CassetteHandlers(BaseHandlers):
                 ErrorType(error["type"]),
                 str(error["message"]),
                 retryable=bool(error.get("retryable", False)),
-                details=copy.deepcopy(error.get("details")),
+                details=_copy(error.get("details")),
             )
-        result = copy.deepcopy(response["result"])
+        result = _copy(response["result"])
         if not isinstance(result, dict):
             result = {"outputs": result}
         shape = self._output_shape(program, context)
@@ -277,9 +278,15 @@ class CassetteHandlers(BaseHandlers):
         return result
 
 
+def _copy(value: Any) -> Any:
+    """A deep copy of plain cassette data, through msgpack (already loaded: ``copy`` would import ``weakref``)."""
+    import msgpack
+
+    return msgpack.unpackb(msgpack.packb(value, use_bin_type=True), raw=False)
+
+
 #: What replaying a cassette imports (the zygote preloads them; a spawned worker warms them after its Hello).
 REPLAY_MODULES = (
-    "copy",
     "dspy_bridge.cassettes._config",
     "dspy_bridge.cassettes._library",
     "dspy_bridge.cassettes._replay",

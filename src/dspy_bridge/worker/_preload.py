@@ -26,7 +26,6 @@ WORKER_MODULES = (
     "dspy_bridge.worker._loop",
     "dspy_bridge.worker._mock",
     # what a mock child needs to replay a cassette (``_mock.REPLAY_MODULES``): no child imports it on its own
-    "copy",
     "dspy_bridge.cassettes._config",
     "dspy_bridge.cassettes._library",
     "dspy_bridge.cassettes._replay",
