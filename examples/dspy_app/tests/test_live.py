@@ -1,7 +1,9 @@
 """A stream consumer under the finest chunking: ``LiveAnswer`` fed one character at a time.
 
 ``stream_chunks=1`` replays the recorded stream cut into one-character chunks, so a consumer that counted a word
-per chunk, or dropped a chunk's edge, would show it here — the recording itself came in far larger pieces.
+per chunk, or dropped a chunk's edge, would show it here — the recording itself came in far larger pieces. Run as
+the drift check (``--bridge-mode=integration``), real DSPy gets the recorded SSE stream cut the same way, and
+DSPy 3.4's stream listener lets its ``[[ ## completed ## ]]`` marker through as answer text: the view holds it back.
 """
 
 from __future__ import annotations
