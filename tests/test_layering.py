@@ -48,6 +48,7 @@ TOP_MODULES = {
     f"{ROOT}.pytest_plugin",
     f"{ROOT}.cli",
     f"{ROOT}._cli_prompts",
+    f"{ROOT}._cli_cassettes",
     f"{ROOT}._client",
     f"{ROOT}._typed",
 }

@@ -6,10 +6,13 @@ environment, the bundled fake standing in for real Gemini), and the next plain r
 
 from __future__ import annotations
 
+import json
 import re
 import shlex
 
 import pytest
+
+from dspy_bridge.cli import main
 
 pytest_plugins = ["pytester"]
 
@@ -77,6 +80,15 @@ def test_a_changed_program_suggests_rewrite(pytester: pytest.Pytester, monkeypat
     _run(pytester, *args).assert_outcomes(passed=1)
     _run(pytester).assert_outcomes(passed=1)
 
+    # docs/recording.md, "Is a cassette still what a fresh recording gives?": record into a scratch folder, diff.
+    fresh = pytester.path / "fresh"
+    _run(pytester, "test_qa.py::test_capital", "--bridge-record=all", f"--bridge-cassette-dir={fresh}").assert_outcomes(
+        passed=1
+    )
+    for suffix in (".bridge.yaml", ".http.yaml"):
+        kept, new = f"cassettes/test_qa/test_capital{suffix}", str(fresh / f"test_qa/test_capital{suffix}")
+        assert main(["cassettes", "diff", kept, new]) == 0  # the fake answers alike: the same, but for ids and times
+
 
 XDIST_TESTS = """
 import pytest
@@ -103,3 +115,8 @@ def test_xdist_prints_one_merged_summary(pytester: pytest.Pytester) -> None:
         ]
     )
     assert result.stdout.str().count("dspy-bridge summary") == 1
+    # One run record, merged from both workers (each ran some tests; both collected all four).
+    result.stdout.fnmatch_lines(["run record: .dspy-bridge/last-run.json (4 bridge test(s) ran, 0 cassette(s) used)*"])
+    record = json.loads((pytester.path / ".dspy-bridge" / "last-run.json").read_text())
+    assert (record["ran"], record["collected"], record["selected"]) == (4, 4, 4)
+    assert len(record["claimed"]) == 4 and set(record["claimed"].values()) == {"ran"}

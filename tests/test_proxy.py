@@ -112,8 +112,12 @@ def test_record_then_replay_with_the_upstream_stopped(tmp_path: Path) -> None:
         proxy.use_cassette(cassette, record_mode="none")
         replayed = [post(proxy.port, GENERATE, gemini_body("second")), post(proxy.port, GENERATE, gemini_body("first"))]
         report = proxy.eject()
+        proxy.use_cassette(cassette, record_mode="none")
+        post(proxy.port, GENERATE, gemini_body("second"))
+        assert proxy.eject().played == (1,)  # "first" (interaction 0) was never asked for
     assert [body for _, _, body in replayed] == [recorded[1][2], recorded[0][2]]  # byte for byte, matched by body
     assert (report.replayed, report.forwarded, report.misses, report.saved) == (2, 0, 0, False)
+    assert report.played == (0, 1)  # the interactions answered, in file order (for cassettes unused)
     assert upstream.request_count == 2  # nothing reached the upstream during replay
 
 
@@ -179,7 +183,8 @@ def test_ignored_body_fields_let_volatile_parts_differ(proxy: ProxyProcess, tmp_
     proxy.eject()
     proxy.use_cassette(cassette, record_mode="none", ignore_body_fields=["generationConfig.seed"])
     assert post(proxy.port, GENERATE, changed)[0] == 200
-    assert proxy.eject().replayed == 1
+    report = proxy.eject()
+    assert report.replayed == 1 and report.played == (0,)
 
 
 # ─── Keys ───────────────────────────────────────────────────────────────────
@@ -474,7 +479,11 @@ class _ChattyUpstream(BaseHTTPRequestHandler):
     def do_POST(self) -> None:
         type(self).calls += 1
         self.rfile.read(int(self.headers.get("Content-Length", 0)))
-        body = json.dumps({"candidates": [{"content": {"role": "model", "parts": [{"text": "4"}]}}]}).encode()
+        answer = {
+            "candidates": [{"content": {"role": "model", "parts": [{"text": "4"}]}}],
+            "responseId": f"id{self.calls}",
+        }
+        body = json.dumps(answer).encode()  # Gemini's responseId is new on every call
         self.send_response(200)  # adds Date and Server
         self.send_header("Content-Type", "application/json; charset=UTF-8")
         self.send_header("Server-Timing", f"gfet4t7; dur={type(self).calls * 17}")
@@ -508,3 +517,19 @@ def test_re_recording_the_same_answer_changes_nothing_in_the_file(tmp_path: Path
     names = {name.lower() for name in headers}
     assert not names & {"date", "server-timing", "alt-svc", "x-request-id", "content-length"}
     assert "content-type" in names  # what the answer is, is kept
+    stored = json.loads(yaml.safe_load(texts[0])["interactions"][0]["response"]["body"]["string"])
+    assert (
+        stored["responseId"].startswith("recorded-") and stored["candidates"][0]["content"]["parts"][0]["text"] == "4"
+    )
+
+
+def test_one_streams_events_keep_one_stable_response_id() -> None:
+    from dspy_bridge.proxy._scrub import stable_response_ids
+
+    stream = b'data: {"candidates": [], "responseId": "abc"}\r\n\r\ndata: {"responseId":"abc","x":1}\r\n\r\n'
+    again = stream.replace(b"abc", b"xyz")
+    stable = stable_response_ids(stream)
+    assert stable == stable_response_ids(again) and b"abc" not in stable
+    ids = {line.split(b'"responseId"')[1].split(b'"')[1] for line in stable.split(b"\r\n\r\n") if line}
+    assert len(ids) == 1
+    assert stable_response_ids("no id here") == "no id here"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import tempfile
@@ -64,6 +65,13 @@ def test_integration_tests_run_real_workers_offline_from_http_cassettes(
     result.stdout.fnmatch_lines(
         ["pool integration*2 workers, ready in * s*", "integration tests 2, requests 6, LM answers 2*"]
     )
+    # The run record knows which HTTP interactions the proxy replayed: each test played its one recording.
+    record = json.loads((project / ".dspy-bridge" / "last-run.json").read_text())
+    used = {Path(path).name: entry for path, entry in record["cassettes"].items()}
+    assert {name: entry["played"] for name, entry in used.items()} == {
+        "test_answer_on_real_workers.http.yaml": [0],
+        "test_sentiment_on_real_workers.http.yaml": [0],
+    }
 
 
 @pytest.mark.slow

@@ -1,12 +1,13 @@
 """``dspy-bridge``: the command line. Every subcommand wraps library calls; nothing is reimplemented.
 
 dspy-bridge demo                 real worker → fake Gemini, recorded; mock worker replays it (offline)
-dspy-bridge verify PATH...       fail if any cassette holds something key-shaped
+dspy-bridge verify PATH...       the same as: dspy-bridge cassettes verify PATH...
 dspy-bridge daemon start|stop|status   keep a warm zygote between test runs
                                  (status exits 0 running, 1 not running, 2 incompatible; --json)
 dspy-bridge fake-gemini          serve the bundled fake Gemini on 127.0.0.1
-dspy-bridge cassettes list|show|stats   look after bridge and HTTP cassettes (read-only; --json)
-                                 (exit 0 ok, 1 a file could not be read, 2 usage: missing path, none found)
+dspy-bridge cassettes list|show|diff|unused|prune|verify|stats
+                                 look after bridge and HTTP cassettes (--json on each; exit codes:
+                                 dspy-bridge cassettes --help)
 """
 
 from __future__ import annotations
@@ -71,19 +72,10 @@ def demo(args: argparse.Namespace) -> int:
 
 
 def verify(args: argparse.Namespace) -> int:
-    from dspy_bridge._exceptions import CassetteError, UsageError
-    from dspy_bridge.cassettes import verify as verify_cassettes
+    """The old spelling of ``dspy-bridge cassettes verify`` (kept as an alias)."""
+    from dspy_bridge._cli_cassettes import verify as verify_cassettes
 
-    try:
-        files = verify_cassettes([Path(p) for p in args.paths])
-    except UsageError as exc:
-        print(f"dspy-bridge verify: {exc}", file=sys.stderr)
-        return 2
-    except CassetteError as exc:  # SecretLeak, CassetteCorrupt
-        print(f"dspy-bridge verify: {exc}", file=sys.stderr)
-        return 1
-    print(f"dspy-bridge verify: {len(files)} cassette file(s) are plain data and hold nothing key-shaped")
-    return 0
+    return verify_cassettes(args)
 
 
 def daemon(args: argparse.Namespace) -> int:
@@ -126,92 +118,6 @@ def fake_gemini(args: argparse.Namespace) -> int:
     return 0
 
 
-def cassettes(args: argparse.Namespace) -> int:
-    """``cassettes list|show|stats``: 0 ok, 1 some file could not be read (named; the others still shown), 2 usage."""
-    from dspy_bridge._exceptions import UsageError
-    from dspy_bridge.cassettes import _inventory as inventory
-
-    prog = f"dspy-bridge cassettes {args.action}"
-    try:
-        if args.action == "show":
-            return _show_cassette(args, prog)
-        files = inventory.discover(args.paths or ["."])
-    except UsageError as exc:
-        print(f"{prog}: {exc}", file=sys.stderr)
-        return 2
-    entries = [inventory.read_entry(file, stale_days=getattr(args, "stale_days", None)) for file in files]
-    if args.action == "list":
-        if args.json:
-            print(json.dumps([entry.as_dict() for entry in entries], indent=2))
-        else:
-            print("\n".join(inventory.list_line(entry) for entry in entries))
-    else:
-        summary = inventory.stats(entries)
-        print(json.dumps(summary, indent=2) if args.json else _stats_text(summary))
-    broken = [entry for entry in entries if entry.error is not None]
-    for entry in broken:
-        print(f"{prog}: could not read {entry.path}: {entry.error}", file=sys.stderr)
-    return 1 if broken else 0
-
-
-def _stats_text(summary: dict[str, Any]) -> str:
-    from dspy_bridge.cassettes._inventory import human_size
-
-    by_level = ", ".join(f"{n} {level}" for level, n in sorted(summary["files_by_level"].items())) or "none readable"
-    per_level = ", ".join(f"{n} {level}" for level, n in summary["interactions_by_level"].items()) or "-"
-    lines = [
-        f"files:            {summary['files']} ({by_level}; {len(summary['corrupt'])} corrupt)",
-        f"interactions:     {summary['interactions']} ({per_level})",
-        f"size:             {human_size(summary['bytes'])} ({summary['bytes']} bytes)",
-    ]
-    for key in ("oldest", "newest"):
-        if summary[key]:
-            lines.append(f"{key + ':':<17} {summary[key]['recorded']}  {summary[key]['path']}")
-    against = ", ".join(f"{name} × {n}" for name, n in summary["recorded_against"].items())
-    lines.append(f"recorded against: {against or '-'}")
-    versions = ", ".join(f"{name} × {n}" for name, n in summary["dspy_versions"].items())
-    lines.append(f"DSPy versions:    {versions or '-'}")
-    return "\n".join(lines)
-
-
-def _show_cassette(args: argparse.Namespace, prog: str) -> int:
-    from dspy_bridge._exceptions import CassetteError, UsageError
-    from dspy_bridge.cassettes import _inventory as inventory
-
-    path = Path(args.file)
-    if not path.is_file():
-        raise UsageError(f"{path} is not a file: give one cassette (*.bridge.yaml, *.http.yaml or legacy *.yaml)")
-    try:
-        level, meta, items = inventory.interactions_of(path)
-    except (CassetteError, OSError) as exc:
-        print(f"{prog}: could not read {path}: {exc}", file=sys.stderr)
-        return 1
-    indexes = list(range(len(items)))
-    if args.index is not None:
-        if not 0 <= args.index < len(items):
-            raise UsageError(f"--index {args.index} is out of range: {path} holds {len(items)} interaction(s)")
-        indexes = [args.index]
-    if args.json:
-        shown = [{"index": i, **items[i]} for i in indexes]
-        print(
-            json.dumps(
-                {"path": str(path), "level": level, "meta": meta, "interactions": shown}, indent=2, default=_plain
-            )
-        )
-        return 0
-    print(f"{path}  ({level} cassette, {len(items)} interaction(s))")
-    for key, value in meta.items():
-        print(f"  {key}: {value}")
-    for i in indexes:
-        print(inventory.render_interaction(level, i, items[i]))
-    return 0
-
-
-def _plain(value: Any) -> str:
-    """JSON for what YAML may hold and JSON may not (a ``!!binary`` HTTP body: bytes)."""
-    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
-
-
 def _version_line() -> str:
     """``dspy-bridge X (DSPy Y, Python Z)`` — read from the installed metadata, without importing DSPy."""
     from importlib.metadata import PackageNotFoundError, version
@@ -227,15 +133,18 @@ def _version_line() -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="dspy-bridge", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        prog="dspy-bridge",
+        description=(__doc__ or "").replace("``", ""),  # the docstring without its RST markup
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=_version_line())
     commands = parser.add_subparsers(dest="command", required=True)
     p = commands.add_parser("demo", help="record with a real worker against the fake Gemini, replay with a mock worker")
     p.add_argument("--dir", help="where to write the demo cassette (default: a temp dir)")
     p.set_defaults(func=demo)
-    p = commands.add_parser("verify", help="scan cassettes for key-shaped strings")
-    p.add_argument("paths", nargs="+")
+    p = commands.add_parser("verify", help="the same as 'dspy-bridge cassettes verify' (older spelling)")
+    p.add_argument("paths", nargs="+", metavar="PATH")
+    p.add_argument("--json", action="store_true", help="print JSON instead of text")
     p.set_defaults(func=verify)
     p = commands.add_parser("daemon", help="a warm zygote kept between test runs")
     p.add_argument("action", choices=("start", "stop", "status"))
@@ -253,38 +162,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = commands.add_parser("fake-gemini", help="serve the bundled fake Gemini until stdin closes")
     p.add_argument("--port", type=int, default=0)
     p.set_defaults(func=fake_gemini)
-    _add_cassettes_parser(commands)
+    from dspy_bridge._cli_cassettes import add_cassettes_parser
+
+    add_cassettes_parser(commands)
     from dspy_bridge._cli_prompts import add_prompts_parser
 
     add_prompts_parser(commands)
     return parser
-
-
-def _add_cassettes_parser(commands: Any) -> None:
-    p = commands.add_parser(
-        "cassettes",
-        help="list, show and sum up bridge and HTTP cassettes (read-only)",
-        description="Exit codes: 0 ok; 1 a file could not be read (named, the others still shown); "
-        "2 usage (missing path, no cassettes found, bad --index).",
-    )
-    actions = p.add_subparsers(dest="action", required=True)
-    q = actions.add_parser("list", help="one line per cassette: level, age, size, interactions, versions, models")
-    q.add_argument("paths", nargs="*", metavar="PATH", help="files or folders (searched recursively); default .")
-    q.add_argument(
-        "--stale-days",
-        type=float,
-        metavar="N",
-        help="flag files older than N days or recorded with another DSPy version than the installed one",
-    )
-    q.add_argument("--json", action="store_true", help="print a JSON list")
-    q = actions.add_parser("show", help="print a cassette's interactions readably")
-    q.add_argument("file", metavar="FILE")
-    q.add_argument("--index", type=int, metavar="N", help="only interaction N (0-based)")
-    q.add_argument("--json", action="store_true", help="print the interactions as JSON")
-    q = actions.add_parser("stats", help="sums over cassettes: files per level, interactions, bytes, oldest/newest")
-    q.add_argument("paths", nargs="*", metavar="PATH", help="files or folders (searched recursively); default .")
-    q.add_argument("--json", action="store_true", help="print a JSON object")
-    p.set_defaults(func=cassettes)
 
 
 def main(argv: list[str] | None = None) -> int:

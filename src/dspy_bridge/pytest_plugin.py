@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from dspy_bridge._pytest._plan import TestPlan, plan_for
+from dspy_bridge._pytest._plan import TestPlan, cassette_root, plan_for
 from dspy_bridge._pytest._settings import add_options, validate_all, validate_mark
 from dspy_bridge._pytest._setup import BridgeSetup
 from dspy_bridge._pytest._state import CALL_FAILED, STATE_KEY, BridgeState
@@ -145,12 +145,26 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     for item in session.items:
         if _uses_bridge(item):
             state.plans[item.nodeid] = plan_for(item)
+    deselected = session.config.stash.get(DESELECTED, [])
+    bridge = {item.nodeid for item in [*session.items, *deselected] if _uses_bridge(item)}
+    state.report.usage.note_collection(session.config, session.items, deselected, bridge, cassette_root(session.config))
     if state.xdist.worker_id is not None:
         return  # an xdist worker collects every test but runs only some: it starts a pool when a test needs it
     if any(plan.real for plan in state.plans.values()) or (state.plans and state.prompts_mode != "off"):
         state.warm_real_pool()  # prompt locks are rendered by real workers, for mock tests too
     if any(not plan.real for plan in state.plans.values()):
         state.pools.warm("mock")  # ~0.1 s, overlapped with the first tests' own set-up
+
+
+DESELECTED = pytest.StashKey[list[pytest.Item]]()
+
+
+def pytest_deselected(items: list[pytest.Item]) -> None:
+    """-k, -m, --deselect, --lf…: remember these tests, so the run record says their cassettes were not vouched
+    for (``cassettes unused`` must not call them unused)."""
+    if items:
+        config = items[0].config
+        config.stash.setdefault(DESELECTED, []).extend(items)
 
 
 @pytest.hookimpl(hookwrapper=True)
@@ -215,7 +229,9 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         state.finish()
         workeroutput[WORKEROUTPUT_KEY] = state.report.export()
         return
-    if state.drift_failed and session.exitstatus == pytest.ExitCode.OK:
+    if not _runs_no_tests(config):
+        state.finish_run(int(session.exitstatus))
+    if (state.drift_failed or state.stale_failed) and session.exitstatus == pytest.ExitCode.OK:
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 

@@ -18,7 +18,7 @@ from dspy_bridge._modes import RecordMode
 from dspy_bridge._pytest._names import cassette_paths
 from dspy_bridge._pytest._settings import HTTP_MARK_KEYS, run_level, validate_mark
 
-__all__ = ["KINDS", "TestPlan", "plan_for"]
+__all__ = ["KINDS", "TestPlan", "cassette_root", "plan_for"]
 
 KINDS = ("mock", "integration", "scripted")
 
@@ -76,6 +76,14 @@ def _truthy(value: Any) -> bool:
     return value is True or str(value).lower() in ("1", "true", "yes", "on")
 
 
+def cassette_root(config: pytest.Config) -> str | None:
+    """``--bridge-cassette-dir`` made absolute (from the rootdir); ``None``: ``cassettes/`` beside each module."""
+    root, _ = run_level(config, "cassette_dir")
+    if root is not None and not os.path.isabs(root):
+        root = str(Path(str(config.rootpath)) / root)
+    return None if root is None else str(root)
+
+
 def plan_for(item: pytest.Item) -> TestPlan:
     config = item.config
     marks = [m for m in (item.get_closest_marker(name) for name in KINDS) if m is not None]
@@ -99,10 +107,7 @@ def plan_for(item: pytest.Item) -> TestPlan:
     if synthetic_source == "default" and "synthetic" in options:
         synthetic = _truthy(options["synthetic"])
 
-    root, _ = run_level(config, "cassette_dir")
-    if root is not None and not os.path.isabs(root):
-        root = str(Path(str(config.rootpath)) / root)
-    bridge_path, http_path = cassette_paths(item, root, options.get("cassette"))
+    bridge_path, http_path = cassette_paths(item, cassette_root(config), options.get("cassette"))
     match_on = options.get("match_on")
     return TestPlan(
         nodeid=item.nodeid,

@@ -33,6 +33,7 @@ MODES = ("auto", "mock", "integration")
 UPSTREAM_NAMES = ("gemini", "fake")
 DRIFT_MODES = ("report", "fail", "strict")
 RECORD_FAILED = ("discard", "keep")
+STALE_MODES = ("warn", "fail")
 
 
 @dataclass(frozen=True)
@@ -172,6 +173,31 @@ SETTINGS: dict[str, Setting] = {
             "stop recording once this pytest process recorded this much: calls:N and/or usd:X (e.g. calls:300,usd:2)",
             None,
             check=_budget_problem,
+        ),
+        Setting(
+            "stale",
+            "what the summary does with stale cassettes (recorded with another DSPy version or model, or older "
+            "than stale_days): warn, or fail the run",
+            "warn",
+            STALE_MODES,
+        ),
+        Setting(
+            "stale_days",
+            "cassettes recorded more than this many days ago are stale (default: no age limit)",
+            None,
+            kind=float,
+            minimum=0,
+        ),
+        Setting(
+            "stale_model",
+            "the model your tests use now: bridge cassettes recorded against another model are stale",
+            None,
+        ),
+        Setting(
+            "run_record",
+            "where the run record read by 'dspy-bridge cassettes unused' is written, relative to the rootdir "
+            "('off': not written)",
+            ".dspy-bridge/last-run.json",
         ),
         Setting("secret_env", "more variable names never given to workers or the proxy (comma-separated)", ""),
         Setting(

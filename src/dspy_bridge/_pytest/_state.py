@@ -50,6 +50,7 @@ class BridgeState:
         self.record_failed = str(run_level(config, "record_failed")[0])
         self.prompts_mode = str(run_level(config, "prompts")[0])
         self.record_budget = parse_budget(run_level(config, "record_budget")[0])  # checked by validate_all
+        self.run_record = str(run_level(config, "run_record")[0])  # "off": no record, no cassette_report calls
         # Every secret of the host's environment, removed by exact match from test reports and cassettes.
         self.secrets = secret_values(os.environ, env_names(run_level(config, "secret_env")[0]))
 
@@ -195,12 +196,15 @@ class BridgeState:
         try:
             yield client
         finally:
+            keep = self.run_record.lower() not in ("off", "none", "")
+            played = _played(plan, pool, client) if keep and not plan.real else None
             with contextlib.suppress(Exception):  # the session may already be gone with its worker
                 client.close()
             call_failed = item is not None and item.stash.get(CALL_FAILED, False)
             unfinished = item is not None and CALL_FAILED not in item.stash  # Ctrl-C, or a later fixture failed
             discard = plan.records and (call_failed or unfinished) and self.record_failed == "discard"
             report = route.deactivate(save=not discard) if route is not None else None
+            self.report.usage.note_test(plan, played, report)
             unsaved = self._recording_policy(plan, report, call_failed)
             if recorder is not None and unsaved:  # the more specific reason (e.g. an unreachable upstream)
                 self.report.notes.append({"nodeid": plan.nodeid, "kind": "not recorded", "message": unsaved})
@@ -366,12 +370,68 @@ class BridgeState:
         self.finish()
         self.report.write(reporter)
 
+    # -- the run record and stale cassettes (controller, or a run without xdist) ----------------------
+    def finish_run(self, exitstatus: int) -> None:
+        """Flag stale cassettes among those the run used, and write the run record ``cassettes unused`` reads."""
+        self.report.stale_mode = str(run_level(self.config, "stale")[0])
+        self.report.stale = self._stale_cassettes()
+        written = self.report.usage.write(self.config, exitstatus, self.run_record)
+        self.report.record_path = _shown(written, self.config.rootpath) if written is not None else None
+
+    def _stale_cassettes(self) -> list[dict[str, Any]]:
+        from dspy_bridge.cassettes import _inventory as inventory
+
+        days = run_level(self.config, "stale_days")[0]
+        model = run_level(self.config, "stale_model")[0]
+        found = []
+        for path, used in sorted(self.report.usage.cassettes.items()):
+            entry = inventory.header_entry(Path(path)) if used["level"] == "bridge" else None
+            if entry is None and (used["level"] == "bridge" or days is not None or model):
+                entry = inventory.read_entry(Path(path))  # HTTP cassettes carry no versions: age and models
+            reasons = inventory.stale_reasons(entry, stale_days=days, model=model) if entry else []
+            if reasons:
+                found.append({"path": _shown(Path(path), self.config.rootpath), "reasons": reasons})
+        return found
+
+    @property
+    def stale_failed(self) -> bool:
+        """``--bridge-stale=fail`` and some cassette the run used is stale."""
+        return self.report.stale_mode == "fail" and bool(self.report.stale)
+
     @property
     def drift_failed(self) -> bool:
         """``--bridge-drift=fail`` and a regression (``strict``: any difference) between recorded and real answers."""
         from dspy_bridge._pytest._drift import drift_fails_run
 
         return drift_fails_run(self.drift_mode, self.report.drifts)
+
+
+def _shown(path: Path, rootdir: Path) -> str:
+    """A path relative to the rootdir when it is inside it (shorter summary lines)."""
+    try:
+        return str(path.relative_to(rootdir))
+    except ValueError:
+        return str(path)
+
+
+def _played(plan: TestPlan, pool: SyncPool, client: Bridge) -> list[int] | None:
+    """Which interactions of its bridge cassette a mock test played (asked of its worker before the session
+    goes); ``None`` when that cannot be known (the worker is gone, the cassette is not there)."""
+    if client.requests == 0:
+        return []
+    if not plan.bridge_cassette.exists():
+        return None
+    try:
+        future = pool.submit(
+            "cassette_report",
+            {"path": str(plan.bridge_cassette)},
+            session_id=client.session_id,
+            context=client.context,
+        )
+        answer = future.result(timeout=30)
+    except Exception:  # a crashed worker took the replay state with it: unknown, so nothing gets pruned
+        return None
+    return [int(index) for index in answer.get("played") or []] if isinstance(answer, dict) else None
 
 
 def _report_once(item: pytest.Item | None, call_failed: bool, error: BridgeError) -> None:

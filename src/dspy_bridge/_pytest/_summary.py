@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from dspy_bridge._pytest._spend import describe_spend
+from dspy_bridge._pytest._usage import RunUsage
 
 __all__ = ["WORKEROUTPUT_KEY", "RunReport", "describe_counts"]
 
@@ -61,6 +62,10 @@ class RunReport:
     notes: list[dict[str, str]] = field(default_factory=list)  # {nodeid, kind, message}: kinds as in write()
     test_seconds: float = 0.0
     processes: list[str] = field(default_factory=list)  # xdist workers merged into this report
+    usage: RunUsage = field(default_factory=RunUsage)  # cassettes the tests used: the run record
+    stale: list[dict[str, Any]] = field(default_factory=list)  # {path, reasons}: cassettes to re-record
+    stale_mode: str = "warn"
+    record_path: str | None = None  # where the run record was written
 
     # -- xdist: workers export, the controller merges ----------------------------------------
     def export(self) -> dict[str, Any]:
@@ -73,6 +78,7 @@ class RunReport:
             "drift_compared": self.drift_compared,
             "notes": self.notes,
             "test_seconds": self.test_seconds,
+            "usage": self.usage.export(),
         }
 
     def merge(self, data: dict[str, Any]) -> None:
@@ -83,6 +89,7 @@ class RunReport:
         self.drift_compared += int(data.get("drift_compared") or 0)
         self.notes.extend(data.get("notes") or [])
         self.test_seconds += float(data.get("test_seconds") or 0.0)
+        self.usage.merge(data.get("usage") or {})
         self.processes.append(str(data.get("label")))
 
     def add_pools(self, records: list[Any]) -> None:
@@ -141,12 +148,27 @@ class RunReport:
                 f"prompt locks: checked {prompts['checked']} (changed {prompts['changed']}), "
                 f"written {prompts['written']}, unchanged {prompts['unchanged']}"
             )
+        self._write_cassette_lines(reporter)
         share = 100.0 * blocked / wall if wall > 0 else 0.0
         reporter.write_line(
             f"wall time {wall:.2f} s: waiting for workers to start {blocked:.2f} s ({share:.1f}%), "
             f"in bridge tests {self.test_seconds:.2f} s, the rest (collection, other tests) "
             f"{max(wall - blocked - self.test_seconds, 0.0):.2f} s"
         )
+
+    def _write_cassette_lines(self, reporter: Any) -> None:
+        if self.stale:
+            what = "fail the run (--bridge-stale=fail)" if self.stale_mode == "fail" else "a warning"
+            reporter.write_line(
+                f"stale cassettes: {len(self.stale)} ({what}; re-record them with --bridge-record=all):"
+            )
+            for entry in self.stale:
+                reporter.write_line(f"  {entry['path']}: {'; '.join(entry['reasons'])}")
+        if self.record_path:
+            reporter.write_line(
+                f"run record: {self.record_path} ({self.usage.ran} bridge test(s) ran, "
+                f"{len(self.usage.cassettes)} cassette(s) used); see dspy-bridge cassettes unused"
+            )
 
 
 def _grouped(notes: list[dict[str, str]], kind: str) -> dict[str, list[str]]:

@@ -23,10 +23,12 @@ from dspy_bridge._exceptions import CassetteCorrupt, CassetteError, UsageError
 __all__ = [
     "Entry",
     "discover",
+    "header_entry",
     "installed_dspy_version",
     "interactions_of",
     "read_entry",
     "render_interaction",
+    "stale_reasons",
     "stats",
 ]
 
@@ -200,7 +202,9 @@ def _bridge_models(meta: dict[str, Any], items: list[dict[str, Any]]) -> list[st
     return sorted(m for m in models if isinstance(m, str) and m)
 
 
-def read_entry(path: Path, *, now: datetime | None = None, stale_days: float | None = None) -> Entry:
+def read_entry(
+    path: Path, *, now: datetime | None = None, stale_days: float | None = None, model: str | None = None
+) -> Entry:
     """What ``list`` prints for one file; a file that cannot be read gets ``error`` set, never an exception."""
     now = now or datetime.now(UTC)
     size = path.stat().st_size if path.exists() else 0
@@ -225,13 +229,56 @@ def read_entry(path: Path, *, now: datetime | None = None, stale_days: float | N
         recorded = datetime.fromtimestamp(path.stat().st_mtime, UTC)
     entry.recorded = recorded.replace(microsecond=0).isoformat().replace("+00:00", "Z")
     entry.age_days = round((now - recorded).total_seconds() / 86400, 2)
-    if stale_days is not None:
-        if entry.age_days > stale_days:
-            entry.stale.append(f"older than {stale_days:g} days")
-        installed = installed_dspy_version()
-        if entry.dspy_version and installed and entry.dspy_version != installed:
-            entry.stale.append(f"recorded with DSPy {entry.dspy_version}, {installed} installed")
+    entry.stale = stale_reasons(entry, stale_days=stale_days, model=model)
     return entry
+
+
+def header_entry(path: Path, *, now: datetime | None = None) -> Entry | None:
+    """A bridge cassette's ``meta`` read from the top of the file only (``version`` and ``meta`` precede
+    ``interactions``): enough for staleness, without parsing every interaction. ``None`` if that fails."""
+    import yaml
+
+    from dspy_bridge.cassettes._yamlio import SafeLoader
+
+    try:
+        with path.open(encoding="utf-8") as handle:
+            head = []
+            for line in handle:
+                if line.startswith("interactions:"):
+                    break
+                head.append(line)
+        data = yaml.load("".join(head), Loader=SafeLoader)
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return None
+    meta = data.get("meta") if isinstance(data, dict) else None
+    recorded = _parse_time(meta.get("created")) if isinstance(meta, dict) else None
+    if not isinstance(meta, dict) or recorded is None:
+        return None
+    entry = Entry(str(path), BRIDGE, path.stat().st_size, recorded_against=meta.get("recorded_against"))
+    entry.dspy_version, entry.dspy_bridge_version = meta.get("dspy_version"), meta.get("dspy_bridge_version")
+    entry.models = [meta["model"]] if isinstance(meta.get("model"), str) else []
+    entry.recorded = recorded.replace(microsecond=0).isoformat().replace("+00:00", "Z")
+    entry.age_days = round(((now or datetime.now(UTC)) - recorded).total_seconds() / 86400, 2)
+    return entry
+
+
+def _model_name(model: str) -> str:
+    """``gemini/gemini-2.5-flash`` (DSPy's name) and ``gemini-2.5-flash`` (the URL's) are the same model."""
+    return model.rsplit("/", 1)[-1].lower()
+
+
+def stale_reasons(entry: Entry, *, stale_days: float | None = None, model: str | None = None) -> list[str]:
+    """Why a cassette should be re-recorded: older than ``stale_days``, recorded with another DSPy than the
+    installed one (bridge cassettes carry the version), or against other models than ``model``."""
+    reasons = []
+    if stale_days is not None and entry.age_days is not None and entry.age_days > stale_days:
+        reasons.append(f"older than {stale_days:g} days")
+    installed = installed_dspy_version()
+    if entry.dspy_version and installed and entry.dspy_version != installed:
+        reasons.append(f"recorded with DSPy {entry.dspy_version}, {installed} installed")
+    if model and entry.models and _model_name(model) not in {_model_name(m) for m in entry.models}:
+        reasons.append(f"recorded against {', '.join(entry.models)}, not {model}")
+    return reasons
 
 
 # -- printing -----------------------------------------------------------------------------------------

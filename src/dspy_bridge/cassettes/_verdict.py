@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
-__all__ = ["BENIGN", "REGRESSION", "FieldVerdict", "classify_answers", "kind_of"]
+__all__ = ["BENIGN", "REGRESSION", "FieldVerdict", "change_verdicts", "classify_answers", "http_verdicts", "kind_of"]
 
 BENIGN = "benign"
 REGRESSION = "regression"
@@ -121,3 +121,57 @@ def _errors(recorded: dict[str, Any], now: dict[str, Any]) -> list[FieldVerdict]
     if old_error.get("message") != new_error.get("message"):
         return [FieldVerdict("error", BENIGN, "same error type, different message")]
     return []
+
+
+def _gemini(body: Any) -> dict[str, Any] | None:
+    """A Gemini answer as data: a parsed body (``cassettes diff`` shows HTTP bodies parsed), or a stream's
+    events (``{"sse": [event, …]}``) folded into one answer: all parts in order, the last candidate's fields."""
+    if not isinstance(body, dict):
+        return None
+    chunks = body.get("sse") if "sse" in body else [body]
+    if not isinstance(chunks, list):
+        return None
+    chunks = [chunk for chunk in chunks if isinstance(chunk, dict)]
+    candidates = [c for chunk in chunks for c in chunk.get("candidates") or [] if isinstance(c, dict)]
+    if not candidates:
+        return None
+    parts = [part for c in candidates for part in (c.get("content") or {}).get("parts") or []]
+    return {"candidates": [{**candidates[-1], "content": {"parts": parts}}]}
+
+
+def _answer_shape(data: dict[str, Any] | None) -> tuple[Any, list[str], str]:
+    candidate = ((data or {}).get("candidates") or [{}])[0]
+    parts = (candidate.get("content") or {}).get("parts") or []
+    calls = [str((part.get("functionCall") or {}).get("name")) for part in parts if "functionCall" in part]
+    text = "".join(str(part.get("text", "")) for part in parts if not part.get("thought"))
+    return candidate.get("finishReason"), calls, text
+
+
+def http_verdicts(old: dict[str, Any], new: dict[str, Any]) -> list[FieldVerdict]:
+    """An HTTP interaction as ``cassettes diff`` shows it (``{status: code, body: parsed}``): status, finish
+    reason and function calls are regressions; other text is benign."""
+    old_response, new_response = old.get("response") or {}, new.get("response") or {}
+    old_status, new_status = old_response.get("status"), new_response.get("status")
+    if old_status != new_status:
+        return [FieldVerdict("status", REGRESSION, f"status {old_status} → {new_status}")]
+    old_finish, old_calls, old_text = _answer_shape(_gemini(old_response.get("body")))
+    new_finish, new_calls, new_text = _answer_shape(_gemini(new_response.get("body")))
+    verdicts = []
+    if old_finish != new_finish:
+        verdicts.append(FieldVerdict("finish_reason", REGRESSION, f"finish reason {old_finish} → {new_finish}"))
+    if old_calls != new_calls:
+        verdicts.append(FieldVerdict("function_calls", REGRESSION, f"function calls {old_calls} → {new_calls}"))
+    if old_text != new_text:
+        verdicts.append(FieldVerdict("text", BENIGN, "the answer's text differs"))
+    if not verdicts and old_response != new_response:
+        verdicts.append(FieldVerdict("response", BENIGN, "headers or metadata differ"))
+    return verdicts
+
+
+def change_verdicts(level: str, old: dict[str, Any], new: dict[str, Any]) -> list[FieldVerdict]:
+    """Verdicts for one changed interaction of a cassette diff (a changed request is a regression)."""
+    if old.get("request") != new.get("request"):
+        return [FieldVerdict("request", REGRESSION, "the request differs (a new prompt or program)")]
+    if level == "http":
+        return http_verdicts(old, new)
+    return classify_answers(old.get("response") or {}, new.get("response") or {})

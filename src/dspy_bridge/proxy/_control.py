@@ -93,12 +93,13 @@ class CassetteReport:
     rate_limits: tuple[str, ...] = ()  # upstream 429s the proxy waited out (RetryInfo), one line each
     quota_spent: str = ""  # the upstream quota that ran out, when calls of this cassette were refused for it
     quota_refused: int = 0  # calls answered by the proxy because the quota is spent
+    played: tuple[int, ...] = ()  # indexes of the loaded interactions answered (for ``cassettes unused``)
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> CassetteReport:
         names = {f.name for f in fields(cls)}
         values = {k: v for k, v in data.items() if k in names}
-        for name in ("match_on", "miss_messages", "not_recorded", "near_matches", "rate_limits"):
+        for name in ("match_on", "miss_messages", "not_recorded", "near_matches", "rate_limits", "played"):
             values[name] = tuple(values.get(name) or ())
         return cls(**values)
 

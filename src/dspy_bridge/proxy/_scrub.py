@@ -91,7 +91,7 @@ class Scrubber:
         """Hook for vcrpy response dicts (already a copy)."""
         body = response.get("body")
         if isinstance(body, dict) and "string" in body:
-            body["string"] = self.body(body["string"])
+            body["string"] = stable_response_ids(self.body(body["string"]))
         headers = response.get("headers")
         if isinstance(headers, dict):
             response["headers"] = {
@@ -122,6 +122,22 @@ VOLATILE_HEADERS = frozenset(
         "expires",
     }
 )
+
+
+_RESPONSE_ID = re.compile(r'"responseId"(\s*):(\s*)"[^"\\]*"')
+
+
+def stable_response_ids(body: Any) -> Any:
+    """Gemini's ``responseId`` (new on every call) replaced by a digest of the rest of the answer, so re-recording
+    the same answer writes the same bytes; one stream's events keep one id between them. DSPy never reads it."""
+    raw = body.decode("utf-8") if isinstance(body, bytes | bytearray) else body
+    if not isinstance(raw, str) or '"responseId"' not in raw:
+        return body
+    import hashlib
+
+    digest = hashlib.sha256(_RESPONSE_ID.sub('"responseId":""', raw).encode("utf-8")).hexdigest()[:22]
+    stable = _RESPONSE_ID.sub(lambda m: f'"responseId"{m.group(1)}:{m.group(2)}"recorded-{digest}"', raw)
+    return stable.encode("utf-8") if isinstance(body, bytes | bytearray) else stable
 
 
 def volatile_header(name: str) -> bool:

@@ -341,7 +341,8 @@ class CassetteSession:
             and not self.not_recorded
             and not os.path.exists(self.options.path)
         )
-        unplayed = sum(1 for index in range(self._loaded) if cassette.play_counts[index] == 0)
+        played = [index for index in range(self._loaded) if cassette.play_counts[index]]
+        unplayed = self._loaded - len(played)
         if save:
             context.__exit__(None, None, None)
         else:
@@ -357,6 +358,7 @@ class CassetteSession:
             "near_matches": list(self.near_matches),
             "interactions": len(cassette.data),
             "unplayed": unplayed,
+            "played": played,  # indexes (file order) of the loaded interactions answered at least once
             "saved": will_write or write_empty,
             "discarded_because": discarded_because,
         }
