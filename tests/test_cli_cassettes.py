@@ -188,8 +188,10 @@ def test_stats_sums_over_a_directory(tree: Path, capsys: pytest.CaptureFixture[s
     assert summary["files"] == 25 and summary["files_by_level"] == {"bridge": 13, "http": 12}
     assert summary["corrupt"] == []
     expected_bytes = sum(
-        p.stat().st_size for p in tree.rglob("*.yaml") if p.name != "settings.yaml" and not p.name.startswith(".")
-    )
+        p.stat().st_size
+        for p in tree.rglob("*.yaml")
+        if p.name != "settings.yaml" and not p.name.startswith(".") and not p.name.endswith(".prompts.yaml")
+    )  # prompt locks are no cassettes
     assert summary["bytes"] == expected_bytes
     assert summary["interactions"] == sum(summary["interactions_by_level"].values())
     assert summary["interactions_by_level"]["http"] == 4 * 1 + 2 * 4 + 6 * 1
