@@ -38,6 +38,7 @@ from dspy_bridge.pool._spawn import WORKER_ENTRY, Launcher, SpawnLauncher, Worke
 from dspy_bridge.pool._zygote import ZygoteLauncher
 from dspy_bridge.protocol._async_streams import AsyncFrameReader, AsyncFrameWriter
 from dspy_bridge.protocol._codec import get_codec
+from dspy_bridge.protocol._rendezvous import RUNTIME_DIR_ENV
 from dspy_bridge.protocol._zygote import DEFAULT_PRELOAD
 from dspy_bridge.testing import FakeGemini
 
@@ -232,7 +233,7 @@ async def bench_engine(engine: str, sizes: list[int], runs: int, add_runs: int) 
     ):
         table[label] = {n: await timed(label, run, n, engine, runs) for n in sizes}
     runtime = Path(tempfile.mkdtemp(prefix="dbb-"))
-    os.environ[warm.RUNTIME_DIR_ENV] = str(runtime / "rt")
+    os.environ[RUNTIME_DIR_ENV] = str(runtime / "rt")
     try:
         info = warm.daemon_start(preload=list(PRELOAD[engine]), idle_timeout=600)
         assert info.running, str(info)
@@ -240,7 +241,7 @@ async def bench_engine(engine: str, sizes: list[int], runs: int, add_runs: int) 
         table["daemon pool"] = {n: await timed("daemon pool", daemon_pool, n, engine, runs) for n in sizes}
     finally:
         warm.daemon_stop()
-        del os.environ[warm.RUNTIME_DIR_ENV]
+        del os.environ[RUNTIME_DIR_ENV]
         shutil.rmtree(runtime, ignore_errors=True)
     samples, eight = await add_one(engine, add_runs)
     print(f"  {engine:8} +1 worker: median {statistics.median(samples):.1f} ms; +8 at once: {eight:.1f} ms")
