@@ -45,8 +45,8 @@ def test_spend_is_counted_per_side_and_the_budget_trips_at_its_limit() -> None:
     count_spend(spend, records=False, live=False, client=SimpleNamespace(lm_calls=2, cost_usd=0.0, cost_unknown=2))
     count_spend(spend, records=False, live=True, client=client)  # live calls are neither recorded nor replayed
     assert describe_spend(spend) == (
-        "LM spend: 2 LM calls replayed, $0.0000 of recorded spend avoided (+2 answer(s) from models without a "
-        "known price); 3 LM calls recorded, $0.2500 spent recording"
+        "LM spend: 2 LM calls replayed, $0.0000 of recorded spend avoided (+2 answer(s) without a known cost); "
+        "3 LM calls recorded, $0.2500 spent recording"
     )
     assert budget_problem({"calls": 4}, spend, "B") is None
     assert (
@@ -86,5 +86,5 @@ def test_a_spent_budget_stops_recording_and_the_printed_command_records_the_rest
     replay = pytester.runpytest_subprocess(*run)
     replay.assert_outcomes(passed=2)
     replay.stdout.fnmatch_lines(["LM spend: 2 LM calls replayed, $0.0* of recorded spend avoided"])
-    assert "without a known price" not in replay.stdout.str()
+    assert "without a known cost" not in replay.stdout.str()
     assert not os.environ.get("GEMINI_API_KEY")  # the fake needed none

@@ -68,6 +68,6 @@ def describe_spend(spend: Counter[Any]) -> str | None:
         calls = int(spend[f"{side}_calls"])
         if calls:
             unpriced = int(spend[f"{side}_unpriced"])
-            note = f" (+{unpriced} answer(s) from models without a known price)" if unpriced else ""
+            note = f" (+{unpriced} answer(s) without a known cost)" if unpriced else ""
             parts.append(f"{calls} LM calls {side}, ${float(spend[f'{side}_usd']):.4f} {verb}{note}")
     return "LM spend: " + "; ".join(parts) if parts else None
