@@ -369,13 +369,13 @@ def test_diff_verdict_passes_a_reworded_answer_and_fails_a_regression(
 
     code, out, _ = run(capsys, "diff", str(original), str(variant("reworded.bridge.yaml", "other words")), "--verdict")
     assert code == 0, out  # different, but only reworded
-    assert "verdict answer: benign (same type (str), different value)" in out
+    assert "verdict answer: benign (same type (string), different value)" in out
     assert out.splitlines()[-1].endswith("1 differ, 0 only in A, 0 only in B; 0 with a regression")
     code, out, _ = run(capsys, "diff", str(original), str(variant("typed.bridge.yaml", 42)), "--verdict", "--json")
     data = json.loads(out)
     assert code == 1 and data["regressions"] == 1
     assert data["changes"][0]["verdicts"] == [
-        {"field": "answer", "verdict": "regression", "reason": "type str → number"}
+        {"field": "answer", "verdict": "regression", "reason": "type string → number"}
     ]
 
     http = qa / f"{ANSWER}.http.yaml"

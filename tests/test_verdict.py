@@ -22,14 +22,14 @@ def verdicts(old: dict[str, Any], new: dict[str, Any]) -> list[tuple[str, str, s
 def test_same_answers_have_no_verdicts_and_other_text_is_benign() -> None:
     assert verdicts(ok({"answer": "Paris"}), ok({"answer": "Paris"})) == []
     assert verdicts(ok({"answer": "Paris"}), ok({"answer": "Paris, France"})) == [
-        ("answer", BENIGN, "same type (str), different value")
+        ("answer", BENIGN, "same type (string), different value")
     ]
     assert verdicts(ok({"score": 0.8}), ok({"score": 1})) == [("score", BENIGN, "same type (number), different value")]
     assert verdicts(ok({"tags": ["a"]}), ok({"tags": ["a", "b"]}))[0][1] == BENIGN
 
 
 def test_type_literal_bool_and_missing_fields_are_regressions() -> None:
-    assert verdicts(ok({"answer": "4"}), ok({"answer": 4})) == [("answer", REGRESSION, "type str → number")]
+    assert verdicts(ok({"answer": "4"}), ok({"answer": 4})) == [("answer", REGRESSION, "type string → number")]
     typed = {"output_types": {"label": "Literal['yes', 'no']"}}
     assert verdicts(ok({"label": "yes"}, **typed), ok({"label": "no"}, **typed)) == [
         ("label", REGRESSION, "Literal value 'yes' → 'no'")
@@ -43,9 +43,9 @@ def test_type_literal_bool_and_missing_fields_are_regressions() -> None:
         ("invoice", REGRESSION, "keys changed (-currency)")
     ]
     assert verdicts(ok({"invoice": {"total": 3}}), ok({"invoice": {"total": "3"}})) == [
-        ("invoice.total", REGRESSION, "type number → str")
+        ("invoice.total", REGRESSION, "type number → string")
     ]
-    assert verdicts(ok({"xs": [1, 2]}), ok({"xs": ["1"]})) == [("xs", REGRESSION, "item types ['number'] → ['str']")]
+    assert verdicts(ok({"xs": [1, 2]}), ok({"xs": ["1"]})) == [("xs", REGRESSION, "item types ['number'] → ['string']")]
 
 
 def test_tool_calls_finish_reasons_and_failures() -> None:
@@ -67,7 +67,7 @@ def test_tool_calls_finish_reasons_and_failures() -> None:
     ]
     assert verdicts(failed("lm_error"), failed("lm_rate_limited"))[0][1] == REGRESSION
     assert [kind_of(v) for v in (None, True, 1, 1.5, "s", [], {})] == [
-        "null", "bool", "number", "number", "str", "list", "object"
+        "null", "boolean", "number", "number", "string", "array", "object"
     ]  # fmt: skip
 
 
@@ -91,7 +91,7 @@ def test_the_drift_check_gives_each_difference_its_verdict_and_fail_means_regres
     check.observe(execute, ok({"label": "yes", "why": "since"}, **typed))
     assert [(d.field, d.verdict) for d in check.drifts] == [("why", BENIGN)]
     benign = [d.as_dict() for d in check.drifts]
-    assert "[benign: same type (str), different value]" in check.drifts[0].describe()
+    assert "[benign: same type (string), different value]" in check.drifts[0].describe()
     assert not drift_fails_run("fail", benign) and drift_fails_run("strict", benign)
     assert not drift_fails_run("report", [{"verdict": REGRESSION}])
     assert drift_fails_run("fail", [*benign, {"verdict": REGRESSION}])

@@ -33,20 +33,12 @@ class FieldVerdict:
 
 
 def kind_of(value: Any) -> str:
-    """The JSON kind of a value: ``null``, ``bool``, ``number`` (int and float alike), ``str``, ``list``, ``object``."""
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "bool"
-    if isinstance(value, int | float):
-        return "number"
-    if isinstance(value, str):
-        return "str"
-    if isinstance(value, list | tuple):
-        return "list"
-    if isinstance(value, dict):
-        return "object"
-    return type(value).__name__
+    """A value's JSON kind (JSON Schema's type names), integers and floats alike ``number``: 1 → 1.5 is a new value,
+    not a new type."""
+    from dspy_bridge.protocol._schema import json_type
+
+    kind = json_type(value)
+    return "number" if kind == "integer" else kind
 
 
 def _value(name: str, old: Any, new: Any, declared: str | None) -> FieldVerdict:
@@ -55,7 +47,7 @@ def _value(name: str, old: Any, new: Any, declared: str | None) -> FieldVerdict:
         return FieldVerdict(name, REGRESSION, f"type {old_kind} → {new_kind}")
     if declared and "Literal[" in declared:
         return FieldVerdict(name, REGRESSION, f"Literal value {old!r} → {new!r}")
-    if old_kind == "bool":
+    if old_kind == "boolean":
         return FieldVerdict(name, REGRESSION, f"{old!r} → {new!r}")
     if old_kind == "object":
         if set(old) != set(new):
@@ -67,7 +59,7 @@ def _value(name: str, old: Any, new: Any, declared: str | None) -> FieldVerdict:
                 inner = _value(f"{name}.{key}", old[key], new[key], None)
                 if inner.verdict == REGRESSION:
                     return inner
-    if old_kind == "list":
+    if old_kind == "array":
         old_kinds, new_kinds = {kind_of(item) for item in old}, {kind_of(item) for item in new}
         if old and new and old_kinds != new_kinds:
             return FieldVerdict(name, REGRESSION, f"item types {sorted(old_kinds)} → {sorted(new_kinds)}")

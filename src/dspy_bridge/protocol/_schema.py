@@ -32,6 +32,7 @@ __all__ = [
     "answer_mismatch",
     "describe",
     "generate",
+    "json_type",
     "mismatch",
     "schema_for_node",
     "schema_for_type",
@@ -92,7 +93,7 @@ def schema_for_node(node: tuple[Any, ...], object_schema: dict[str, Any] | None 
     if kind == "literal":
         values = list(node[1])
         schema: dict[str, Any] = {"enum": values}
-        kinds = {_json_type(value) for value in values}
+        kinds = {json_type(value) for value in values}
         if len(kinds) == 1:
             schema["type"] = kinds.pop()
         return schema
@@ -105,7 +106,8 @@ def schema_for_node(node: tuple[Any, ...], object_schema: dict[str, Any] | None 
     return {}  # a model by import path: unknown without pydantic and the user's code
 
 
-def _json_type(value: Any) -> str:
+def json_type(value: Any) -> str:
+    """A value's JSON Schema type name: ``null``, ``boolean``, ``integer``, ``number``, ``string``, ``array``, ``object``."""
     if value is None:
         return "null"
     if isinstance(value, bool):
@@ -191,7 +193,7 @@ def _has_type(value: Any, kind: str) -> bool:
         return isinstance(value, int) and not isinstance(value, bool)
     if kind == "number":
         return isinstance(value, int | float) and not isinstance(value, bool)
-    found = _json_type(value)
+    found = json_type(value)
     return found == kind
 
 
@@ -221,7 +223,7 @@ def mismatch(value: Any, schema: Any, where: str = "value", defs: dict[str, Any]
     if kind is not None:
         kinds = kind if isinstance(kind, list) else [kind]
         if not any(_has_type(value, str(k)) for k in kinds):
-            actual = _JSON_TYPES.get(_json_type(value), _json_type(value))
+            actual = _JSON_TYPES.get(json_type(value), json_type(value))
             shown = "None" if value is None else f"{actual} {_show(value)}"
             return f"{where}: expected {describe(schema, defs)}, got {shown}"
     if isinstance(value, list):
