@@ -635,3 +635,25 @@ def test_sigterm_during_an_lm_call_says_goodbye_without_waiting(gemini: FakeGemi
         assert first is not None and first["type"] == "goodbye", first  # the LM call was not awaited
         assert first["reason"] == "sigterm"
         assert worker.wait() == 0
+
+
+def test_a_sigterm_landing_inside_an_asyncio_callback_still_ends_the_run() -> None:
+    """asyncio logs and swallows most exceptions a callback raises, but re-raises SystemExit: the SIGTERM
+    handler's exception must be one, or a signal that lands in DSPy's event loop leaves the call running."""
+    import asyncio
+
+    from dspy_bridge.worker._main import _on_sigterm
+
+    async def a_call_in_flight() -> None:
+        await asyncio.sleep(0.2)
+
+    loop = asyncio.new_event_loop()
+    task = loop.create_task(a_call_in_flight())
+    try:
+        loop.call_soon(_on_sigterm, signal.SIGTERM, None)
+        with pytest.raises(SystemExit):
+            loop.run_until_complete(task)
+    finally:
+        task.cancel()
+        loop.run_until_complete(asyncio.gather(task, return_exceptions=True))
+        loop.close()

@@ -21,8 +21,12 @@ from dspy_bridge.worker._process import exit_now, protect_stdout, watch_parent
 __all__ = ["build_handlers", "main", "run_worker"]
 
 
-class _Terminate(BaseException):
-    """Raised from the SIGTERM handler to leave a blocking read or a handler promptly."""
+class _Terminate(SystemExit):
+    """Raised from the SIGTERM handler to leave a blocking read or a handler promptly.
+
+    A ``SystemExit``: when the signal lands inside an asyncio callback (DSPy's LM call runs an event loop),
+    asyncio re-raises ``SystemExit``/``KeyboardInterrupt`` but logs and swallows any other exception, which
+    left the worker running its call instead of saying goodbye (seen once in the tests-lowest run)."""
 
 
 def _on_sigterm(signum: int, frame: FrameType | None) -> None:
