@@ -43,6 +43,13 @@ __all__ = ["DirectLane"]
 log = logging.getLogger("dspy_bridge.pool")
 
 _LANE_WAIT = 0.05  # s to wait for a lane another thread holds before taking the ordinary path instead
+_held = threading.local()  # how many lanes this thread holds (a signal handler may run while it holds one)
+
+
+def holding_lane() -> bool:
+    """Whether this thread is inside a direct request (e.g. ``SyncPool.close()`` from a signal handler that
+    interrupted one): waiting for the loop to finish closing would then wait for this very thread."""
+    return getattr(_held, "lanes", 0) > 0
 
 
 class DirectLane:
@@ -78,6 +85,7 @@ class DirectLane:
         channel = handle.channel if handle is not None else None
         if handle is None or channel is None or not channel.lane.acquire(timeout=_LANE_WAIT):
             return None
+        _held.lanes = getattr(_held, "lanes", 0) + 1
         try:
             if not self._may_send(handle):
                 return None
@@ -85,6 +93,7 @@ class DirectLane:
                 return None
             request_id, data, ended = self._exchange(handle, command, args, session_id, context, timeout)
         finally:
+            _held.lanes -= 1
             channel.lane.release()
             channel.leave()
         # The lane is free again: the loop may need it (and this thread may now wait for the loop).
@@ -113,6 +122,7 @@ class DirectLane:
         channel = handle.channel if handle is not None else None
         if handle is None or channel is None or not channel.lane.acquire(timeout=_LANE_WAIT):
             return None
+        _held.lanes = getattr(_held, "lanes", 0) + 1
         try:
             if not self._may_send(handle):
                 return None
@@ -120,6 +130,7 @@ class DirectLane:
             args = {"session_id": session_id}
             request_id, data, ended = self._exchange(handle, "cleanup_session", args, session_id, None, 5.0)
         finally:
+            _held.lanes -= 1
             channel.lane.release()
             channel.leave()
         try:

@@ -31,7 +31,7 @@ from typing import Any, Self, TypeVar
 
 from dspy_bridge._exceptions import PoolClosed, UsageError
 from dspy_bridge.pool._config import UNSET, PoolConfig, Unset
-from dspy_bridge.pool._direct import DirectLane
+from dspy_bridge.pool._direct import DirectLane, holding_lane
 from dspy_bridge.pool._pool import Pool
 from dspy_bridge.pool._pool_commands import CommandsMixin
 from dspy_bridge.pool._spawn import Launcher
@@ -197,8 +197,10 @@ class SyncPool:
             loop.call_soon_threadsafe(self._request_stop)
         except RuntimeError:  # the loop is already closed
             pass
-        if threading.current_thread() is thread:
-            return  # called from a listener on the loop thread: the close proceeds without us waiting
+        if threading.current_thread() is thread or holding_lane():
+            # from a listener on the loop thread, or from a signal handler that interrupted this thread's direct
+            # request (the loop's close waits for that lane): the close proceeds, the interrupted request ends
+            return
         thread.join(timeout)
         if thread.is_alive():
             log.error("SyncPool.close() did not finish within %.1f s", timeout)
