@@ -156,3 +156,32 @@ def test_prompts_show_names_the_missing_lock_and_the_command_that_writes_it(
     save_lock(tmp_path / "x.prompts.yaml", _lock("Answer.", {"answer": "str"}))
     assert main(["prompts", "show", "x.prompts.yaml", "--json"]) == 0
     assert '"qa.predict"' in capsys.readouterr().out
+
+
+def test_a_broken_lock_fails_check_plainly_and_update_rewrites_it(tmp_path: Path) -> None:
+    from collections import Counter
+
+    from dspy_bridge._pytest._prompts import after_test
+
+    class Rendering:  # only what after_test asks of a pool: the real render_prompts is tested above
+        def request(self, command: str, args: dict, session_id: str) -> dict:
+            if command == "create_program":
+                return {"program_id": "p1"}
+            return {
+                "adapter": "chat",
+                "dspy_version": "3.4.1",
+                "predictors": _lock("A.", {"a": "str"})["programs"][0]["predictors"],
+            }
+
+        def close_session(self, session_id: str) -> None:
+            pass
+
+    cassette = tmp_path / "t.bridge.yaml"
+    lock_path(cassette).write_text("programs: [unclosed")
+    counts: Counter[str] = Counter()
+    with pytest.raises(pytest.fail.Exception, match="is not a readable prompt lock") as failed:
+        after_test("check", "t.py::t", cassette, [{"signature": "q -> a"}], Rendering(), counts)  # type: ignore[arg-type]
+    assert "_prompts.py" not in str(failed.value)  # the message, not the plugin's frames
+    after_test("update", "t.py::t", cassette, [{"signature": "q -> a"}], Rendering(), counts)  # type: ignore[arg-type]
+    assert load_lock(lock_path(cassette))["programs"][0]["program"] == "q -> a"
+    assert counts == Counter({"checked": 1, "changed": 1, "written": 1})
