@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 from dspy_bridge._exceptions import BridgeError, MalformedFrame, RequestTimeout
 from dspy_bridge.pool._breaker import BreakerState
-from dspy_bridge.pool._channel import LaneEnded
+from dspy_bridge.pool._channel import Channel, LaneEnded
 from dspy_bridge.pool._errors import handler_error, request_context
 from dspy_bridge.pool._replies import fast_reply, reply_from
 from dspy_bridge.protocol._commands import STATE_COMMANDS
@@ -44,6 +44,22 @@ log = logging.getLogger("dspy_bridge.pool")
 
 _LANE_WAIT = 0.05  # s to wait for a lane another thread holds before taking the ordinary path instead
 _held = threading.local()  # how many lanes this thread holds (a signal handler may run while it holds one)
+
+
+def _take_lane(handle: WorkerHandle | None) -> Channel | None:
+    """``handle``'s channel with its lane held by this thread, or None (no channel, or another thread kept it)."""
+    channel = handle.channel if handle is not None else None
+    if channel is None or not channel.lane.acquire(timeout=_LANE_WAIT):
+        return None
+    _held.lanes = getattr(_held, "lanes", 0) + 1
+    return channel
+
+
+def _give_back(channel: Channel) -> None:
+    """Release a lane ``_take_lane`` took, and let the loop read the worker again if it expects frames."""
+    _held.lanes -= 1
+    channel.lane.release()
+    channel.leave()
 
 
 def holding_lane() -> bool:
@@ -82,10 +98,9 @@ class DirectLane:
             handle = pool._sessions.pinned(session_id)
             if handle is None and pool._sessions.worker_of(session_id) is None and session_id not in pool._sessions:
                 handle, new_session = self._least_loaded(), True  # a new session: nothing to replay
-        channel = handle.channel if handle is not None else None
-        if handle is None or channel is None or not channel.lane.acquire(timeout=_LANE_WAIT):
+        channel = _take_lane(handle)
+        if handle is None or channel is None:
             return None
-        _held.lanes = getattr(_held, "lanes", 0) + 1
         try:
             if not self._may_send(handle):
                 return None
@@ -93,9 +108,7 @@ class DirectLane:
                 return None
             request_id, data, ended = self._exchange(handle, command, args, session_id, context, timeout)
         finally:
-            _held.lanes -= 1
-            channel.lane.release()
-            channel.leave()
+            _give_back(channel)
         # The lane is free again: the loop may need it (and this thread may now wait for the loop).
         reply = fast_reply(data) if data is not None else None
         if reply is not None and command not in STATE_COMMANDS and not self._notify(handle):
@@ -119,10 +132,9 @@ class DirectLane:
         (its errors only logged, as the loop's close does); ``None`` if the loop must do it."""
         pool = self._pool
         handle = pool._sessions.pinned(session_id) if pool.running else None
-        channel = handle.channel if handle is not None else None
-        if handle is None or channel is None or not channel.lane.acquire(timeout=_LANE_WAIT):
+        channel = _take_lane(handle)
+        if handle is None or channel is None:
             return None
-        _held.lanes = getattr(_held, "lanes", 0) + 1
         try:
             if not self._may_send(handle):
                 return None
@@ -130,9 +142,7 @@ class DirectLane:
             args = {"session_id": session_id}
             request_id, data, ended = self._exchange(handle, "cleanup_session", args, session_id, None, 5.0)
         finally:
-            _held.lanes -= 1
-            channel.lane.release()
-            channel.leave()
+            _give_back(channel)
         try:
             with request_context(request_id=request_id, worker_pid=handle.pid, session_id=session_id):
                 if data is None:
